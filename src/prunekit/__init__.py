@@ -1,0 +1,62 @@
+"""prunekit: prune PyTorch models, really smaller and measurably faster.
+
+Example:
+    >>> import prunekit as pk, torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> result = pk.prune(model, pk.Unstructured(sparsity=0.5, scope="global"))
+    >>> round(result.summary().sparsity, 2)
+    0.5
+"""
+
+__version__ = "0.1.0"
+
+from .api import apply_plan, prune
+from .apply.masks import finalize
+from .errors import (
+    ArtifactExistsError,
+    CalibrationError,
+    CouplingError,
+    DataError,
+    ExampleInputError,
+    FormatError,
+    PlanError,
+    PrunekitError,
+    ShapeError,
+    SpecError,
+    TargetError,
+    UnsupportedModelError,
+    WeightError,
+)
+from .plan import Plan
+from .result import PruneResult
+from .specs import NM, Structured, Unstructured, spec_from_dict
+from .summary import Summary
+from . import zoo
+
+__all__ = [
+    "__version__",
+    "prune",
+    "apply_plan",
+    "finalize",
+    "Unstructured",
+    "NM",
+    "Structured",
+    "spec_from_dict",
+    "Plan",
+    "PruneResult",
+    "Summary",
+    "zoo",
+    "PrunekitError",
+    "SpecError",
+    "TargetError",
+    "ShapeError",
+    "WeightError",
+    "ExampleInputError",
+    "UnsupportedModelError",
+    "CouplingError",
+    "PlanError",
+    "CalibrationError",
+    "FormatError",
+    "ArtifactExistsError",
+    "DataError",
+]

@@ -1,0 +1,1 @@
+"""Mutation of models: masks, and physical surgery (structured)."""

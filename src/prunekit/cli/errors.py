@@ -1,0 +1,54 @@
+"""One mapping from failures to exit codes, and the ``error: ... / hint: ...`` format.
+
+Exit codes: 0 ok, 1 a check failed, 2 bad usage or input, 3 internal error.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from ..errors import PrunekitError
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+F = TypeVar("F", bound=Callable[..., Any])
+err_console = Console(stderr=True)
+
+
+class CheckFailed(Exception):
+    """A command ran but a check it performs failed (exit code 1)."""
+
+
+def report_failures(func: F) -> F:
+    """Turn exceptions into one-line messages and the documented exit codes."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except CheckFailed as exc:
+            err_console.print(f"[red]check failed:[/red] {exc}")
+            raise typer.Exit(EXIT_CHECK_FAILED) from exc
+        except PrunekitError as exc:
+            err_console.print(f"[red]error:[/red] {exc.message}", markup=True, highlight=False)
+            if exc.hint:
+                err_console.print(f"[yellow]hint:[/yellow] {exc.hint}", highlight=False)
+            raise typer.Exit(EXIT_BAD_INPUT) from exc
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - last resort: report, never a bare traceback
+            logging.getLogger("prunekit").debug("internal error", exc_info=True)
+            err_console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc}")
+            err_console.print("hint: rerun with --verbose for the traceback and report it")
+            raise typer.Exit(EXIT_INTERNAL) from exc
+
+    return wrapper  # type: ignore[return-value]

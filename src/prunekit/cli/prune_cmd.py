@@ -1,0 +1,107 @@
+"""``prunekit prune``: prune a model and print the per-layer summary."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .. import api
+from ..errors import SpecError
+from ..specs import NM, Spec, Structured, Unstructured
+from ..summary import Summary
+from .errors import report_failures
+from .model_ref import build_model, example_inputs_for
+
+
+class Method(str, Enum):
+    unstructured = "unstructured"
+    nm = "nm"
+    structured = "structured"
+
+
+def build_spec(
+    method: Method,
+    sparsity: float | None,
+    threshold: float | None,
+    scope: str,
+    importance: str,
+    nm: str,
+    round_to: int,
+) -> Spec:
+    """Turn command-line options into a validated spec."""
+    if method is Method.nm:
+        try:
+            n_keep, m = (int(v) for v in nm.split(":"))
+        except ValueError as exc:
+            raise SpecError(f"bad --nm {nm!r}", "write it as N:M, e.g. --nm 2:4") from exc
+        return NM(n_keep=n_keep, m=m, importance=importance)
+    if method is Method.structured:
+        return Structured(sparsity=sparsity, threshold=threshold, scope=scope,  # type: ignore[arg-type]
+                          importance=importance, round_to=round_to)
+    return Unstructured(sparsity=sparsity, threshold=threshold, scope=scope,  # type: ignore[arg-type]
+                        importance=importance)
+
+
+def render_summary(summary: Summary, console: Console) -> None:
+    table = Table(title="pruning summary")
+    for col in ("layer", "type", "shape", "nonzero", "sparsity", "status"):
+        table.add_column(col, justify="right" if col in ("nonzero", "sparsity") else "left")
+    for r in summary.rows:
+        shape = "x".join(map(str, r.shape_after))
+        if r.shape_after != r.shape_before:
+            shape = "x".join(map(str, r.shape_before)) + " -> " + shape
+        table.add_row(r.name, r.kind, shape, str(r.nonzero), f"{r.sparsity:.2%}", r.status)
+    console.print(table)
+    console.print(
+        f"parameters {summary.params_before:,} -> {summary.params_after:,}; "
+        f"{summary.sparsity:.2%} of targeted weights removed"
+    )
+
+
+@report_failures
+def prune_command(
+    model: str = typer.Option("lenet", "--model", "-m", help="zoo name, torchvision:NAME or package.module:factory"),
+    method: Method = typer.Option(Method.unstructured, help="unstructured, nm or structured"),
+    sparsity: float | None = typer.Option(None, help="fraction removed, in [0, 1)"),
+    threshold: float | None = typer.Option(None, help="remove everything scored below this"),
+    scope: str = typer.Option("layer", help="layer or global ranking"),
+    importance: str = typer.Option("l1", help="importance score (l1, l2, random, ...)"),
+    nm: str = typer.Option("2:4", help="N:M pattern for --method nm"),
+    round_to: int = typer.Option(1, help="structured: kept widths multiple of this"),
+    ignore: list[str] = typer.Option([], help="module name or regex to leave alone (repeatable)"),
+    weights: Path | None = typer.Option(None, help="safetensors weights for the model"),
+    input_shape: str | None = typer.Option(None, help="example input shape, e.g. 1,3,224,224"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="save the result to this folder"),
+    overwrite: bool = typer.Option(False, help="replace an existing --output folder"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Prune a model and print the per-layer summary.
+
+    Example: prunekit prune --model lenet --method unstructured --sparsity 0.9 --json
+    """
+    if sparsity is None and threshold is None and method is not Method.nm:
+        sparsity = 0.5
+    spec = build_spec(method, sparsity, threshold, scope, importance, nm, round_to)
+    net = build_model(model, weights)
+    x = example_inputs_for(model, input_shape)
+    result = api.prune(net, spec, x, ignore=ignore)
+    if output is not None:
+        from ..io import save
+
+        save(result, output, overwrite=overwrite)
+    summary = result.summary()
+    if as_json:
+        payload = {"model": model, "spec": spec.to_dict(), **summary.to_dict()}
+        if output is not None:
+            payload["output"] = str(output)
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        console = Console()
+        render_summary(summary, console)
+        if output is not None:
+            console.print(f"saved to {output}")

@@ -1,0 +1,64 @@
+"""Typed errors. Each names what was wrong and how to fix it.
+
+Every error derives from :class:`PrunekitError`; most also derive from the builtin
+a caller would expect (``ValueError`` / ``TypeError``), so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class PrunekitError(Exception):
+    """Base class of every error prunekit raises on purpose."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message}\nhint: {hint}")
+
+
+class SpecError(PrunekitError, ValueError):
+    """A pruning spec has invalid values (sparsity out of range, n_keep > m, ...)."""
+
+
+class TargetError(PrunekitError, ValueError):
+    """Layer selection is wrong: an ignore entry matches nothing, no prunable layer, ..."""
+
+
+class ShapeError(PrunekitError, ValueError):
+    """A tensor's shape does not fit the requested pattern (e.g. N:M group size)."""
+
+
+class WeightError(PrunekitError, ValueError):
+    """Weights are unusable (NaN / inf)."""
+
+
+class ExampleInputError(PrunekitError, ValueError):
+    """The example inputs do not run through the model."""
+
+
+class UnsupportedModelError(PrunekitError, TypeError):
+    """The model contains an op or module prunekit cannot handle safely."""
+
+
+class CouplingError(PrunekitError, ValueError):
+    """Coupled layers cannot be pruned consistently (structured pruning)."""
+
+
+class PlanError(PrunekitError, ValueError):
+    """A plan is malformed or does not match the model it is applied to."""
+
+
+class CalibrationError(PrunekitError, ValueError):
+    """A method needs calibration data that is missing or unusable."""
+
+
+class FormatError(PrunekitError, ValueError):
+    """A saved artefact (manifest, weights) is corrupt, truncated or from a newer version."""
+
+
+class ArtifactExistsError(PrunekitError, FileExistsError):
+    """The output path exists and overwriting was not asked for."""
+
+
+class DataError(PrunekitError, ValueError):
+    """A dataset is missing or its files are corrupt."""

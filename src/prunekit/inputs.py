@@ -1,0 +1,82 @@
+"""Running a model on user-given example inputs, and checking what comes out."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ExampleInputError
+
+ExampleInputs = torch.Tensor | Sequence[Any] | Mapping[str, Any]
+
+
+def call_model(model: nn.Module, example_inputs: ExampleInputs) -> Any:
+    """``model(x)``, ``model(*x)`` for a tuple/list, ``model(**x)`` for a mapping."""
+    if isinstance(example_inputs, Mapping):
+        return model(**example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return model(*example_inputs)
+    return model(example_inputs)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside the block; every submodule's own mode restored after."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
+def flat_tensors(output: Any) -> list[torch.Tensor]:
+    """Every tensor in a (nested) model output, in a stable order."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, Mapping):
+        return [t for key in output for t in flat_tensors(output[key])]
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in flat_tensors(item)]
+    if hasattr(output, "to_tuple"):  # transformers ModelOutput
+        return flat_tensors(output.to_tuple())
+    return []
+
+
+def run_example(model: nn.Module, example_inputs: ExampleInputs) -> list[torch.Tensor]:
+    """Run ``model`` in eval mode without gradients; return its output tensors.
+
+    Raises:
+        ExampleInputError: the forward pass fails, or returns no tensor.
+    """
+    try:
+        with torch.no_grad(), eval_mode(model):
+            out = call_model(model, example_inputs)
+    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported the same way
+        raise ExampleInputError(
+            f"the model does not run on the example inputs: {type(exc).__name__}: {exc}",
+            "pass example_inputs the model accepts: a tensor, a tuple of positional "
+            "arguments, or a dict of keyword arguments",
+        ) from exc
+    tensors = flat_tensors(out)
+    if not tensors:
+        raise ExampleInputError(f"the model returned no tensor (got {type(out).__name__})")
+    return tensors
+
+
+def check_same_output_shapes(
+    before: list[torch.Tensor], after: list[torch.Tensor], what: str
+) -> None:
+    """Raise if pruning changed the number or shapes of the model's outputs."""
+    shapes_before = [tuple(t.shape) for t in before]
+    shapes_after = [tuple(t.shape) for t in after]
+    if shapes_before != shapes_after:
+        raise ExampleInputError(
+            f"{what} changed the model's output shapes: {shapes_before} -> {shapes_after}",
+            "this is a prunekit bug; please report it with the model definition",
+        )

@@ -1,0 +1,117 @@
+"""The plan: a serialisable record of what pruning removes.
+
+Deciding (score + select) produces a plan; applying it mutates a model. A plan holds:
+
+- ``masks``: for unstructured / N:M pruning, a boolean keep-mask per parameter
+  (``"features.0.weight"``), True = kept;
+- ``kept``: for structured pruning, the kept indices per parameter and dimension;
+- ``shapes``: every parameter / buffer shape after applying;
+- ``skipped``: layers left alone and why;
+- ``spec`` and library versions that made it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import PlanError
+
+PLAN_FORMAT_VERSION = 1
+
+
+def library_versions() -> dict[str, str]:
+    """Versions recorded in every plan and artefact."""
+    from . import __version__
+
+    return {"prunekit": __version__, "torch": torch.__version__}
+
+
+def encode_mask(mask: torch.Tensor) -> dict[str, Any]:
+    """Pack a boolean mask into JSON: shape + base64 of its bits (row-major)."""
+    bits = np.packbits(mask.detach().cpu().numpy().astype(bool).ravel())
+    return {"shape": list(mask.shape), "bits": base64.b64encode(bits.tobytes()).decode("ascii")}
+
+
+def decode_mask(data: dict[str, Any]) -> torch.Tensor:
+    """Inverse of :func:`encode_mask`."""
+    try:
+        shape = [int(d) for d in data["shape"]]
+        raw = np.frombuffer(base64.b64decode(data["bits"], validate=True), dtype=np.uint8)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlanError(f"malformed mask entry: {exc}") from exc
+    numel = int(np.prod(shape)) if shape else 1
+    if raw.size != (numel + 7) // 8:
+        raise PlanError(f"mask of shape {shape} needs {(numel + 7) // 8} bytes, got {raw.size}")
+    bits = np.unpackbits(raw)[:numel].astype(bool)
+    return torch.from_numpy(bits.copy()).reshape(shape)
+
+
+@dataclass
+class Plan:
+    """What to remove. See the module docstring for the fields."""
+
+    spec: dict[str, Any]
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    kept: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    shapes: dict[str, list[int]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=library_versions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": PLAN_FORMAT_VERSION,
+            "spec": self.spec,
+            "masks": {name: encode_mask(mask) for name, mask in self.masks.items()},
+            "kept": {
+                name: {str(dim): list(idx) for dim, idx in dims.items()}
+                for name, dims in self.kept.items()
+            },
+            "shapes": {name: list(shape) for name, shape in self.shapes.items()},
+            "skipped": dict(self.skipped),
+            "versions": dict(self.versions),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        if not isinstance(data, dict):
+            raise PlanError(f"a plan must be a JSON object, got {type(data).__name__}")
+        version = data.get("format_version")
+        if version != PLAN_FORMAT_VERSION:
+            raise PlanError(
+                f"plan format version {version!r} is not supported (this prunekit reads "
+                f"{PLAN_FORMAT_VERSION})",
+                "upgrade prunekit to read plans written by a newer version",
+            )
+        try:
+            return cls(
+                spec=dict(data["spec"]),
+                masks={name: decode_mask(m) for name, m in data.get("masks", {}).items()},
+                kept={
+                    name: {int(dim): [int(i) for i in idx] for dim, idx in dims.items()}
+                    for name, dims in data.get("kept", {}).items()
+                },
+                shapes={n: [int(d) for d in s] for n, s in data.get("shapes", {}).items()},
+                skipped={str(k): str(v) for k, v in data.get("skipped", {}).items()},
+                versions={str(k): str(v) for k, v in data.get("versions", {}).items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, PlanError):
+                raise
+            raise PlanError(f"malformed plan: {exc!r}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"plan is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)

@@ -1,0 +1,1 @@
+"""Pure selection: scores + a sparsity rule -> keep-masks or kept indices."""

@@ -1,0 +1,127 @@
+"""Per-layer summary of a pruning result: shapes, parameters, nonzeros, sparsity."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .apply.masks import effective_weight
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One prunable layer before and after pruning."""
+
+    name: str
+    kind: str
+    shape_before: tuple[int, ...]
+    shape_after: tuple[int, ...]
+    numel_before: int
+    numel_after: int
+    nonzero: int
+    status: str
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the original weight removed (structurally or by zeros)."""
+        return 1.0 - self.nonzero / self.numel_before if self.numel_before else 0.0
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What a layer looked like before pruning."""
+
+    kind: str
+    shape: tuple[int, ...]
+
+
+def layer_infos(model: nn.Module, names: list[str]) -> dict[str, LayerInfo]:
+    """Record the weight shape of the named layers (before pruning)."""
+    infos = {}
+    for name in names:
+        module = model.get_submodule(name)
+        infos[name] = LayerInfo(type(module).__name__, tuple(effective_weight(module).shape))
+    return infos
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Total parameters (a masked weight counts once: its ``_orig``; masks are buffers)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class Summary:
+    """Per-layer table and totals. ``str(summary)`` is a readable text table."""
+
+    rows: list[LayerRow]
+    params_before: int
+    params_after: int
+
+    @property
+    def targeted_numel(self) -> int:
+        return sum(r.numel_before for r in self.rows if r.status == "pruned")
+
+    @property
+    def targeted_nonzero(self) -> int:
+        return sum(r.nonzero for r in self.rows if r.status == "pruned")
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the targeted weights removed, over all pruned layers."""
+        numel = self.targeted_numel
+        return 1.0 - self.targeted_nonzero / numel if numel else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = [{**asdict(r), "sparsity": r.sparsity} for r in self.rows]
+        return {
+            "layers": rows,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "targeted_numel": self.targeted_numel,
+            "targeted_nonzero": self.targeted_nonzero,
+            "sparsity": self.sparsity,
+        }
+
+    def __str__(self) -> str:
+        header = f"{'layer':<32} {'type':<10} {'shape':<22} {'nonzero':>10} {'sparsity':>8}  status"
+        lines = [header, "-" * len(header)]
+        for r in self.rows:
+            shape = "x".join(map(str, r.shape_after))
+            if r.shape_after != r.shape_before:
+                shape = "x".join(map(str, r.shape_before)) + "->" + shape
+            lines.append(
+                f"{r.name:<32} {r.kind:<10} {shape:<22} {r.nonzero:>10} {r.sparsity:>8.2%}  {r.status}"
+            )
+        lines.append(
+            f"total: {self.params_before} -> {self.params_after} parameters; "
+            f"{self.sparsity:.2%} of targeted weights removed"
+        )
+        return "\n".join(lines)
+
+
+def summarize(
+    before: dict[str, LayerInfo],
+    params_before: int,
+    model: nn.Module,
+    skipped: dict[str, str],
+) -> Summary:
+    """Build the summary of ``model`` (after pruning) against the layers recorded before."""
+    rows = []
+    for name, info in before.items():
+        weight = effective_weight(model.get_submodule(name))
+        rows.append(
+            LayerRow(
+                name=name,
+                kind=info.kind,
+                shape_before=info.shape,
+                shape_after=tuple(weight.shape),
+                numel_before=int(torch.Size(info.shape).numel()),
+                numel_after=weight.numel(),
+                nonzero=int(torch.count_nonzero(weight)),
+                status=f"skipped: {skipped[name]}" if name in skipped else "pruned",
+            )
+        )
+    return Summary(rows, params_before, count_parameters(model))

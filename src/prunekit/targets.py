@@ -1,0 +1,151 @@
+"""Which layers a pruning call touches: types, ignore list, per-layer overrides.
+
+Everything here only reads the model; it validates user input before anything is mutated.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from torch import nn
+
+from .errors import TargetError
+
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+IgnoreEntry = str | type[nn.Module]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One prunable weight: ``model.get_submodule(module_name).<param>``."""
+
+    module_name: str
+    module: nn.Module
+    param: str = "weight"
+
+    @property
+    def key(self) -> str:
+        """State-dict style name, e.g. ``"features.0.weight"``."""
+        return f"{self.module_name}.{self.param}" if self.module_name else self.param
+
+    @property
+    def input_dim(self) -> int:
+        """Dimension of the weight indexed by input features / channels."""
+        return 0 if isinstance(self.module, nn.modules.conv._ConvTransposeNd) else 1
+
+
+def matches(entry: IgnoreEntry, name: str, module: nn.Module) -> bool:
+    """True if an ignore / override entry selects ``module`` named ``name``.
+
+    A type matches its instances; a string matches the module of that exact name, its
+    children (``"features"`` covers ``"features.3"``), or is a regex matched in full.
+    """
+    if isinstance(entry, type):
+        return isinstance(module, entry)
+    if name == entry or name.startswith(entry + "."):
+        return True
+    try:
+        return re.fullmatch(entry, name) is not None
+    except re.error:
+        return False
+
+
+def _check_entries_match(
+    entries: Iterable[IgnoreEntry], model: nn.Module, what: str
+) -> None:
+    named = list(model.named_modules())
+    names = [n for n, _ in named if n]
+    unmatched = [e for e in entries if not any(matches(e, n, m) for n, m in named)]
+    if not unmatched:
+        return
+    lines = []
+    for entry in unmatched:
+        close = difflib.get_close_matches(str(entry), names, n=3) if isinstance(entry, str) else []
+        lines.append(f"{entry!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    raise TargetError(
+        f"{what} entries match no module of the model: {'; '.join(lines)}",
+        "use module names as printed by model.named_modules(), a module type, or a regex",
+    )
+
+
+def _check_ignore_types(ignore: Iterable[object]) -> list[IgnoreEntry]:
+    entries = list(ignore)
+    for entry in entries:
+        if not (isinstance(entry, str) or (isinstance(entry, type) and issubclass(entry, nn.Module))):
+            raise TargetError(
+                f"ignore entry {entry!r} is neither a module name/regex nor an nn.Module type"
+            )
+    return entries
+
+
+def resolve_targets(
+    model: nn.Module,
+    *,
+    ignore: Iterable[IgnoreEntry] = (),
+    types: tuple[type[nn.Module], ...] = PRUNABLE_TYPES,
+    include_embeddings: bool = False,
+) -> tuple[list[Target], dict[str, str]]:
+    """Find the prunable weights of ``model``.
+
+    Returns:
+        ``(targets, skipped)``: the weights to prune and ``{module name: reason}`` for
+        prunable layers left alone.
+
+    Raises:
+        TargetError: an ignore entry matches nothing, or nothing is left to prune.
+    """
+    entries = _check_ignore_types(ignore)
+    _check_entries_match(entries, model, "ignore")
+    wanted = types + ((nn.Embedding,) if include_embeddings else ())
+    targets: list[Target] = []
+    skipped: dict[str, str] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, wanted) or getattr(module, "weight", None) is None:
+            continue
+        hit = next((e for e in entries if matches(e, name, module)), None)
+        if hit is not None:
+            label = hit.__name__ if isinstance(hit, type) else hit
+            skipped[name] = f"ignored by {label!r}"
+            continue
+        targets.append(Target(name, module))
+    if not targets:
+        raise TargetError(
+            f"no prunable layer found in {type(model).__name__}"
+            + (f" ({len(skipped)} ignored)" if skipped else ""),
+            f"prunable types are {', '.join(t.__name__ for t in wanted)}; check the ignore list",
+        )
+    return targets, skipped
+
+
+def resolve_overrides(
+    model: nn.Module, targets: list[Target], overrides: Mapping[str, float] | None
+) -> dict[str, float]:
+    """Map each override pattern onto target keys: ``{target.key: sparsity}``.
+
+    The last matching pattern wins, so put general patterns first and specific ones last.
+    """
+    if not overrides:
+        return {}
+    from .specs import check_sparsity
+
+    for pattern, sparsity in overrides.items():
+        check_sparsity(sparsity, f"override sparsity for {pattern!r}")
+    _check_entries_match(list(overrides), model, "override")
+    resolved: dict[str, float] = {}
+    for target in targets:
+        for pattern, sparsity in overrides.items():
+            if matches(pattern, target.module_name, target.module):
+                resolved[target.key] = float(sparsity)
+    return resolved
