@@ -6,6 +6,11 @@ Deciding (score + select) produces a plan; applying it mutates a model. A plan h
   (``"features.0.weight"``), True = kept;
 - ``kept``: for structured pruning, the kept indices per parameter and dimension;
 - ``shapes``: every parameter / buffer shape after applying;
+- ``attributes``: for structured pruning, module attributes changed by surgery
+  (``{"layer1.0.conv1": {"out_channels": 48}}``; JSON values only), so that a loader can
+  rebuild the pruned architecture from the original factory;
+- ``removed_modules``: modules deleted from their parent container, in deletion order
+  (``"encoder.layer.5"``), for whole-layer removal;
 - ``skipped``: layers left alone and why;
 - ``spec`` and library versions that made it.
 """
@@ -60,6 +65,8 @@ class Plan:
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     kept: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     shapes: dict[str, list[int]] = field(default_factory=dict)
+    attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    removed_modules: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=library_versions)
 
@@ -73,6 +80,8 @@ class Plan:
                 for name, dims in self.kept.items()
             },
             "shapes": {name: list(shape) for name, shape in self.shapes.items()},
+            "attributes": {name: dict(attrs) for name, attrs in self.attributes.items()},
+            "removed_modules": list(self.removed_modules),
             "skipped": dict(self.skipped),
             "versions": dict(self.versions),
         }
@@ -100,6 +109,8 @@ class Plan:
                     for name, dims in data.get("kept", {}).items()
                 },
                 shapes={n: [int(d) for d in s] for n, s in data.get("shapes", {}).items()},
+                attributes={str(k): dict(v) for k, v in data.get("attributes", {}).items()},
+                removed_modules=[str(m) for m in data.get("removed_modules", [])],
                 skipped={str(k): str(v) for k, v in data.get("skipped", {}).items()},
                 versions={str(k): str(v) for k, v in data.get("versions", {}).items()},
             )
