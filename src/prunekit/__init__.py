@@ -10,6 +10,7 @@ Example:
 
 __version__ = "0.1.0"
 
+from . import zoo
 from .api import apply_plan, prune
 from .apply.masks import finalize
 from .errors import (
@@ -31,7 +32,6 @@ from .plan import Plan
 from .result import PruneResult
 from .specs import NM, Structured, Unstructured, spec_from_dict
 from .summary import Summary
-from . import zoo
 
 __all__ = [
     "__version__",

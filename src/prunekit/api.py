@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from .apply.masks import effective_weight
-from .errors import PlanError, PrunekitError, SpecError
+from .errors import PlanError, SpecError
 from .inputs import ExampleInputs, check_same_output_shapes, run_example
 from .plan import Plan
 from .result import PruneResult
