@@ -1,0 +1,18 @@
+"""Recovery fine-tuning: a loop (:func:`finetune`) and a step for your own loop."""
+
+from .config import RecoveryConfig
+from .finetune import FinetuneReport, finetune
+from .invariants import Snapshot, check_unchanged, snapshot
+from .step import RecoveryStep, cosine_factor, distillation_loss
+
+__all__ = [
+    "RecoveryConfig",
+    "FinetuneReport",
+    "finetune",
+    "RecoveryStep",
+    "cosine_factor",
+    "distillation_loss",
+    "Snapshot",
+    "snapshot",
+    "check_unchanged",
+]

@@ -1,0 +1,112 @@
+"""The recovery fine-tuning loop: train a pruned model with its structure held fixed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import RecoveryConfig
+from .invariants import check_unchanged, snapshot
+from .step import RecoveryStep
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneReport:
+    """What a fine-tuning run did."""
+
+    steps: int
+    epochs: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)  # mean loss per epoch
+
+
+def _steps_per_epoch(train_loader: Iterable[Any]) -> int | None:
+    try:
+        return len(train_loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _total_steps(train_loader: Iterable[Any], config: RecoveryConfig) -> int:
+    per_epoch = _steps_per_epoch(train_loader)
+    total = per_epoch * config.epochs if per_epoch is not None else None
+    if config.max_steps is not None:
+        total = config.max_steps if total is None else min(total, config.max_steps)
+    if total is None:
+        raise TypeError("the train loader has no len(); set RecoveryConfig.max_steps")
+    return total
+
+
+def finetune(
+    model: nn.Module,
+    train_loader: Iterable[tuple[Any, torch.Tensor]],
+    config: RecoveryConfig | None = None,
+    *,
+    teacher: nn.Module | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, float], None] | None = None,
+    description: str = "fine-tune",
+) -> FinetuneReport:
+    """Fine-tune ``model`` in place with masks and pruned shapes held fixed.
+
+    Args:
+        model: a pruned (masked or physically smaller) or dense model.
+        train_loader: re-iterable ``(inputs, labels)`` batches (one pass per epoch).
+        config: :class:`RecoveryConfig` (default: 1 epoch, SGD lr 0.01, cosine).
+        teacher: dense model to distil from when ``config.distill`` is set.
+        progress: show a tqdm bar.
+        on_epoch_end: called with ``(epoch, mean loss)`` after every epoch.
+        description: progress-bar label.
+
+    Returns:
+        A :class:`FinetuneReport`.
+
+    Raises:
+        PlanError: fine-tuning changed a mask, a shape, or revived a pruned weight.
+
+    Example:
+        >>> report = finetune(result.model, loader, RecoveryConfig(epochs=1, distill=True),
+        ...                   teacher=dense_model)
+    """
+    config = config or RecoveryConfig()
+    before = snapshot(model)
+    total = _total_steps(train_loader, config)
+    step = RecoveryStep(model, config, total, teacher)
+    losses: list[float] = []
+    start = time.perf_counter()
+    with torch.random.fork_rng(), tqdm(total=total, desc=description, disable=not progress,
+                                       leave=False) as bar:
+        torch.manual_seed(config.seed)
+        for epoch in range(config.epochs):
+            if step.steps_done >= total:
+                break
+            epoch_losses = _run_epoch(step, train_loader, total, bar)
+            losses.append(sum(epoch_losses) / max(1, len(epoch_losses)))
+            log.info("%s epoch %d: loss %.4f", description, epoch + 1, losses[-1])
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, losses[-1])
+    model.eval()
+    check_unchanged(model, before)
+    return FinetuneReport(step.steps_done, len(losses), time.perf_counter() - start, losses)
+
+
+def _run_epoch(
+    step: RecoveryStep, loader: Iterable[tuple[Any, torch.Tensor]], total: int, bar: tqdm
+) -> list[float]:
+    losses = []
+    for inputs, targets in loader:
+        if step.steps_done >= total:
+            break
+        losses.append(step(inputs, targets))
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses
