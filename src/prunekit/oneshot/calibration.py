@@ -1,0 +1,180 @@
+"""Calibration hooks: the only place where calibration data touches the model.
+
+Calibration runs block by block (a transformer layer at a time), so memory stays bounded
+by one block's inputs plus one statistic per targeted layer:
+
+1. :func:`capture_block_inputs` runs the model on every calibration batch and stops at the
+   first block, keeping that block's positional and keyword arguments;
+2. :class:`InputStats` hooks record, for each targeted layer of the current block, the
+   sum of squares of its input features (Wanda) or its input Gram matrix ``X^T X``
+   (SparseGPT), skipping padded tokens;
+3. :func:`run_block` replays the cached inputs through a block to get the next block's
+   inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CalibrationError
+from ..inputs import call_model
+
+Batch = torch.Tensor | Sequence[Any] | Mapping[str, Any]
+
+
+@dataclass
+class BlockInput:
+    """The arguments one calibration batch passes to a block, plus its token mask."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    token_mask: torch.Tensor | None  # (batch, seq) True = real token, or None
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook to stop the forward pass at the first block."""
+
+
+def check_calibration(calibration: Any, method: str) -> list[Batch]:
+    """Validate ``calibration`` (a non-empty list of batches) before anything is mutated.
+
+    Raises:
+        CalibrationError: missing, empty, or a batch of the wrong type.
+    """
+    hint = (
+        f"{method} needs calibration data: pass calibration=[batch, ...] where each batch is "
+        "what the model accepts (a tensor, a tuple of arguments or a dict such as a "
+        "tokenizer's output)"
+    )
+    if calibration is None:
+        raise CalibrationError(f"{method} needs calibration data, got none", hint)
+    if isinstance(calibration, (torch.Tensor, Mapping)):
+        calibration = [calibration]
+    batches = list(calibration)
+    if not batches:
+        raise CalibrationError(f"{method} got an empty calibration list", hint)
+    for i, batch in enumerate(batches):
+        if not isinstance(batch, (torch.Tensor, Mapping, tuple, list)):
+            raise CalibrationError(
+                f"calibration batch {i} is a {type(batch).__name__}, not a tensor, tuple or dict",
+                hint,
+            )
+    return batches
+
+
+def token_mask(batch: Batch) -> torch.Tensor | None:
+    """The batch's (batch, seq) attention mask as bool, if it is a dict that has one."""
+    if isinstance(batch, Mapping):
+        mask = batch.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            return mask.bool()
+    return None
+
+
+def _drop_caches(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Replace key/value cache objects by None: replaying a block must not grow a cache."""
+    return {
+        k: (None if "cache" in type(v).__name__.lower() or k in ("use_cache",) else v)
+        for k, v in kwargs.items()
+    }
+
+
+def capture_block_inputs(
+    model: nn.Module, first_block: nn.Module, batches: list[Batch]
+) -> list[BlockInput]:
+    """Run ``model`` on each batch up to ``first_block`` and keep that block's inputs.
+
+    Raises:
+        CalibrationError: a batch does not run through the model, or never reaches the block.
+    """
+    captured: list[BlockInput] = []
+    current: dict[str, torch.Tensor | None] = {"mask": None}
+
+    def hook(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        captured.append(BlockInput(tuple(args), _drop_caches(dict(kwargs)), current["mask"]))
+        raise _StopForward
+
+    handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for i, batch in enumerate(batches):
+            current["mask"] = token_mask(batch)
+            try:
+                call_model(model, batch)
+            except _StopForward:
+                continue
+            except Exception as exc:  # noqa: BLE001 - user data/model failures are reported alike
+                raise CalibrationError(
+                    f"calibration batch {i} does not run through the model: "
+                    f"{type(exc).__name__}: {exc}",
+                    "calibration batches must be inputs the model accepts, e.g. the output "
+                    "of the model's own tokenizer",
+                ) from exc
+            raise CalibrationError(f"calibration batch {i} never reached the first block")
+    finally:
+        handle.remove()
+    return captured
+
+
+def block_output(out: Any) -> torch.Tensor:
+    """The hidden states a block returns (a tensor, or the first item of a tuple)."""
+    return out if isinstance(out, torch.Tensor) else out[0]
+
+
+def run_block(block: nn.Module, inputs: list[BlockInput]) -> list[BlockInput]:
+    """Replay every cached input through ``block``; return the next block's inputs."""
+    next_inputs = []
+    for item in inputs:
+        hidden = block_output(block(*item.args, **item.kwargs))
+        if item.args:
+            args = (hidden, *item.args[1:])
+            next_inputs.append(BlockInput(args, item.kwargs, item.token_mask))
+        else:
+            kwargs = {**item.kwargs, "hidden_states": hidden}
+            next_inputs.append(BlockInput(item.args, kwargs, item.token_mask))
+    return next_inputs
+
+
+def _rows(x: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+    """Flatten a layer input to (tokens, features), dropping padded tokens."""
+    if token_mask is not None and x.dim() == 3 and x.shape[:2] == token_mask.shape:
+        return x[token_mask.to(x.device)]  # (real tokens, features)
+    return x.reshape(-1, x.shape[-1])  # (tokens, features)
+
+
+class InputStats:
+    """Forward hooks that accumulate input statistics of linear layers.
+
+    Args:
+        modules: ``{weight key: module}`` of the layers to watch.
+        gram: also accumulate ``X^T X`` (for SparseGPT), not only per-feature sums of squares.
+    """
+
+    def __init__(self, modules: Mapping[str, nn.Module], gram: bool) -> None:
+        self.gram = gram
+        self.sq_sum: dict[str, torch.Tensor] = {}
+        self.xtx: dict[str, torch.Tensor] = {}
+        self.count: dict[str, int] = {}
+        self.token_mask: torch.Tensor | None = None
+        self._handles = [m.register_forward_hook(self._hook_for(k)) for k, m in modules.items()]
+
+    def _hook_for(self, key: str) -> Callable[..., None]:
+        def hook(_: nn.Module, inputs: tuple[Any, ...], __: Any) -> None:
+            rows = _rows(inputs[0].detach(), self.token_mask).double()  # (tokens, in)
+            self.count[key] = self.count.get(key, 0) + rows.shape[0]
+            sq = rows.pow(2).sum(dim=0)
+            self.sq_sum[key] = self.sq_sum[key] + sq if key in self.sq_sum else sq
+            if self.gram:
+                xtx = rows.t() @ rows  # (in, in)
+                self.xtx[key] = self.xtx[key] + xtx if key in self.xtx else xtx
+
+        return hook
+
+    def remove(self) -> None:
+        """Detach every hook."""
+        for handle in self._handles:
+            handle.remove()
