@@ -97,8 +97,9 @@ def rebuild_pruned_architecture(model: nn.Module, plan: Plan) -> nn.Module:
 
     Example:
         >>> import torch, prunekit as pk
+        >>> from torch import nn
         >>> def make():
-        ...     return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        ...     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
         >>> res = pk.prune(make(), pk.Structured(sparsity=0.5), torch.randn(1, 4))
         >>> fresh = make()
         >>> rebuild_pruned_architecture(fresh, res.plan)[0].out_features
