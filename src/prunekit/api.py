@@ -9,14 +9,21 @@ from typing import Any
 from torch import nn
 
 from .apply.masks import effective_weight
-from .errors import PlanError, SpecError
+from .errors import PlanError, SpecError, UnsupportedModelError
 from .inputs import ExampleInputs, check_same_output_shapes, run_example
 from .plan import Plan
 from .result import PruneResult
 from .specs import NM, Spec, Structured, Unstructured
 from .summary import count_parameters, layer_infos
 from .targets import IgnoreEntry, resolve_overrides, resolve_targets
-from .unstructured import apply_masks, check_finite, check_nm_shapes, plan_masks
+from .unstructured import (
+    apply_masks,
+    check_finite,
+    check_nm_shapes,
+    plan_masks,
+    restore_masks,
+    snapshot_masks,
+)
 
 
 def prune(
@@ -106,16 +113,40 @@ def _prune_masked(
     check_finite(targets)
     if isinstance(spec, NM):
         check_nm_shapes(spec, targets)
-    outputs_before = run_example(model, example_inputs) if example_inputs is not None else None
+    outputs_before = None
+    if example_inputs is not None:
+        outputs_before = run_example(model, example_inputs)
     plan = plan_masks(spec, targets, skipped, resolved_overrides, seed)
 
-    layers_before = layer_infos(model, [t.module_name for t in targets] + list(skipped))
+    listed = {t.module_name for t in targets} | set(skipped)
+    layers_before = layer_infos(model, [n for n, _ in model.named_modules() if n in listed])
     params_before = count_parameters(model)
-    work = model if inplace else copy.deepcopy(model)
-    apply_masks(work, plan)
-    if outputs_before is not None:
-        check_same_output_shapes(outputs_before, run_example(work, example_inputs), "pruning")
+    work = model if inplace else copy_model(model)
+    snapshot = snapshot_masks(work, plan)
+    try:
+        apply_masks(work, plan)
+        if example_inputs is not None and outputs_before is not None:
+            outputs_after = run_example(work, example_inputs)
+            check_same_output_shapes(outputs_before, outputs_after, "pruning")
+    except BaseException:
+        restore_masks(work, snapshot)  # leave an in-place model as it was
+        raise
     return PruneResult(work, plan, spec, layers_before, params_before)
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, with a typed error for models that cannot be copied.
+
+    Raises:
+        UnsupportedModelError: the model holds something deepcopy refuses (a lock, a file).
+    """
+    try:
+        return copy.deepcopy(model)
+    except Exception as exc:  # noqa: BLE001 - whatever the user's module holds
+        raise UnsupportedModelError(
+            f"cannot copy {type(model).__name__}: {type(exc).__name__}: {exc}",
+            "pass inplace=True to prune the model itself instead of a copy",
+        ) from exc
 
 
 def apply_plan(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
@@ -138,7 +169,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Mod
             problems.append(f"{key}: model shape {shape} != plan shape {tuple(mask.shape)}")
     if problems:
         raise PlanError("the plan does not fit the model: " + "; ".join(problems))
-    work = model if inplace else copy.deepcopy(model)
+    work = model if inplace else copy_model(model)
     apply_masks(work, plan)
     return work
 

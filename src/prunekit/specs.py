@@ -7,8 +7,9 @@ Names carry meaning: ``sparsity`` is the fraction removed (``density = 1 - spars
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from .errors import SpecError
 
@@ -21,7 +22,7 @@ CALIBRATED_IMPORTANCE = ("wanda", "sparsegpt", "taylor")
 
 def check_sparsity(sparsity: float, what: str = "sparsity") -> None:
     """Raise SpecError unless ``0 <= sparsity < 1``."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
         raise SpecError(f"{what} must be a number, got {sparsity!r}", "use a float such as 0.5")
     if not (math.isfinite(sparsity) and 0.0 <= sparsity < 1.0):
         raise SpecError(
@@ -40,11 +41,19 @@ def _check_amount(sparsity: float | None, threshold: float | None) -> None:
         check_sparsity(sparsity)
     if threshold is not None and (
         isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
+        or not isinstance(threshold, numbers.Real)
         or not math.isfinite(threshold)
         or threshold < 0
     ):
         raise SpecError(f"threshold must be a finite number >= 0, got {threshold!r}")
+
+
+def _as_floats(spec: object) -> None:
+    """Store numpy / int amounts as plain floats (JSON-friendly, equal-comparable)."""
+    for name in ("sparsity", "threshold"):
+        value = getattr(spec, name)
+        if value is not None:
+            object.__setattr__(spec, name, float(value))
 
 
 def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
@@ -76,6 +85,7 @@ class Unstructured:
 
     def __post_init__(self) -> None:
         _check_amount(self.sparsity, self.threshold)
+        _as_floats(self)
         _check_choice(self.scope, SCOPES, "scope")
         _check_choice(self.importance, UNSTRUCTURED_IMPORTANCE, "importance")
 
@@ -141,6 +151,7 @@ class Structured:
 
     def __post_init__(self) -> None:
         _check_amount(self.sparsity, self.threshold)
+        _as_floats(self)
         _check_choice(self.scope, SCOPES, "scope")
         _check_choice(self.importance, STRUCTURED_IMPORTANCE, "importance")
         for name in ("round_to", "min_channels"):
@@ -152,7 +163,7 @@ class Structured:
         return {"kind": "structured", **asdict(self)}
 
 
-Spec = Union[Unstructured, NM, Structured]
+Spec = Unstructured | NM | Structured
 _SPEC_KINDS: dict[str, type] = {"unstructured": Unstructured, "nm": NM, "structured": Structured}
 
 

@@ -62,11 +62,11 @@ class Summary:
 
     @property
     def targeted_numel(self) -> int:
-        return sum(r.numel_before for r in self.rows if r.status == "pruned")
+        return sum(r.numel_before for r in self.rows if r.status.startswith("pruned"))
 
     @property
     def targeted_nonzero(self) -> int:
-        return sum(r.nonzero for r in self.rows if r.status == "pruned")
+        return sum(r.nonzero for r in self.rows if r.status.startswith("pruned"))
 
     @property
     def sparsity(self) -> float:
@@ -86,20 +86,42 @@ class Summary:
         }
 
     def __str__(self) -> str:
-        header = f"{'layer':<32} {'type':<10} {'shape':<22} {'nonzero':>10} {'sparsity':>8}  status"
+        shapes = [_shape_text(r) for r in self.rows]
+        w_name = max([len("layer"), *(len(r.name) for r in self.rows)])
+        w_kind = max([len("type"), *(len(r.kind) for r in self.rows)])
+        w_shape = max([len("shape"), *(len(s) for s in shapes)])
+        header = (
+            f"{'layer':<{w_name}} {'type':<{w_kind}} {'shape':<{w_shape}} "
+            f"{'nonzero':>10} {'sparsity':>8}  status"
+        )
         lines = [header, "-" * len(header)]
-        for r in self.rows:
-            shape = "x".join(map(str, r.shape_after))
-            if r.shape_after != r.shape_before:
-                shape = "x".join(map(str, r.shape_before)) + "->" + shape
+        for r, shape in zip(self.rows, shapes, strict=True):
             lines.append(
-                f"{r.name:<32} {r.kind:<10} {shape:<22} {r.nonzero:>10} {r.sparsity:>8.2%}  {r.status}"
+                f"{r.name:<{w_name}} {r.kind:<{w_kind}} {shape:<{w_shape}} {r.nonzero:>10} "
+                f"{r.sparsity:>8.2%}  {r.status}"
             )
         lines.append(
             f"total: {self.params_before} -> {self.params_after} parameters; "
             f"{self.sparsity:.2%} of targeted weights removed"
         )
+        if self.targeted_numel and self.targeted_nonzero == self.targeted_numel:
+            lines.append("note: no weight was removed (nothing below the threshold, or sparsity 0)")
         return "\n".join(lines)
+
+
+def _shape_text(row: LayerRow) -> str:
+    shape = "x".join(map(str, row.shape_after))
+    if row.shape_after != row.shape_before:
+        shape = "x".join(map(str, row.shape_before)) + "->" + shape
+    return shape
+
+
+def _status(name: str, skipped: dict[str, str], weight: torch.Tensor, info: LayerInfo) -> str:
+    if name in skipped:
+        return f"skipped: {skipped[name]}"
+    if tuple(weight.shape) == info.shape and int(torch.count_nonzero(weight)) == weight.numel():
+        return "pruned: nothing removed"
+    return "pruned"
 
 
 def summarize(
@@ -121,7 +143,7 @@ def summarize(
                 numel_before=int(torch.Size(info.shape).numel()),
                 numel_after=weight.numel(),
                 nonzero=int(torch.count_nonzero(weight)),
-                status=f"skipped: {skipped[name]}" if name in skipped else "pruned",
+                status=_status(name, skipped, weight, info),
             )
         )
     return Summary(rows, params_before, count_parameters(model))

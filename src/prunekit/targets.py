@@ -80,14 +80,25 @@ def _check_entries_match(
     )
 
 
-def _check_ignore_types(ignore: Iterable[object]) -> list[IgnoreEntry]:
-    entries = list(ignore)
-    for entry in entries:
-        if not (isinstance(entry, str) or (isinstance(entry, type) and issubclass(entry, nn.Module))):
+def _check_ignore_types(ignore: Iterable[object] | IgnoreEntry) -> list[IgnoreEntry]:
+    single = isinstance(ignore, (str, type))  # ignore="fc" means ["fc"], not ["f", "c"]
+    entries: list[IgnoreEntry] = []
+    for entry in [ignore] if single else ignore:  # type: ignore[union-attr]
+        if isinstance(entry, str) or (isinstance(entry, type) and issubclass(entry, nn.Module)):
+            entries.append(entry)
+        else:
             raise TargetError(
-                f"ignore entry {entry!r} is neither a module name/regex nor an nn.Module type"
+                f"ignore entry {entry!r} is neither a module name/regex nor an nn.Module type",
+                'e.g. ignore=["classifier.2", nn.Embedding, r"blocks\\.\\d+\\.attn\\..*"]',
             )
     return entries
+
+
+def _weight_id(module: nn.Module) -> int:
+    """Identity of the trainable weight (``weight`` or, once masked, ``weight_orig``)."""
+    params = module._parameters
+    weight = params["weight"] if "weight" in params else params.get("weight_orig")
+    return id(weight if weight is not None else module)
 
 
 def resolve_targets(
@@ -111,15 +122,20 @@ def resolve_targets(
     wanted = types + ((nn.Embedding,) if include_embeddings else ())
     targets: list[Target] = []
     skipped: dict[str, str] = {}
+    owners: dict[int, str] = {}  # id(weight) -> first module that holds it
     for name, module in model.named_modules():
         if not isinstance(module, wanted) or getattr(module, "weight", None) is None:
             continue
         hit = next((e for e in entries if matches(e, name, module)), None)
+        weight_id = _weight_id(module)
         if hit is not None:
             label = hit.__name__ if isinstance(hit, type) else hit
             skipped[name] = f"ignored by {label!r}"
-            continue
-        targets.append(Target(name, module))
+        elif weight_id in owners:
+            skipped[name] = f"shares its weight with {owners[weight_id]!r} (pruned there)"
+        else:
+            owners[weight_id] = name
+            targets.append(Target(name, module))
     if not targets:
         raise TargetError(
             f"no prunable layer found in {type(model).__name__}"
@@ -144,8 +160,17 @@ def resolve_overrides(
         check_sparsity(sparsity, f"override sparsity for {pattern!r}")
     _check_entries_match(list(overrides), model, "override")
     resolved: dict[str, float] = {}
+    used: set[str] = set()
     for target in targets:
         for pattern, sparsity in overrides.items():
             if matches(pattern, target.module_name, target.module):
                 resolved[target.key] = float(sparsity)
+                used.add(pattern)
+    unused = [p for p in overrides if p not in used]
+    if unused:
+        raise TargetError(
+            f"override entries match no pruned layer: {', '.join(map(repr, unused))}",
+            "overrides apply to targeted layers (not ignored, of a prunable type); "
+            "check the names against the summary's layer column",
+        )
     return resolved

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
-from .apply.masks import apply_mask, effective_weight, existing_mask
+from .apply.masks import (
+    apply_mask,
+    drop_stale_parent_hooks,
+    effective_weight,
+    existing_mask,
+    refresh_from_parents,
+    unmask,
+)
 from .errors import ShapeError, SpecError, WeightError
 from .importance import weight_scores
 from .plan import Plan
@@ -16,6 +24,8 @@ from .select.nm import nm_mask
 from .select.unstructured import check_not_reviving, global_masks, layer_masks, threshold_masks
 from .specs import NM, Unstructured
 from .targets import Target
+
+logger = logging.getLogger(__name__)
 
 
 def check_finite(targets: list[Target]) -> None:
@@ -35,9 +45,10 @@ def target_scores(
     generator = torch.Generator().manual_seed(seed)
     scores = {}
     for t in targets:
-        s = weight_scores(importance, effective_weight(t.module), generator)
+        weight = effective_weight(t.module)
+        s = weight_scores(importance, weight, generator).to(weight.device)
         mask = existing_mask(t.module)
-        scores[t.key] = s if mask is None else s.masked_fill(~mask.cpu(), -math.inf)
+        scores[t.key] = s if mask is None else s.masked_fill_(~mask, -math.inf)
     return scores
 
 
@@ -53,17 +64,28 @@ def _already_removed(targets: list[Target]) -> dict[str, int]:
 def _unstructured_masks(
     spec: Unstructured, scores: dict[str, torch.Tensor], overrides: Mapping[str, float]
 ) -> dict[str, torch.Tensor]:
-    if spec.threshold is not None:
-        masks = threshold_masks(scores, spec.threshold)
-        fixed = {k: v for k, v in scores.items() if k in overrides}
-        masks.update(layer_masks(fixed, dict(overrides)))
-        return masks
-    assert spec.sparsity is not None
-    if spec.scope == "layer":
-        return layer_masks(scores, {k: overrides.get(k, spec.sparsity) for k in scores})
+    fixed = {k: v for k, v in scores.items() if k in overrides}
+    masks = layer_masks(fixed, dict(overrides))
     ranked = {k: v for k, v in scores.items() if k not in overrides}
-    masks = global_masks(ranked, spec.sparsity) if ranked else {}
-    masks.update(layer_masks({k: scores[k] for k in overrides}, dict(overrides)))
+    if spec.threshold is not None:
+        masks.update(threshold_masks(ranked, spec.threshold))
+    elif spec.scope == "layer":
+        assert spec.sparsity is not None
+        masks.update(layer_masks(ranked, dict.fromkeys(ranked, spec.sparsity)))
+    elif ranked:
+        assert spec.sparsity is not None
+        masks.update(global_masks(ranked, spec.sparsity))
+    return {k: masks[k] for k in scores}  # target order
+
+
+def _nm_masks(spec: NM, targets: list[Target], scores: dict[str, torch.Tensor]) -> dict[
+    str, torch.Tensor
+]:
+    masks = {}
+    for t in targets:
+        mask = nm_mask(scores[t.key], spec.n_keep, spec.m, t.input_dim)
+        previous = existing_mask(t.module)
+        masks[t.key] = mask if previous is None else mask & previous  # only ever removes more
     return masks
 
 
@@ -74,35 +96,82 @@ def plan_masks(
     overrides: Mapping[str, float],
     seed: int = 0,
 ) -> Plan:
-    """Decide the keep-mask of every target (pure with respect to the model)."""
+    """Decide the keep-mask of every target (pure with respect to the model).
+
+    Raises:
+        SpecError: overrides given for N:M, or a sparsity below what is already pruned.
+    """
     if isinstance(spec, NM) and overrides:
         raise SpecError("per-layer overrides do not apply to N:M", "use ignore= to skip layers")
     scores = target_scores(targets, spec.importance, seed)
     if isinstance(spec, NM):
-        masks = {t.key: nm_mask(scores[t.key], spec.n_keep, spec.m, t.input_dim) for t in targets}
+        masks = _nm_masks(spec, targets, scores)
     else:
         masks = _unstructured_masks(spec, scores, overrides)
-    check_not_reviving(_already_removed(targets), masks)
+    already = _already_removed(targets)
+    check_not_reviving(already, masks)
+    _warn_if_nothing_removed(spec, masks, already)
+    masks = {key: mask.cpu() for key, mask in masks.items()}
     shapes = {key: list(mask.shape) for key, mask in masks.items()}
     return Plan(spec=spec.to_dict(), masks=masks, shapes=shapes, skipped=dict(skipped))
 
 
+def _warn_if_nothing_removed(
+    spec: Unstructured | NM, masks: dict[str, torch.Tensor], already: dict[str, int]
+) -> None:
+    newly = sum(int((~m).sum()) - already.get(key, 0) for key, m in masks.items())
+    if newly == 0:
+        logger.warning(
+            "%s removes no weight from the %d targeted layers (nothing scored below the "
+            "threshold, sparsity 0, or already pruned to this level)", spec, len(masks)
+        )
+
+
 def check_nm_shapes(spec: NM, targets: Iterable[Target]) -> None:
     """Raise ShapeError naming every target whose input width m does not divide."""
-    bad = [
-        f"{t.key} (input width {effective_weight(t.module).shape[t.input_dim]})"
-        for t in targets
-        if effective_weight(t.module).shape[t.input_dim] % spec.m
-    ]
+    bad = [t for t in targets if effective_weight(t.module).shape[t.input_dim] % spec.m]
     if bad:
+        widths = [f"{t.key} (input width {t.module.weight.shape[t.input_dim]})" for t in bad]
         raise ShapeError(
-            f"N:M with m={spec.m} needs input widths divisible by {spec.m}: {', '.join(bad)}",
-            "ignore these layers (ignore=[...]) or choose another m",
+            f"N:M with m={spec.m} needs input widths divisible by {spec.m}: {', '.join(widths)}",
+            f"ignore these layers (ignore={[t.module_name for t in bad]!r}) or choose another m",
         )
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    module_name, _, param = key.rpartition(".")
+    return module_name, param
 
 
 def apply_masks(model: nn.Module, plan: Plan) -> None:
     """Mask every parameter named in ``plan.masks`` (state-dict style keys)."""
     for key, mask in plan.masks.items():
-        module_name, _, param = key.rpartition(".")
+        module_name, param = _split_key(key)
         apply_mask(model.get_submodule(module_name), mask, param)
+        refresh_from_parents(model, module_name, param)
+
+
+def snapshot_masks(model: nn.Module, plan: Plan) -> dict[str, torch.Tensor | None]:
+    """The current mask (a copy) or None of every parameter ``plan`` will mask."""
+    snapshot: dict[str, torch.Tensor | None] = {}
+    for key in plan.masks:
+        module_name, param = _split_key(key)
+        mask = existing_mask(model.get_submodule(module_name), param)
+        snapshot[key] = None if mask is None else mask.clone()
+    return snapshot
+
+
+def restore_masks(model: nn.Module, snapshot: dict[str, torch.Tensor | None]) -> None:
+    """Undo :func:`apply_masks`: put back the masks (or the dense weights) of a snapshot."""
+    for key, previous in snapshot.items():
+        module_name, param = _split_key(key)
+        module = model.get_submodule(module_name)
+        if existing_mask(module, param) is None:
+            continue
+        if previous is None:
+            unmask(module, param, bake=False)
+        else:
+            buffer: torch.Tensor = getattr(module, f"{param}_mask")
+            buffer.copy_(previous)
+            apply_mask(module, previous, param)
+    drop_stale_parent_hooks(model)

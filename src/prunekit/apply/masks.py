@@ -1,10 +1,17 @@
 """The masked end state: ``weight = weight_orig * weight_mask``, recomputed every forward.
 
 Masking ``module.weight`` moves the trainable tensor to ``weight_orig`` (same Parameter
-object, so optimizers keep working) and adds a ``weight_mask`` buffer (True/1 = kept).
+object, so optimizers keep working) and adds a ``weight_mask`` buffer (1 = kept).
 A forward pre-hook computes the masked weight for the forward pass, so pruned weights are
 exactly zero in every forward and receive zero gradient; a forward hook then leaves a
 detached copy behind, so the model deep-copies and pickles like any module.
+
+Some parents read a child's weight directly instead of calling the child
+(``nn.MultiheadAttention`` reads ``out_proj.weight``; ``nn.TransformerEncoderLayer``'s
+fast path reads ``linear1/linear2/self_attn.out_proj`` weights). Their masked children get
+a :class:`ChildMaskHook` on the parent as well, so the masked weight is fresh (and
+gradients reach ``weight_orig``) whichever module reads it.
+
 :func:`finalize` bakes the zeros in and restores the original state-dict keys.
 """
 
@@ -12,6 +19,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+# Parents whose forward reads a descendant's weight without calling the descendant.
+DIRECT_READERS: tuple[type[nn.Module], ...] = (nn.MultiheadAttention, nn.TransformerEncoderLayer)
 
 
 class MaskHook:
@@ -32,7 +42,21 @@ class MaskHook:
             setattr(module, self.param, self.masked(module).detach())
 
 
+class ChildMaskHook:
+    """Pre/post forward hook on a parent that reads ``<child>.<param>`` directly."""
+
+    def __init__(self, child: str, param: str) -> None:
+        self.child = child
+        self.param = param
+
+    def __call__(self, module: nn.Module, *args: object) -> None:
+        child = module.get_submodule(self.child)
+        if is_masked(child, self.param):  # a no-op once the child is unmasked
+            MaskHook(self.param)(child, *args)
+
+
 def is_masked(module: nn.Module, param: str = "weight") -> bool:
+    """True if ``module.<param>`` carries a prunekit mask."""
     return isinstance(getattr(module, f"{param}_orig", None), nn.Parameter) and hasattr(
         module, f"{param}_mask"
     )
@@ -55,14 +79,23 @@ def effective_weight(module: nn.Module, param: str = "weight") -> torch.Tensor:
 
 
 def apply_mask(module: nn.Module, mask: torch.Tensor, param: str = "weight") -> None:
-    """Mask ``module.<param>`` with ``mask`` (True = kept); an existing mask only shrinks."""
+    """Mask ``module.<param>`` with ``mask`` (True = kept); an existing mask only shrinks.
+
+    Example:
+        >>> layer = torch.nn.Linear(2, 2)
+        >>> apply_mask(layer, torch.tensor([[True, False], [False, True]]))
+        >>> sorted(name for name, _ in layer.named_parameters())
+        ['bias', 'weight_orig']
+        >>> int((layer.weight == 0).sum())
+        2
+    """
     if is_masked(module, param):
         buffer: torch.Tensor = getattr(module, f"{param}_mask")
         buffer.mul_(mask.to(device=buffer.device, dtype=buffer.dtype))
     else:
-        orig = module._parameters.pop(param)
+        orig = module._parameters[param]
         assert isinstance(orig, nn.Parameter), f"{param} is not a parameter"
-        module.register_parameter(f"{param}_orig", orig)
+        _rename_parameter(module, param, f"{param}_orig")
         module.register_buffer(f"{param}_mask", mask.to(device=orig.device, dtype=orig.dtype))
         hook = MaskHook(param)
         module.register_forward_pre_hook(hook)
@@ -70,9 +103,34 @@ def apply_mask(module: nn.Module, mask: torch.Tensor, param: str = "weight") -> 
     setattr(module, param, MaskHook(param).masked(module).detach())
 
 
-def _remove_hooks(module: nn.Module, param: str) -> None:
+def _rename_parameter(module: nn.Module, old: str, new: str) -> None:
+    """Rename a registered parameter in place, keeping its position (state-dict order)."""
+    items = [(new if name == old else name, p) for name, p in module._parameters.items()]
+    module._parameters.clear()
+    module._parameters.update(items)
+
+
+def refresh_from_parents(model: nn.Module, module_name: str, param: str = "weight") -> None:
+    """Give every :data:`DIRECT_READERS` ancestor of ``module_name`` a :class:`ChildMaskHook`."""
+    parts = module_name.split(".")
+    for depth in range(len(parts)):
+        parent = model.get_submodule(".".join(parts[:depth]))
+        if not isinstance(parent, DIRECT_READERS):
+            continue
+        child = ".".join(parts[depth:])
+        hooks = parent._forward_pre_hooks.values()
+        if any(isinstance(h, ChildMaskHook) and (h.child, h.param) == (child, param)
+               for h in hooks):
+            continue
+        hook = ChildMaskHook(child, param)
+        parent.register_forward_pre_hook(hook)
+        parent.register_forward_hook(hook)
+
+
+def _remove_mask_hooks(module: nn.Module, param: str) -> None:
     for hooks in (module._forward_pre_hooks, module._forward_hooks):
-        for key in [k for k, h in hooks.items() if isinstance(h, MaskHook) and h.param == param]:
+        doomed = [k for k, h in hooks.items() if isinstance(h, MaskHook) and h.param == param]
+        for key in doomed:
             del hooks[key]
 
 
@@ -86,24 +144,46 @@ def masked_modules(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     ]
 
 
-def unmask(module: nn.Module, param: str = "weight") -> None:
-    """Bake one mask into its weight: the ``_orig`` Parameter becomes ``param`` again."""
+def unmask(module: nn.Module, param: str = "weight", *, bake: bool = True) -> None:
+    """Remove one mask: the ``_orig`` Parameter becomes ``param`` again (same object).
+
+    Args:
+        module: a module with ``<param>_orig`` and ``<param>_mask``.
+        param: the masked parameter's name.
+        bake: multiply the mask into the weight first (pruned weights become exactly 0);
+            ``False`` restores the weight as it was before masking.
+    """
     orig: nn.Parameter = getattr(module, f"{param}_orig")
     mask: torch.Tensor = getattr(module, f"{param}_mask")
-    with torch.no_grad():
-        orig.mul_(mask)
-    _remove_hooks(module, param)
-    delattr(module, param)
-    del module._parameters[f"{param}_orig"]
+    if bake:
+        with torch.no_grad():
+            orig.mul_(mask)
+    _remove_mask_hooks(module, param)
+    module.__dict__.pop(param, None)
     del module._buffers[f"{param}_mask"]
-    module.register_parameter(param, orig)
+    _rename_parameter(module, f"{param}_orig", param)
+
+
+def drop_stale_parent_hooks(model: nn.Module) -> None:
+    """Remove every :class:`ChildMaskHook` whose child is no longer masked."""
+    for module in model.modules():
+        for hooks in (module._forward_pre_hooks, module._forward_hooks):
+            stale = [
+                key
+                for key, hook in hooks.items()
+                if isinstance(hook, ChildMaskHook)
+                and not is_masked(module.get_submodule(hook.child), hook.param)
+            ]
+            for key in stale:
+                del hooks[key]
 
 
 def finalize(model: nn.Module) -> nn.Module:
     """Bake every mask into its weight and remove the masks, in place.
 
     Afterwards ``model.state_dict()`` has the original keys, pruned weights are exactly
-    zero and outputs are unchanged. Returns ``model`` for chaining.
+    zero, outputs are unchanged and each weight is the same Parameter object that was
+    trained as ``weight_orig``. Returns ``model`` for chaining.
 
     Example:
         >>> import prunekit as pk, torch
@@ -114,4 +194,5 @@ def finalize(model: nn.Module) -> nn.Module:
     """
     for _, module, param in masked_modules(model):
         unmask(module, param)
+    drop_stale_parent_hooks(model)
     return model

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -14,6 +16,8 @@ from ..errors import ExampleInputError, FormatError, TargetError
 
 def _import_factory(ref: str) -> nn.Module:
     module_name, _, attr = ref.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like ``python -m``: the user's project is importable
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
@@ -75,7 +79,9 @@ def example_inputs_for(ref: str, input_shape: str | None, batch: int = 2) -> tor
         try:
             shape = tuple(int(d) for d in input_shape.split(","))
         except ValueError as exc:
-            raise ExampleInputError(f"bad --input-shape {input_shape!r}", "e.g. 1,3,224,224") from exc
+            raise ExampleInputError(
+                f"bad --input-shape {input_shape!r}", "e.g. --input-shape 1,3,224,224"
+            ) from exc
         return torch.randn(shape, generator=torch.Generator().manual_seed(0))
     if ref.startswith("torchvision:") or ":" in ref:
         raise ExampleInputError(

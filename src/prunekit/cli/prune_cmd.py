@@ -65,7 +65,9 @@ def render_summary(summary: Summary, console: Console) -> None:
 
 @report_failures
 def prune_command(
-    model: str = typer.Option("lenet", "--model", "-m", help="zoo name, torchvision:NAME or package.module:factory"),
+    model: str = typer.Option(
+        "lenet", "--model", "-m", help="zoo name, torchvision:NAME or package.module:factory"
+    ),
     method: Method = typer.Option(Method.unstructured, help="unstructured, nm or structured"),
     sparsity: float | None = typer.Option(None, help="fraction removed, in [0, 1)"),
     threshold: float | None = typer.Option(None, help="remove everything scored below this"),
@@ -76,20 +78,34 @@ def prune_command(
     ignore: list[str] = typer.Option([], help="module name or regex to leave alone (repeatable)"),
     weights: Path | None = typer.Option(None, help="safetensors weights for the model"),
     input_shape: str | None = typer.Option(None, help="example input shape, e.g. 1,3,224,224"),
-    output: Path | None = typer.Option(None, "--output", "-o", help="save the result to this folder"),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="save the result to this folder"
+    ),
+    seed: int = typer.Option(0, help="seed for random importance"),
     overwrite: bool = typer.Option(False, help="replace an existing --output folder"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
-    """Prune a model and print the per-layer summary.
+    """Prune a model and print the per-layer summary (shape, nonzeros, sparsity, skipped).
 
-    Example: prunekit prune --model lenet --method unstructured --sparsity 0.9 --json
+    \b
+    Examples:
+      prunekit prune --model lenet --method unstructured --sparsity 0.9
+      prunekit prune --model mlp --sparsity 0.8 --scope global --json
+      prunekit prune --model vgg --method nm --nm 2:4 --ignore 0.0
+      prunekit prune -m mypkg.models:build --input-shape 1,3,32,32 --threshold 0.01
+
+    Exit codes: 0 ok, 1 a check failed, 2 bad usage or input, 3 internal error.
     """
+    if method is Method.nm and (sparsity is not None or threshold is not None):
+        raise SpecError(
+            "--sparsity/--threshold do not apply to --method nm", "use --nm N:M, e.g. --nm 2:4"
+        )
     if sparsity is None and threshold is None and method is not Method.nm:
         sparsity = 0.5
     spec = build_spec(method, sparsity, threshold, scope, importance, nm, round_to)
     net = build_model(model, weights)
     x = example_inputs_for(model, input_shape)
-    result = api.prune(net, spec, x, ignore=ignore)
+    result = api.prune(net, spec, x, ignore=ignore, seed=seed)
     if output is not None:
         from ..io import save
 

@@ -28,7 +28,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
-        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        q = self._heads(self.q_proj(x))  # (B, H, T, Dh)
+        k = self._heads(self.k_proj(x))
+        v = self._heads(self.v_proj(x))
         out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, H, T, Dh)
         out = out.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim)  # (B, T, H*Dh)
         return self.out_proj(out)
