@@ -1,0 +1,174 @@
+"""``save``: a prunekit result or model -> ``model.safetensors`` + ``manifest.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from ..errors import FormatError, SpecError
+from ..plan import Plan, library_versions
+from ..result import PruneResult
+from ..sparse.convert import sparse_kernels
+from ..sparse.formats import Encoded, choose_format, encode
+from .atomic import atomic_file, atomic_folder, check_target
+from .manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest, TensorEntry
+from .refs import infer_ref, normalize_ref
+from .state import LogicalTensor, end_states, logical_state
+
+log = logging.getLogger(__name__)
+PART_SEPARATOR = "::"
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def file_key(name: str, part: str, fmt: str) -> str:
+    """Key of one stored part in the safetensors file (a dense tensor keeps its own name)."""
+    return name if fmt == "dense" else f"{name}{PART_SEPARATOR}{part}"
+
+
+def encode_tensor(tensor: LogicalTensor) -> Encoded:
+    """The smallest encoding of one logical tensor that keeps its mask if it has one."""
+    fmt = choose_format(tensor.value, tensor.mask)
+    if tensor.mask is None:
+        return encode(tensor.value, fmt)
+    if fmt == "dense":  # a dense tensor cannot hold the mask (a kept weight may be 0.0)
+        fmt = "bitmask"
+    return encode(tensor.value, fmt, keep=tensor.mask)
+
+
+def is_physical(plan: Plan | None) -> bool:
+    """True if a plan changed shapes or modules (structured pruning)."""
+    return plan is not None and bool(plan.kept or plan.attributes or plan.removed_modules)
+
+
+def _model_entry(model: nn.Module, model_ref: str | None, keys: set[str]) -> dict[str, Any]:
+    entry = (
+        infer_ref(model, keys)
+        if model_ref is None
+        else {**infer_ref(model, set()), "ref": normalize_ref(model_ref)}
+    )
+    return entry
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _plan_entry(plan: Plan | None) -> dict[str, Any] | None:
+    if plan is None:
+        return None
+    data = plan.to_dict()
+    data["masks"] = {}  # the masks live in the tensors' storage structure
+    return data
+
+
+def save(
+    result_or_model: PruneResult | nn.Module,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    model_ref: str | None = None,
+) -> Path:
+    """Save a pruned result or model as ``path/model.safetensors`` + ``path/manifest.json``.
+
+    Each tensor is stored in its smallest exact format (dense, bitmask, CSR, N:M); masks,
+    sparse layers and structured changes are recorded so :func:`load` restores the same end
+    state. No pickle is written; the folder appears atomically.
+
+    Args:
+        result_or_model: a :class:`PruneResult` (records its spec and plan) or a module.
+        path: the folder to create.
+        overwrite: replace an existing ``path``.
+        model_ref: how to rebuild the original model: ``"zoo:NAME"``,
+            ``"torchvision:NAME"``, ``"hf:CLASS"``, ``"package.module:factory"``; inferred
+            for zoo and Hugging Face models when None.
+
+    Returns:
+        The artefact folder.
+
+    Raises:
+        ArtifactExistsError: ``path`` exists and ``overwrite`` is False.
+        SpecError: not a module or result.
+
+    Example:
+        >>> import prunekit as pk, tempfile, os
+        >>> result = pk.prune(pk.zoo.build("mlp"), pk.Unstructured(sparsity=0.9))
+        >>> folder = pk.save(result, os.path.join(tempfile.mkdtemp(), "mlp90"))
+        >>> sorted(os.listdir(folder))
+        ['manifest.json', 'model.safetensors']
+    """
+    path = Path(path)
+    if isinstance(result_or_model, PruneResult):
+        model, plan, spec = result_or_model.model, result_or_model.plan, result_or_model.plan.spec
+    elif isinstance(result_or_model, nn.Module):
+        model, plan, spec = result_or_model, None, None
+    else:
+        raise SpecError(
+            f"save needs a PruneResult or nn.Module, got {type(result_or_model).__name__}"
+        )
+    check_target(path, overwrite)
+    state = logical_state(model)
+    bad = [k for k in state if PART_SEPARATOR in k]
+    if bad:
+        raise FormatError(f"state-dict keys contain {PART_SEPARATOR!r}: {bad[:3]}")
+    encoded = {name: encode_tensor(t) for name, t in state.items()}
+    tensors = {
+        name: TensorEntry(
+            enc.format,
+            enc.shape,
+            dtype_name(state[name].value.dtype),
+            dict(enc.params),
+            state[name].mask is not None,
+            enc.nbytes,
+        )
+        for name, enc in encoded.items()
+    }
+    flat = {
+        file_key(n, p, e.format): t.contiguous()
+        for n, e in encoded.items()
+        for p, t in e.parts.items()
+    }
+    with atomic_folder(path, overwrite) as tmp:
+        save_file(flat, str(tmp / WEIGHTS_FILE))
+        weights = {
+            "file": WEIGHTS_FILE,
+            "bytes": (tmp / WEIGHTS_FILE).stat().st_size,
+            "sha256": _sha256(tmp / WEIGHTS_FILE),
+        }
+        manifest = Manifest(
+            end_state=end_states(model, is_physical(plan)),
+            model=_model_entry(model, model_ref, set(state)),
+            spec=spec,
+            plan=_plan_entry(plan),
+            tensors=tensors,
+            sparse_modules=sparse_kernels(model),
+            weights=weights,
+            versions={**library_versions(), "safetensors": safetensors.__version__},
+        )
+        atomic_file(tmp / MANIFEST_FILE, manifest.to_json().encode("utf-8"))
+    log.info("saved %s (%d tensors, %d bytes)", path, len(tensors), weights["bytes"])
+    return path
+
+
+def artifact_bytes(path: str | Path) -> int:
+    """Bytes on disk of a saved artefact folder (all its files) or of a single file."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    if not path.is_dir():
+        raise FormatError(f"{path} does not exist")
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

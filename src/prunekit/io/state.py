@@ -1,0 +1,66 @@
+"""The logical state of a model in any end state, and how to restore that end state.
+
+The logical state uses the *original* state-dict keys (``fc.weight``, never
+``fc.weight_orig`` / ``fc.weight_mask`` or CSR parts): a masked weight is its effective
+weight plus its keep-mask, a sparse layer its dense weight. So one saved file loads into a
+freshly built model with ``load_state_dict(strict=True)``; masks and sparse kernels are
+then put back on top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..apply.masks import apply_mask, effective_weight, masked_modules
+from ..sparse.convert import sparse_kernels
+from ..sparse.modules import dense_weight
+
+
+@dataclass(frozen=True)
+class LogicalTensor:
+    """One state-dict entry: its value and, if it was masked, its keep-mask."""
+
+    value: torch.Tensor
+    mask: torch.Tensor | None
+
+
+def _join(module: str, name: str) -> str:
+    return f"{module}.{name}" if module else name
+
+
+def logical_state(model: nn.Module) -> dict[str, LogicalTensor]:
+    """``{original state-dict key: LogicalTensor}`` for ``model`` in any end state."""
+    state = {k: LogicalTensor(v.detach(), None) for k, v in model.state_dict().items()}
+    for name, module, param in masked_modules(model):
+        state.pop(_join(name, f"{param}_orig"))
+        mask = state.pop(_join(name, f"{param}_mask")).value
+        state[_join(name, param)] = LogicalTensor(effective_weight(module, param), mask.bool())
+    for name in sparse_kernels(model):
+        module = model.get_submodule(name)
+        for key in [k for k in state if k.rpartition(".")[0] == name]:  # crow, col, values
+            state.pop(key)
+        state[_join(name, "weight")] = LogicalTensor(dense_weight(module), None)
+        bias = getattr(module, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            state[_join(name, "bias")] = LogicalTensor(bias.detach(), None)
+    return state
+
+
+def end_states(model: nn.Module, physical: bool) -> list[str]:
+    """The end states a model is in (``["dense"]`` if none)."""
+    states = ["physical"] if physical else []
+    if masked_modules(model):
+        states.append("masked")
+    if sparse_kernels(model):
+        states.append("sparse")
+    return states or ["dense"]
+
+
+def restore_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Put the masked end state back: ``{"fc.weight": keep-mask}``."""
+    for key, mask in masks.items():
+        module_name, _, param = key.rpartition(".")
+        apply_mask(model.get_submodule(module_name), mask, param)

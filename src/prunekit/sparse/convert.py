@@ -1,0 +1,227 @@
+"""The sparse-stored end state: swap pruned Linear layers for sparse ones where they win."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..apply.masks import finalize
+from ..errors import SpecError
+from ..inputs import ExampleInputs, check_same_output_shapes, run_example
+from ..result import PruneResult
+from .dispatch import KERNELS, KernelChoice, candidate_kernels, choose_kernel, sparse_module
+from .formats import choose_format
+from .modules import CSRLinear, SemiStructuredLinear, dense_weight
+
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONV_REASON = "convolution stays dense: no stock sparse convolution kernel beats dense here"
+
+
+@dataclass(frozen=True)
+class SparseLayer:
+    """One layer of a converted model: its storage format and the kernel it runs."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    sparsity: float
+    storage: str
+    kernel: str
+    dense_ms: float | None
+    sparse_ms: float | None
+    reason: str
+
+
+@dataclass
+class SparseConversion:
+    """What :func:`to_sparse` returns: the converted model and one row per layer."""
+
+    model: nn.Module
+    layers: list[SparseLayer] = field(default_factory=list)
+
+    @property
+    def kernels(self) -> dict[str, str]:
+        """``{layer name: kernel}`` for every layer that no longer runs dense."""
+        return {row.name: row.kernel for row in self.layers if row.kernel != "dense"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layers": [asdict(row) for row in self.layers]}
+
+    def summary(self) -> str:
+        """A text table: layer, shape, sparsity, storage format, kernel, times, reason."""
+        lines = [
+            f"{'layer':<28} {'shape':<14} {'sparsity':>8} {'storage':<8} {'kernel':<6} "
+            f"{'dense ms':>9} {'sparse ms':>9}  reason"
+        ]
+        for r in self.layers:
+            shape = "x".join(map(str, r.shape))
+            times = [
+                f"{t:9.3f}" if t is not None else f"{'-':>9}" for t in (r.dense_ms, r.sparse_ms)
+            ]
+            lines.append(
+                f"{r.name:<28} {shape:<14} {r.sparsity:>8.1%} {r.storage:<8} "
+                f"{r.kernel:<6} {times[0]} {times[1]}  {r.reason}"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _rows_per_layer(model: nn.Module, example_inputs: ExampleInputs) -> dict[str, int]:
+    """Input rows (batch x tokens) each Linear sees on ``example_inputs``."""
+    rows: dict[str, int] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+
+            def record(mod: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
+                rows[name] = max(1, args[0].numel() // mod.in_features)
+
+            handles.append(module.register_forward_pre_hook(record))
+    try:
+        run_example(model, example_inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return rows
+
+
+def _sparsity(weight: torch.Tensor) -> float:
+    return 1.0 - int((weight != 0).sum()) / max(1, weight.numel())
+
+
+def _row(name: str, module: nn.Module, choice: KernelChoice) -> SparseLayer:
+    weight = dense_weight(module)
+    return SparseLayer(
+        name,
+        type(module).__name__,
+        tuple(weight.shape),
+        _sparsity(weight),
+        choose_format(weight),
+        choice.kernel,
+        choice.dense_ms,
+        choice.sparse_ms,
+        choice.reason,
+    )
+
+
+def _check_kernel_arg(kernel: str | Mapping[str, str], model: nn.Module) -> None:
+    names = [kernel] if isinstance(kernel, str) else list(kernel.values())
+    allowed = ("auto", *KERNELS) if isinstance(kernel, str) else KERNELS
+    bad = [k for k in names if k not in allowed]
+    if bad:
+        raise SpecError(f"unknown kernel {bad[0]!r}", f"choose one of {allowed}")
+    if not isinstance(kernel, str):
+        linears = {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        missing = sorted(set(kernel) - linears)
+        if missing:
+            raise SpecError(f"kernel given for layers that are not nn.Linear: {missing}")
+
+
+def _decide(
+    name: str,
+    linear: nn.Linear,
+    kernel: str | Mapping[str, str],
+    rows: int,
+    min_sparsity: float,
+    margin: float,
+) -> tuple[KernelChoice, nn.Module | None]:
+    wanted = kernel if isinstance(kernel, str) else kernel.get(name, "dense")
+    if wanted == "auto":
+        return choose_kernel(linear, rows, min_sparsity=min_sparsity, margin=margin)
+    if wanted == "dense":
+        return KernelChoice("dense", None, None, "requested"), None
+    if wanted not in candidate_kernels(linear):
+        return KernelChoice("dense", None, None, f"{wanted} unavailable on this device/dtype"), None
+    return KernelChoice(wanted, None, None, "requested"), sparse_module(linear, wanted)
+
+
+def to_sparse(
+    model: nn.Module | PruneResult,
+    example_inputs: ExampleInputs | None = None,
+    *,
+    batch_size: int | None = None,
+    kernel: str | Mapping[str, str] = "auto",
+    min_sparsity: float = 0.5,
+    margin: float = 0.1,
+    inplace: bool = False,
+) -> SparseConversion:
+    """Convert a pruned model to the sparse-stored end state.
+
+    Masks are baked in first. Each ``nn.Linear`` whose weight is at least ``min_sparsity``
+    zeros is timed dense vs sparse (CSR; 2:4 semi-structured on CUDA fp16/bf16) on this
+    device at the layer's real row count, and replaced only if the sparse kernel wins by
+    ``margin``. Convolutions stay dense; the summary says so.
+
+    Args:
+        model: a model or a :class:`PruneResult`.
+        example_inputs: inputs the model accepts; used to learn each layer's row count
+            (batch x tokens) and to check the output shapes after conversion.
+        batch_size: rows per call when ``example_inputs`` is not given (default 1).
+        kernel: "auto" (time), "dense", "csr" or "2:4" for every Linear, or
+            ``{layer name: kernel}`` (unnamed layers stay dense): forced choices, no timing.
+        min_sparsity: below this, a layer stays dense without timing.
+        margin: required speed-up over dense, as a fraction (0.1 = 10% faster).
+        inplace: convert ``model`` itself instead of a copy.
+
+    Returns:
+        A :class:`SparseConversion` (``.model``, ``.layers``, ``.summary()``).
+
+    Raises:
+        SpecError: bad ``kernel``, ``batch_size`` or ``min_sparsity``.
+        ExampleInputError: the model does not run on ``example_inputs``.
+
+    Example:
+        >>> import prunekit as pk, torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(64, 64))
+        >>> result = pk.prune(net, pk.Unstructured(sparsity=0.95))
+        >>> conv = pk.to_sparse(result, kernel="csr")
+        >>> type(conv.model[0]).__name__
+        'CSRLinear'
+    """
+    net = model.model if isinstance(model, PruneResult) else model
+    if not isinstance(net, nn.Module):
+        raise SpecError(f"model must be an nn.Module or PruneResult, got {type(net).__name__}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise SpecError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not 0.0 <= min_sparsity <= 1.0 or margin < 0:
+        raise SpecError(
+            f"min_sparsity must be in [0, 1] and margin >= 0, got {min_sparsity}, {margin}"
+        )
+    _check_kernel_arg(kernel, net)
+    outputs_before = run_example(net, example_inputs) if example_inputs is not None else None
+    rows = _rows_per_layer(net, example_inputs) if example_inputs is not None else {}
+    work = net if inplace else copy.deepcopy(net)
+    finalize(work)
+    conversion = SparseConversion(work)
+    for name, module in list(work.named_modules()):
+        if isinstance(module, nn.Linear):
+            layer_rows = rows.get(name, batch_size or 1)
+            choice, replacement = _decide(name, module, kernel, layer_rows, min_sparsity, margin)
+            if replacement is not None:
+                work.set_submodule(name, replacement)
+            conversion.layers.append(_row(name, replacement or module, choice))
+        elif isinstance(module, CONV_TYPES) and _sparsity(module.weight.detach()) > 0:
+            conversion.layers.append(
+                _row(name, module, KernelChoice("dense", None, None, CONV_REASON))
+            )
+    if outputs_before is not None and example_inputs is not None:
+        check_same_output_shapes(outputs_before, run_example(work, example_inputs), "to_sparse")
+    return conversion
+
+
+def sparse_kernels(model: nn.Module) -> dict[str, str]:
+    """``{module name: kernel}`` of every sparse layer in ``model`` (what a save records)."""
+    found = {}
+    for name, module in model.named_modules():
+        if isinstance(module, CSRLinear):
+            found[name] = "csr"
+        elif isinstance(module, SemiStructuredLinear):
+            found[name] = "2:4"
+    return found

@@ -1,0 +1,149 @@
+"""Per-layer kernel choice: time dense and sparse on this device and batch, keep the winner.
+
+Rule (from the measurements in PERF.md and ``benchmarks/bench_sparse.py``): below
+``min_sparsity`` (default 50%) sparse kernels always lose, so such layers stay dense without
+timing. Otherwise both versions run on a random input of the layer's real row count, in
+alternating rounds, and the sparse kernel is kept only if its median time beats dense by
+``margin`` (default 10%), so that noise never makes a layer slower than dense.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .modules import CSRLinear, SemiStructuredLinear, semi_structured_available
+
+log = logging.getLogger(__name__)
+KERNELS = ("dense", "csr", "2:4")
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """The kernel a layer will run and why (times in milliseconds, None if not timed)."""
+
+    kernel: str
+    dense_ms: float | None
+    sparse_ms: float | None
+    reason: str
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_pair(
+    first: Callable[[], object],
+    second: Callable[[], object],
+    device: torch.device,
+    budget_s: float = 0.2,
+    max_rounds: int = 30,
+) -> tuple[float, float]:
+    """Median seconds of two calls, measured in alternating rounds (one warm-up each)."""
+    times: tuple[list[float], list[float]] = ([], [])
+    with torch.inference_mode():
+        first(), second()
+        start = time.perf_counter()
+        while len(times[0]) < max_rounds and (
+            len(times[0]) < 5 or time.perf_counter() - start < budget_s
+        ):
+            for fn, bucket in ((first, times[0]), (second, times[1])):
+                _sync(device)
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                bucket.append(time.perf_counter() - t0)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def is_two_four(weight: torch.Tensor) -> bool:
+    """True if every group of 4 consecutive inputs has at most 2 nonzeros."""
+    if weight.dim() != 2 or weight.shape[1] % 4:
+        return False
+    return bool(((weight != 0).reshape(-1, 4).sum(dim=1) <= 2).all())
+
+
+def sparse_module(linear: nn.Linear, kernel: str) -> nn.Module:
+    """``linear`` rebuilt with ``kernel`` ("csr" or "2:4")."""
+    if kernel == "csr":
+        return CSRLinear.from_linear(linear)
+    return SemiStructuredLinear(linear)
+
+
+def candidate_kernels(linear: nn.Linear) -> list[str]:
+    """Sparse kernels that can run this layer's weight on its device and dtype."""
+    weight = linear.weight
+    kernels = []
+    if weight.dtype in (torch.float32, torch.float64) or weight.is_cuda:
+        kernels.append("csr")
+    if semi_structured_available(weight) and is_two_four(weight.detach()):
+        kernels.append("2:4")
+    return kernels
+
+
+def choose_kernel(
+    linear: nn.Linear, rows: int, *, min_sparsity: float = 0.5, margin: float = 0.1
+) -> tuple[KernelChoice, nn.Module | None]:
+    """Time dense and each sparse kernel for ``linear`` on ``rows`` input rows.
+
+    Args:
+        linear: the (finalized) dense layer; its zeros are the pruned weights.
+        rows: input rows per call (batch size x tokens).
+        min_sparsity: below this, stay dense without timing.
+        margin: a sparse kernel must be at least this fraction faster than dense.
+
+    Returns:
+        The choice and the sparse module to use (None when dense wins).
+    """
+    weight = linear.weight.detach()
+    sparsity = 1.0 - int((weight != 0).sum()) / max(1, weight.numel())
+    if sparsity < min_sparsity:
+        return KernelChoice(
+            "dense", None, None, f"sparsity {sparsity:.0%} < {min_sparsity:.0%}"
+        ), None
+    x = torch.randn(rows, linear.in_features, device=weight.device, dtype=weight.dtype)
+    best: tuple[KernelChoice, nn.Module | None] = (KernelChoice("dense", None, None, ""), None)
+    for kernel in candidate_kernels(linear):
+        try:
+            module = sparse_module(linear, kernel)
+        except (RuntimeError, ValueError) as exc:  # shape or dtype the kernel refuses
+            log.debug("kernel %s refused %s: %s", kernel, tuple(weight.shape), exc)
+            continue
+
+        def run_dense() -> torch.Tensor:
+            return F.linear(x, weight, linear.bias)
+
+        def run_sparse(module: nn.Module = module) -> torch.Tensor:
+            out: torch.Tensor = module(x)
+            return out
+
+        dense_s, sparse_s = time_pair(run_dense, run_sparse, weight.device)
+        speedup = dense_s / sparse_s
+        choice = KernelChoice(
+            kernel, dense_s * 1e3, sparse_s * 1e3, f"{kernel} {speedup:.2f}x dense"
+        )
+        if speedup >= 1.0 + margin and (
+            best[1] is None or sparse_s * 1e3 < (best[0].sparse_ms or 0)
+        ):
+            best = (choice, module)
+        elif best[1] is None:
+            best = (
+                KernelChoice(
+                    "dense",
+                    choice.dense_ms,
+                    choice.sparse_ms,
+                    f"{kernel} only {speedup:.2f}x dense",
+                ),
+                None,
+            )
+    if best[0].reason == "":
+        best = (KernelChoice("dense", None, None, "no sparse kernel for this device/dtype"), None)
+    return best
