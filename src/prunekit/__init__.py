@@ -28,8 +28,10 @@ from .errors import (
     UnsupportedModelError,
     WeightError,
 )
+from .io import artifact_bytes, export_onnx, load, save
 from .plan import Plan
 from .result import PruneResult
+from .sparse import SparseConversion, to_sparse
 from .specs import NM, Structured, Unstructured, spec_from_dict
 from .summary import Summary
 
@@ -46,6 +48,12 @@ __all__ = [
     "PruneResult",
     "Summary",
     "zoo",
+    "save",
+    "load",
+    "export_onnx",
+    "artifact_bytes",
+    "to_sparse",
+    "SparseConversion",
     "PrunekitError",
     "SpecError",
     "TargetError",
