@@ -6,6 +6,7 @@ import logging
 
 import typer
 
+from .inspect_cmd import inspect_command
 from .prune_cmd import prune_command
 
 app = typer.Typer(
@@ -16,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("prune")(prune_command)
+app.command("inspect")(inspect_command)
 
 
 @app.callback()
