@@ -28,6 +28,7 @@ from .errors import (
     UnsupportedModelError,
     WeightError,
 )
+from .hf.spec import TransformerStructured
 from .io import artifact_bytes, export_onnx, load, save
 from .plan import Plan
 from .result import PruneResult
@@ -43,6 +44,7 @@ __all__ = [
     "Unstructured",
     "NM",
     "Structured",
+    "TransformerStructured",
     "spec_from_dict",
     "Plan",
     "PruneResult",

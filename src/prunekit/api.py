@@ -46,7 +46,8 @@ def prune(
 
     Args:
         model: any ``nn.Module``.
-        spec: :class:`Unstructured`, :class:`NM` or :class:`Structured`.
+        spec: :class:`Unstructured`, :class:`NM`, :class:`Structured`, or
+            :class:`TransformerStructured` (heads / neurons / blocks of a Hugging Face model).
         example_inputs: inputs the model accepts (tensor, tuple of args or dict of kwargs).
             Required for structured pruning; otherwise used to check the model still runs
             with the same output shapes.
@@ -71,6 +72,15 @@ def prune(
     """
     if not isinstance(model, nn.Module):
         raise SpecError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    from .hf.spec import TransformerStructured
+
+    if isinstance(spec, TransformerStructured):
+        from .hf.prune import prune_transformer
+
+        return prune_transformer(
+            model, spec, example_inputs, ignore=ignore, overrides=overrides,
+            calibration=calibration, inplace=inplace, seed=seed,
+        )
     if not isinstance(spec, (Unstructured, NM, Structured)):
         raise SpecError(
             f"spec must be Unstructured, NM or Structured, got {type(spec).__name__}",

@@ -178,3 +178,31 @@ class InputStats:
         """Detach every hook."""
         for handle in self._handles:
             handle.remove()
+
+
+def _vocab_size(model: nn.Module) -> int | None:
+    for module in model.modules():
+        size = getattr(getattr(module, "config", None), "vocab_size", None)
+        if isinstance(size, int):
+            return size
+    return None
+
+
+def check_token_ids(model: nn.Module, batches: list[Batch]) -> None:
+    """Raise if a batch holds token ids the model's vocabulary lacks (tokenizer mismatch).
+
+    Raises:
+        CalibrationError: naming the batch, its largest id and the model's vocabulary size.
+    """
+    vocab = _vocab_size(model)
+    if vocab is None:
+        return
+    for i, batch in enumerate(batches):
+        ids = batch.get("input_ids") if isinstance(batch, Mapping) else None
+        if isinstance(ids, torch.Tensor) and ids.numel() and int(ids.max()) >= vocab:
+            raise CalibrationError(
+                f"calibration batch {i} has token id {int(ids.max())}, but the model's "
+                f"vocabulary has {vocab} tokens: the tokenizer does not match the model",
+                "tokenize calibration text with the model's own tokenizer "
+                "(AutoTokenizer.from_pretrained(<the model's path>))",
+            )

@@ -40,6 +40,7 @@ from .calibration import (
     InputStats,
     capture_block_inputs,
     check_calibration,
+    check_token_ids,
     run_block,
     token_mask,
 )
@@ -267,6 +268,7 @@ def prune_oneshot(
     """
     del seed
     batches = check_calibration(calibration, spec.importance)
+    check_token_ids(model, batches)
     _check_spec(spec, overrides)
     targets, skipped = oneshot_targets(model, ignore)
     resolved = resolve_overrides(model, targets, overrides)
