@@ -75,7 +75,16 @@ class Summary:
         return 1.0 - self.targeted_nonzero / numel if numel else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        rows = [{**asdict(r), "sparsity": r.sparsity} for r in self.rows]
+        """JSON-ready dict: ``layers`` (one dict per row) and the totals."""
+        rows = [
+            {
+                **asdict(r),
+                "shape_before": list(r.shape_before),
+                "shape_after": list(r.shape_after),
+                "sparsity": r.sparsity,
+            }
+            for r in self.rows
+        ]
         return {
             "layers": rows,
             "params_before": self.params_before,
