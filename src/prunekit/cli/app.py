@@ -6,6 +6,7 @@ import logging
 
 import typer
 
+from .compare_cmd import compare_command
 from .inspect_cmd import inspect_command
 from .prune_cmd import prune_command
 
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 app.command("prune")(prune_command)
 app.command("inspect")(inspect_command)
+app.command("compare")(compare_command)
 
 
 @app.callback()
