@@ -1,0 +1,129 @@
+"""``prunekit compare``: unstructured vs N:M vs structured vs combined, measured side by side."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from ..compare import CompareSettings, parse_variants, run_comparison
+from ..compare.baseline import save_checkpoint, shipped_stem, train_baseline
+from ..compare.settings import DEFAULT_MODEL
+from ..compare.store import RESULTS_FILE
+from ..data import DataBundle, fashion_mnist, load_factory
+from ..errors import SpecError
+from ..report import render_terminal, write_reports
+from .errors import report_failures
+from .model_ref import build_model
+
+def _variant_text(variants: str | None, variants_file: Path | None) -> str | None:
+    if variants_file is None:
+        return variants
+    if variants:
+        raise SpecError("give --variants or --variants-file, not both")
+    try:
+        lines = variants_file.read_text().splitlines()
+    except OSError as exc:
+        raise SpecError(f"cannot read --variants-file {variants_file}: {exc}") from exc
+    names = [line.split("#", 1)[0].strip() for line in lines]
+    return ",".join(n for n in names if n)
+
+
+def _data(settings: CompareSettings) -> DataBundle:
+    if settings.dataset_ref is not None:
+        return load_factory(settings.dataset_ref, seed=settings.seed)
+    return fashion_mnist(settings.data_dir, seed=settings.seed,
+                         train_limit=settings.train_limit, test_limit=settings.test_limit)
+
+
+def _train_only(settings: CompareSettings, console: Console) -> None:
+    """Train the dense baseline from scratch and write it (the shipped checkpoint by default)."""
+    import torch
+
+    data = _data(settings)
+    with torch.random.fork_rng():
+        torch.manual_seed(settings.seed)
+        model = build_model(settings.model_ref)
+    model = model.to(memory_format=torch.channels_last)
+    torch.set_num_threads(settings.threads)
+    card = train_baseline(model, data, progress=settings.progress)
+    card["model"] = settings.model_ref
+    default = settings.model_ref == DEFAULT_MODEL and settings.dataset_ref is None
+    stem = shipped_stem(DEFAULT_MODEL) if default and not settings.quick \
+        else settings.out_dir / "baseline" / "model"
+    save_checkpoint(model, card, stem)
+    console.print(f"baseline accuracy {card['accuracy']:.4f}; wrote {stem}.safetensors / .json")
+
+
+def _finish(data: dict[str, Any], settings: CompareSettings, as_json: bool,
+            console: Console) -> None:
+    paths = write_reports(data, settings.out_dir)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    render_terminal(data, console)
+    console.print(f"reports: {', '.join(str(p) for p in paths)}")
+
+
+@report_failures
+def compare_command(
+    variants: str | None = typer.Option(
+        None, help="comma list like unstructured-90,nm-2:4,structured-50,combined-50+80, "
+        "or 'all' (default: one per family)"),
+    variants_file: Path | None = typer.Option(None, help="file with one variant name a line"),
+    quick: bool = typer.Option(False, help="small subsets and short timings (smoke run)"),
+    distill: bool = typer.Option(False, help="distil from the dense model while fine-tuning"),
+    epochs: int = typer.Option(1, help="fine-tuning epochs per variant (the same for all)"),
+    lr: float = typer.Option(0.01, help="fine-tuning peak learning rate (cosine decay)"),
+    model: str = typer.Option(DEFAULT_MODEL, help="zoo name or package.module:factory"),
+    dataset: str | None = typer.Option(
+        None, help="package.module:factory returning (train, test) Datasets or DataLoaders"),
+    data_dir: Path | None = typer.Option(None, help="folder with the Fashion-MNIST idx .gz files"),
+    out: Path = typer.Option(Path("compare-out"), "--out", "-o", help="output folder"),
+    seed: int = typer.Option(0, help="seed for data order, augmentation and fine-tuning"),
+    threads: int = typer.Option(2, help="CPU threads for training and timing"),
+    as_json: bool = typer.Option(False, "--json", help="print results as JSON"),
+    train_baseline_flag: bool = typer.Option(
+        False, "--train-baseline", help="train the dense baseline from scratch, write it, stop"),
+    progress: bool = typer.Option(True, help="progress bars"),
+) -> None:
+    """Prune one dense model several ways, fine-tune each, and measure them side by side.
+
+    Writes report.md, results.json, results.csv and PNG plots to --out. Finished variants
+    are kept as they complete; rerunning the same command resumes.
+
+    Examples: `prunekit compare` (one variant per family, shipped baseline);
+    `prunekit compare --variants all --distill` (the full table);
+    `prunekit compare --quick` (subsets, a smoke run);
+    `prunekit compare --model mypkg.models:net --dataset mypkg.data:loaders`.
+    """
+    console = Console()
+    if epochs < 0 or threads < 1:
+        raise SpecError(f"bad --epochs {epochs} / --threads {threads}",
+                        "epochs >= 0, threads >= 1")
+    settings = CompareSettings(
+        variants=tuple(parse_variants(_variant_text(variants, variants_file), quick=quick)),
+        out_dir=out, model_ref=model, dataset_ref=dataset, data_dir=data_dir, epochs=epochs,
+        distill=distill, quick=quick, seed=seed, threads=threads, lr=lr, progress=progress,
+    )
+    build_model(settings.model_ref)  # fail early on a broken factory
+    if train_baseline_flag:
+        _train_only(settings, console)
+        return
+    data = _data(settings)
+    try:
+        results = run_comparison(settings, lambda: build_model(settings.model_ref), data)
+    except KeyboardInterrupt:
+        path = settings.out_dir / RESULTS_FILE
+        if path.is_file():
+            write_reports(json.loads(path.read_text()), settings.out_dir)
+        console.print(f"[yellow]interrupted[/yellow]: finished variants kept in {path}; "
+                      "rerun the same command to resume")
+        raise
+    logging.getLogger(__name__).debug("done: %s", list(results["variants"]))
+    _finish(results, settings, as_json, console)
+

@@ -1,0 +1,180 @@
+"""Run a comparison: dense baseline, then prune -> evaluate -> fine-tune -> evaluate -> save ->
+measure for each variant, keeping every finished result on disk."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.bundle import DataBundle
+from ..errors import PrunekitError
+from ..measure.accuracy import evaluate_accuracy
+from ..measure.latency import fixed_threads
+from ..recover import finetune
+from .baseline import ensure_baseline, shipped_stem
+from .measuring import MeasureContext, measure_model
+from .pipeline import deployable, layer_table, prune_variant, save_bytes
+from .settings import DEFAULT_MODEL, CompareSettings
+from .store import ResultStore
+from .variants import Variant
+
+log = logging.getLogger(__name__)
+
+
+def _inputs(data: DataBundle, batches: tuple[int, ...]) -> dict[int, torch.Tensor]:
+    collected: list[torch.Tensor] = []
+    for x, _ in data.test:
+        collected.append(x)
+        if sum(t.shape[0] for t in collected) >= max(batches):
+            break
+    pool = torch.cat(collected)
+    return {b: pool[:b].contiguous() for b in batches}
+
+
+def _environment(settings: CompareSettings) -> dict[str, Any]:
+    return {
+        "torch": torch.__version__, "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(), "threads": settings.threads,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _load_dense(
+    factory: Callable[[], nn.Module], data: DataBundle, settings: CompareSettings, retrain: bool
+) -> tuple[nn.Module, dict[str, Any]]:
+    with torch.random.fork_rng():
+        torch.manual_seed(settings.seed)
+        model = factory()
+    model = model.to(memory_format=torch.channels_last)
+    default = settings.model_ref == DEFAULT_MODEL and settings.dataset_ref is None
+    card = ensure_baseline(
+        model, data, cache_stem=settings.out_dir / "baseline" / "model",
+        shipped=shipped_stem(DEFAULT_MODEL) if default else None,
+        quick=settings.quick, retrain=retrain, progress=settings.progress,
+    )
+    return model.eval(), card
+
+
+def _dense_row(dense: nn.Module, data: DataBundle, ctx: MeasureContext,
+               settings: CompareSettings, card: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": "dense", "family": "dense", "status": "done",
+                           "baseline": {k: v for k, v in card.items() if k != "config"}}
+    row["accuracy"] = evaluate_accuracy(dense, data.test, progress=settings.progress,
+                                        description="evaluate dense")
+    row.update(measure_model(ctx.dense, ctx))
+    row["disk"] = save_bytes(dense, settings.out_dir / "models" / "dense", settings.model_ref)
+    row["layers"] = layer_table(ctx.dense, ctx.dense)
+    return row
+
+
+def run_variant(variant: Variant, dense: nn.Module, data: DataBundle, ctx: MeasureContext,
+                settings: CompareSettings) -> dict[str, Any]:
+    """Prune, evaluate, fine-tune, evaluate, save and measure one variant."""
+    start = time.perf_counter()
+    example = ctx.inputs[min(ctx.inputs)]
+    # selection code may .view() weights: hand it the contiguous layout
+    contiguous = dense.to(memory_format=torch.contiguous_format)
+    result = prune_variant(contiguous, variant, example, seed=settings.seed)
+    model = result.model.to(memory_format=torch.channels_last)
+    row: dict[str, Any] = {"name": variant.name, "family": variant.family,
+                           "sparsity": variant.sparsity,
+                           "specs": [s.to_dict() for s in variant.specs]}
+    row["accuracy_before"] = evaluate_accuracy(model, data.test, progress=settings.progress,
+                                               description=f"evaluate {variant.name}")
+    report = finetune(model, data.train, settings.recovery(), teacher=dense,
+                      progress=settings.progress, description=f"fine-tune {variant.name}")
+    row["finetune"] = {"steps": report.steps, "epochs": report.epochs,
+                       "seconds": round(report.seconds, 1), "losses": report.losses,
+                       "distill": settings.distill}
+    row["accuracy"] = evaluate_accuracy(model, data.test, progress=settings.progress,
+                                        description=f"evaluate {variant.name}")
+    row["disk"] = save_bytes(result, settings.out_dir / "models" / variant.name,
+                             settings.model_ref)
+    deploy = deployable(model)
+    row.update(measure_model(deploy, ctx))
+    row["layers"] = layer_table(deploy, ctx.dense)
+    row["seconds"] = round(time.perf_counter() - start, 1)
+    row["status"] = "done"
+    return row
+
+
+def _failed(variant: Variant, exc: BaseException) -> dict[str, Any]:
+    log.warning("variant %s failed: %s", variant.name, exc)
+    message = exc.message if isinstance(exc, PrunekitError) else f"{type(exc).__name__}: {exc}"
+    return {"name": variant.name, "family": variant.family, "sparsity": variant.sparsity,
+            "status": "failed", "error": message}
+
+
+def run_comparison(
+    settings: CompareSettings,
+    model_factory: Callable[[], nn.Module],
+    data: DataBundle,
+    *,
+    retrain_baseline: bool = False,
+    on_variant: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run every variant of ``settings`` and return the results (also in results.json).
+
+    Finished variants are written to ``settings.out_dir/results.json`` at once, so an
+    interruption loses only the variant in progress; a rerun with the same settings reuses
+    them. A variant that fails is recorded with its error and the run goes on.
+
+    Args:
+        settings: what to run.
+        model_factory: builds the (untrained) model.
+        data: training and test batches.
+        retrain_baseline: train the dense model even if a checkpoint exists.
+        on_variant: called with each finished row (dense first).
+
+    Returns:
+        The results document (see :class:`ResultStore`).
+    """
+    store = ResultStore(settings.out_dir, settings.fingerprint())
+    reused = store.resume()
+    store.data["environment"] = _environment(settings)
+    store.data["requested"] = [v.name for v in settings.variants]
+    store.data["interrupted"] = False
+    try:
+        with fixed_threads(settings.threads):
+            _run_all(settings, model_factory, data, store, reused, retrain_baseline, on_variant)
+    except KeyboardInterrupt:
+        store.data["interrupted"] = True
+        store.save()
+        raise
+    return store.data
+
+
+def _run_all(
+    settings: CompareSettings,
+    model_factory: Callable[[], nn.Module],
+    data: DataBundle,
+    store: ResultStore,
+    reused: list[str],
+    retrain_baseline: bool,
+    on_variant: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    dense, card = _load_dense(model_factory, data, settings, retrain_baseline)
+    ctx = MeasureContext.create(deployable(dense), _inputs(data, (1, 64)), settings.threads,
+                                settings.latency_rounds)
+    if store.data["dense"] is None:
+        store.put_dense(_dense_row(dense, data, ctx, settings, card))
+    if on_variant is not None:
+        on_variant(store.data["dense"])
+    for variant in settings.variants:
+        if variant.name in reused:
+            log.info("reusing finished results of %s", variant.name)
+        else:
+            try:
+                row = run_variant(variant, copy.deepcopy(dense), data, ctx, settings)
+            except (PrunekitError, ImportError, RuntimeError) as exc:
+                row = _failed(variant, exc)
+            store.put_variant(variant.name, row)
+        if on_variant is not None:
+            on_variant(store.data["variants"][variant.name])

@@ -1,0 +1,76 @@
+"""Everything a comparison run depends on, in one frozen record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..recover import RecoveryConfig
+from .variants import Variant
+
+DEFAULT_MODEL = "fmnist_resnet"
+QUICK_TRAIN_SAMPLES = 1024
+QUICK_TEST_SAMPLES = 1000
+QUICK_MAX_STEPS = 8
+FINETUNE_LR = 0.01
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """Settings of one ``prunekit compare`` run.
+
+    Attributes:
+        variants: the variants to run, in order.
+        out_dir: where results, reports and saved models go.
+        model_ref: zoo name or ``package.module:factory``.
+        dataset_ref: ``package.module:factory`` or None for Fashion-MNIST.
+        data_dir: Fashion-MNIST idx directory (None: the Debian package's).
+        epochs: fine-tuning epochs per variant (the same for all).
+        distill: distil from the dense model while fine-tuning.
+        quick: subsets and short timings (a smoke run, minutes).
+        seed: seeds data order, augmentation and fine-tuning.
+        threads: torch threads for training and timing.
+        lr: fine-tuning peak learning rate (cosine decay).
+        progress: show progress bars.
+    """
+
+    variants: tuple[Variant, ...]
+    out_dir: Path
+    model_ref: str = DEFAULT_MODEL
+    dataset_ref: str | None = None
+    data_dir: Path | None = None
+    epochs: int = 1
+    distill: bool = False
+    quick: bool = False
+    seed: int = 0
+    threads: int = 1
+    lr: float = FINETUNE_LR
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def train_limit(self) -> int | None:
+        return QUICK_TRAIN_SAMPLES if self.quick else None
+
+    @property
+    def test_limit(self) -> int | None:
+        return QUICK_TEST_SAMPLES if self.quick else None
+
+    @property
+    def latency_rounds(self) -> int:
+        return 3 if self.quick else 15
+
+    def recovery(self) -> RecoveryConfig:
+        """The fine-tuning recipe every variant gets."""
+        return RecoveryConfig(epochs=self.epochs, lr=self.lr, weight_decay=5e-4,
+                              distill=self.distill, seed=self.seed,
+                              max_steps=QUICK_MAX_STEPS if self.quick else None)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must match for cached variant results to be reused on resume."""
+        return {
+            "model": self.model_ref, "dataset": self.dataset_ref or "fashion-mnist",
+            "epochs": self.epochs, "distill": self.distill, "quick": self.quick,
+            "seed": self.seed, "threads": self.threads, "lr": self.lr,
+        }

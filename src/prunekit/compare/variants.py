@@ -1,0 +1,119 @@
+"""Variant names (``unstructured-90``, ``nm-2:4``, ``structured-50``, ``combined-50+80``)
+and the pruning recipe each one stands for."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import SpecError
+from ..specs import NM, Spec, Structured, Unstructured
+
+FAMILIES = ("unstructured", "nm", "structured", "combined")
+ALL_VARIANTS = (
+    "unstructured-50", "unstructured-80", "unstructured-90", "unstructured-95", "nm-2:4",
+    "structured-25", "structured-50", "structured-75", "combined-50+80",
+)
+DEFAULT_VARIANTS = ("unstructured-90", "structured-50", "combined-50+80")
+QUICK_VARIANTS = ("unstructured-90", "nm-2:4", "structured-50", "combined-50+80")
+_PATTERNS = {
+    "unstructured": re.compile(r"unstructured-(\d+(?:\.\d+)?)"),
+    "nm": re.compile(r"nm-(\d+):(\d+)"),
+    "structured": re.compile(r"structured-(\d+(?:\.\d+)?)"),
+    "combined": re.compile(r"combined-(\d+(?:\.\d+)?)\+(\d+(?:\.\d+)?)"),
+}
+NAME_HINT = (
+    "variants look like unstructured-90, nm-2:4, structured-50 or combined-50+80 "
+    "(percentages removed), comma-separated, or 'all'"
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named pruning recipe: one or more specs applied in order to the dense model.
+
+    Attributes:
+        name: the variant's name as given (``structured-50``).
+        family: ``unstructured``, ``nm``, ``structured`` or ``combined``.
+        specs: specs applied one after the other.
+        sparsity: nominal fraction removed (for plots), e.g. 0.9 or 0.5.
+    """
+
+    name: str
+    family: str
+    specs: tuple[Spec, ...]
+    sparsity: float
+
+    @property
+    def structured(self) -> bool:
+        return any(isinstance(s, Structured) for s in self.specs)
+
+
+def _percent(text: str, name: str) -> float:
+    value = float(text) / 100.0
+    if not 0.0 < value < 1.0:
+        raise SpecError(f"variant {name!r}: {text}% is out of range", "use a value in (0, 100)")
+    return value
+
+
+def unstructured_spec(sparsity: float) -> Unstructured:
+    """Global magnitude (L1) ranking: every layer competes for the kept weights."""
+    return Unstructured(sparsity=sparsity, scope="global", importance="l1")
+
+
+def structured_spec(sparsity: float) -> Structured:
+    """L1 filter pruning, the same fraction of channels in every prunable group."""
+    return Structured(sparsity=sparsity, importance="l1", scope="layer")
+
+
+def parse_variant(name: str) -> Variant:
+    """Parse one variant name.
+
+    Raises:
+        SpecError: the name matches no pattern or a percentage is out of range.
+    """
+    text = name.strip().lower()
+    for family, pattern in _PATTERNS.items():
+        match = pattern.fullmatch(text)
+        if match is None:
+            continue
+        if family == "unstructured":
+            s = _percent(match.group(1), name)
+            return Variant(text, family, (unstructured_spec(s),), s)
+        if family == "nm":
+            n_keep, m = int(match.group(1)), int(match.group(2))
+            spec = NM(n_keep=n_keep, m=m)
+            return Variant(text, family, (spec,), spec.sparsity)
+        if family == "structured":
+            s = _percent(match.group(1), name)
+            return Variant(text, family, (structured_spec(s),), s)
+        s1, s2 = _percent(match.group(1), name), _percent(match.group(2), name)
+        return Variant(text, family, (structured_spec(s1), unstructured_spec(s2)), s2)
+    raise SpecError(f"unknown variant {name!r}", NAME_HINT)
+
+
+def parse_variants(text: str | None, *, quick: bool = False) -> list[Variant]:
+    """Parse a comma-separated list (``all``, or empty for the default set).
+
+    Raises:
+        SpecError: naming every bad entry at once, or a duplicate.
+    """
+    if text is None or not text.strip():
+        names = list(QUICK_VARIANTS if quick else DEFAULT_VARIANTS)
+    elif text.strip().lower() == "all":
+        names = list(ALL_VARIANTS)
+    else:
+        names = [n for n in (part.strip() for part in text.split(",")) if n]
+    variants, problems = [], []
+    for name in names:
+        try:
+            variants.append(parse_variant(name))
+        except SpecError as exc:
+            problems.append(exc.message)
+    if problems:
+        raise SpecError("; ".join(problems), NAME_HINT)
+    seen = [v.name for v in variants]
+    duplicates = sorted({n for n in seen if seen.count(n) > 1})
+    if duplicates:
+        raise SpecError(f"variants listed twice: {', '.join(duplicates)}", "list each once")
+    return variants

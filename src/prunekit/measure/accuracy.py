@@ -1,0 +1,39 @@
+"""Top-1 accuracy of a classifier on batches of ``(inputs, labels)``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..inputs import call_model, eval_mode
+
+
+def evaluate_accuracy(
+    model: nn.Module,
+    batches: Iterable[tuple[Any, torch.Tensor]],
+    *,
+    progress: bool = False,
+    description: str = "evaluate",
+) -> float:
+    """Fraction of samples whose arg-max logit equals the label.
+
+    Args:
+        model: classifier returning (N, classes) logits.
+        batches: ``(inputs, labels)`` batches.
+        progress: show a tqdm bar.
+        description: progress-bar label.
+
+    Returns:
+        Top-1 accuracy in [0, 1] (0.0 for no samples).
+    """
+    correct = total = 0
+    with eval_mode(model), torch.inference_mode():
+        for inputs, labels in tqdm(batches, desc=description, disable=not progress, leave=False):
+            logits = call_model(model, inputs)
+            correct += int((logits.argmax(dim=-1) == labels).sum())
+            total += int(labels.numel())
+    return correct / total if total else 0.0

@@ -1,0 +1,51 @@
+"""Reports of a comparison: terminal table, report.md, results.json/csv, PNG plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..compare.store import write_json_atomic
+from .markdown import render_markdown
+from .rows import COLUMNS, flat_rows, missing_variants, to_csv
+from .terminal import render_terminal
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_reports(data: dict[str, Any], out_dir: Path, *, plots: bool = True) -> list[Path]:
+    """Write results.json, results.csv, report.md and (optionally) the PNG plots.
+
+    Args:
+        data: the results document from :func:`prunekit.compare.run_comparison`.
+        out_dir: folder to write into (created if needed).
+        plots: also draw the PNG plots (needs matplotlib).
+
+    Returns:
+        The written paths.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "results.json", data)
+    _write_text(out_dir / "results.csv", to_csv(flat_rows(data)))
+    _write_text(out_dir / "report.md", render_markdown(data))
+    paths = [out_dir / name for name in ("results.json", "results.csv", "report.md")]
+    if plots:
+        from .plots import write_plots
+
+        paths += write_plots(data, out_dir)
+    return paths
+
+
+__all__ = [
+    "COLUMNS",
+    "flat_rows",
+    "missing_variants",
+    "render_markdown",
+    "render_terminal",
+    "to_csv",
+    "write_reports",
+]

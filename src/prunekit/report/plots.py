@@ -1,0 +1,87 @@
+"""PNG plots of a comparison (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+from .rows import flat_rows  # noqa: E402
+
+MARKERS = {"dense": "*", "unstructured": "o", "nm": "D", "structured": "s", "combined": "^"}
+
+
+def _scatter(rows: list[dict[str, Any]], x_key: str, y_keys: list[str], ylabel: str,
+             title: str, path: Path, x_label: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for row in rows:
+        if row["status"] != "done" or row[x_key] is None:
+            continue
+        for y_key in y_keys:
+            if row[y_key] is None:
+                continue
+            y = row[y_key] * 100 if y_key.startswith("acc") else row[y_key]
+            marker = MARKERS.get(row["family"] or "", "o")
+            ax.scatter(row[x_key], y, marker=marker, s=60)
+            label = row["variant"] + (" (b1)" if y_key == "b1_speedup" else "")
+            ax.annotate(label, (row[x_key], y), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _layers(data: dict[str, Any], path: Path) -> Path:
+    variants = {n: v for n, v in data.get("variants", {}).items() if v.get("status") == "done"}
+    fig, axes = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    names: list[str] = []
+    for name, variant in variants.items():
+        layers = variant.get("layers", [])
+        names = names or [layer["name"] for layer in layers]
+        x = range(len(layers))
+        axes[0].plot(x, [layer["sparsity"] for layer in layers], marker="o", label=name)
+        axes[1].plot(x, [layer["width"] / layer["dense_width"] if layer["dense_width"] else 1.0
+                         for layer in layers], marker="o", label=name)
+    axes[0].set_ylabel("weight sparsity")
+    axes[1].set_ylabel("width kept (of dense)")
+    axes[1].set_xticks(range(len(names)))
+    axes[1].set_xticklabels(names, rotation=75, fontsize=6)
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(-0.05, 1.05)
+    if variants:
+        axes[0].legend(fontsize=7, ncol=3)
+    axes[0].set_title("per-layer sparsity and width")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_plots(data: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write accuracy_vs_compression.png, speedup_vs_compression.png and layers.png.
+
+    Returns:
+        The written paths.
+    """
+    rows = flat_rows(data)
+    return [
+        _scatter(rows, "compression", ["acc_after"], "top-1 accuracy after fine-tuning (%)",
+                 "accuracy vs compression", out_dir / "accuracy_vs_compression.png",
+                 "compression (dense nonzero params / nonzero params)"),
+        _scatter(rows, "compression", ["b1_speedup", "b64_speedup"],
+                 "CPU speedup over dense (b1 and b64)", "latency speedup vs compression",
+                 out_dir / "speedup_vs_compression.png",
+                 "compression (dense nonzero params / nonzero params)"),
+        _layers(data, out_dir / "layers.png"),
+    ]

@@ -1,0 +1,84 @@
+"""Flatten a results document into one row of numbers per model (dense first)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+COLUMNS = (
+    "variant", "family", "status", "acc_before", "acc_after", "delta_pt", "params",
+    "nonzero_params", "compression", "macs", "macs_reduction", "bytes_on_disk", "bytes_ratio",
+    "peak_memory_bytes", "b1_ms", "b1_iqr_ms", "b1_speedup", "b64_ms", "b64_iqr_ms",
+    "b64_speedup", "finetune_seconds",
+)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _get(row: dict[str, Any], *path: str) -> Any:
+    value: Any = row
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def flat_row(row: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
+    """One flat record: accuracies, counts and ratios to dense, latency and speedups."""
+    acc = row.get("accuracy")
+    dense_acc = dense.get("accuracy")
+    return {
+        "variant": row["name"],
+        "family": row.get("family"),
+        "status": row.get("status"),
+        "acc_before": row.get("accuracy_before"),
+        "acc_after": acc,
+        "delta_pt": (acc - dense_acc) * 100 if acc is not None and dense_acc is not None else None,
+        "params": row.get("params"),
+        "nonzero_params": row.get("nonzero_params"),
+        "compression": _ratio(dense.get("nonzero_params"), row.get("nonzero_params")),
+        "macs": row.get("macs"),
+        "macs_reduction": _ratio(dense.get("macs"), row.get("macs")),
+        "bytes_on_disk": _get(row, "disk", "bytes"),
+        "bytes_ratio": _ratio(_get(row, "disk", "bytes"), _get(dense, "disk", "bytes")),
+        "peak_memory_bytes": _get(row, "memory", "peak_bytes"),
+        "b1_ms": _get(row, "latency_cpu", "b1", "median_ms"),
+        "b1_iqr_ms": _get(row, "latency_cpu", "b1", "iqr_ms"),
+        "b1_speedup": _get(row, "latency_cpu", "b1", "speedup"),
+        "b64_ms": _get(row, "latency_cpu", "b64", "median_ms"),
+        "b64_iqr_ms": _get(row, "latency_cpu", "b64", "iqr_ms"),
+        "b64_speedup": _get(row, "latency_cpu", "b64", "speedup"),
+        "finetune_seconds": _get(row, "finetune", "seconds"),
+    }
+
+
+def flat_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Dense first, then every recorded variant in the order they were requested."""
+    dense = data.get("dense") or {}
+    rows = [flat_row(dense, dense)] if dense else []
+    variants = data.get("variants", {})
+    order = [n for n in data.get("requested", []) if n in variants]
+    order += [n for n in variants if n not in order]
+    rows += [flat_row(variants[n], dense) for n in order]
+    return rows
+
+
+def missing_variants(data: dict[str, Any]) -> list[str]:
+    """Requested variants with no finished result (interrupted or failed)."""
+    variants = data.get("variants", {})
+    return [n for n in data.get("requested", [])
+            if variants.get(n, {}).get("status") != "done"]
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV text with :data:`COLUMNS` as header; missing figures are empty cells."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+    return buffer.getvalue()
