@@ -20,6 +20,7 @@ from ..report import render_terminal, write_reports
 from .errors import report_failures
 from .model_ref import build_model
 
+
 def _variant_text(variants: str | None, variants_file: Path | None) -> str | None:
     if variants_file is None:
         return variants
