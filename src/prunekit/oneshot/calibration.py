@@ -76,12 +76,17 @@ def token_mask(batch: Batch) -> torch.Tensor | None:
     return None
 
 
-def _drop_caches(kwargs: dict[str, Any]) -> dict[str, Any]:
+def _is_cache(value: Any) -> bool:
+    return "cache" in type(value).__name__.lower()
+
+
+def _drop_caches(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Replace key/value cache objects by None: replaying a block must not grow a cache."""
-    return {
-        k: (None if "cache" in type(v).__name__.lower() or k in ("use_cache",) else v)
-        for k, v in kwargs.items()
-    }
+    args = tuple(None if _is_cache(a) else a for a in args)
+    kwargs = {k: (None if _is_cache(v) or k == "use_cache" else v) for k, v in kwargs.items()}
+    return args, kwargs
 
 
 def capture_block_inputs(
@@ -96,7 +101,8 @@ def capture_block_inputs(
     current: dict[str, torch.Tensor | None] = {"mask": None}
 
     def hook(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        captured.append(BlockInput(tuple(args), _drop_caches(dict(kwargs)), current["mask"]))
+        clean_args, clean_kwargs = _drop_caches(tuple(args), dict(kwargs))
+        captured.append(BlockInput(clean_args, clean_kwargs, current["mask"]))
         raise _StopForward
 
     handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..apply.masks import apply_mask, effective_weight, existing_mask
-from ..errors import ShapeError, SpecError, TargetError
+from ..errors import CalibrationError, ShapeError, SpecError, TargetError
 from ..inputs import (
     ExampleInputs,
     call_model,
@@ -94,7 +94,7 @@ def oneshot_targets(
     for t in targets:
         orig = getattr(t.module, "weight_orig", None)
         weight = orig if orig is not None else t.module.weight
-        sharing = [n for n in owners.get(id(weight), []) if not n.startswith(t.module_name + ".")]
+        sharing = [n for n in owners.get(id(weight), []) if n.rpartition(".")[0] != t.module_name]
         if sharing:
             skipped[t.module_name] = f"weight tied to {', '.join(sharing)}"
         else:
@@ -194,9 +194,17 @@ def _whole_model_stage(
     settings: OneShotSettings,
 ) -> dict[str, torch.Tensor]:
     stats = InputStats(modules, gram=settings.method == "sparsegpt")
-    for batch in batches:
+    for i, batch in enumerate(batches):
         stats.token_mask = token_mask(batch)
-        call_model(model, batch)
+        try:
+            call_model(model, batch)
+        except Exception as exc:  # noqa: BLE001 - user data/model failures are reported alike
+            stats.remove()
+            raise CalibrationError(
+                f"calibration batch {i} does not run through the model: "
+                f"{type(exc).__name__}: {exc}",
+                "calibration batches must be inputs the model accepts",
+            ) from exc
     return _prune_stage(modules, stats, settings)
 
 
