@@ -1,0 +1,125 @@
+"""Physically remove channels: slice parameters and buffers, then fix module attributes.
+
+:func:`kept_indices` turns a channel removal mask into kept indices per tensor dim (pure);
+:func:`apply_kept` mutates a model; :func:`snapshot` / :func:`restore` undo it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...graph.groups import Member
+from .handlers import sync_attributes
+
+SIMPLE = (int, float, bool, str)
+
+
+def kept_indices(members: list[Member], removed: torch.Tensor) -> dict[str, dict[int, list[int]]]:
+    """``{tensor key: {dim: kept indices}}`` for every tensor dim that loses an index."""
+    kept: dict[str, dict[int, list[int]]] = {}
+    for member in members:
+        chan = member.channel
+        gone = torch.zeros(chan.numel(), dtype=torch.bool)
+        valid = chan >= 0
+        gone[valid] = removed[chan[valid]]
+        if bool(gone.any()):
+            kept.setdefault(member.key, {})[member.dim] = (~gone).nonzero().flatten().tolist()
+    return kept
+
+
+def _owner(model: nn.Module, key: str) -> tuple[nn.Module, str]:
+    module_name, _, leaf = key.rpartition(".")
+    return model.get_submodule(module_name), leaf
+
+
+def simple_attributes(module: nn.Module) -> dict[str, Any]:
+    """Int / float / bool / str / tuple-of-those attributes (the ones a loader can set)."""
+    attrs = {}
+    for name, value in vars(module).items():
+        if name.startswith("_") or name == "training":
+            continue
+        if isinstance(value, SIMPLE) or (
+            isinstance(value, tuple) and all(isinstance(v, SIMPLE) for v in value)
+        ):
+            attrs[name] = value
+    return attrs
+
+
+@dataclass
+class Snapshot:
+    """Tensors and attributes of the modules surgery touches, to undo it."""
+
+    tensors: dict[str, torch.Tensor]
+    attributes: dict[str, dict[str, Any]]
+
+
+def touched_modules(kept: dict[str, Any], head_attrs: dict[str, dict[str, int]]) -> list[str]:
+    names = {key.rpartition(".")[0] for key in kept} | set(head_attrs)
+    return sorted(names)
+
+
+def snapshot(
+    model: nn.Module, kept: dict[str, Any], head_attrs: dict[str, dict[str, int]]
+) -> Snapshot:
+    tensors = {}
+    for key in kept:
+        module, leaf = _owner(model, key)
+        tensors[key] = getattr(module, leaf).data
+    attributes = {
+        name: simple_attributes(model.get_submodule(name))
+        for name in touched_modules(kept, head_attrs)
+    }
+    return Snapshot(tensors, attributes)
+
+
+def restore(model: nn.Module, snap: Snapshot) -> None:
+    """Put back the tensors and attributes recorded by :func:`snapshot`."""
+    for key, data in snap.tensors.items():
+        module, leaf = _owner(model, key)
+        _set_tensor(module, leaf, data)
+    for name, attrs in snap.attributes.items():
+        module = model.get_submodule(name)
+        for attr, value in attrs.items():
+            setattr(module, attr, value)
+
+
+def _set_tensor(module: nn.Module, leaf: str, data: torch.Tensor) -> None:
+    current = getattr(module, leaf)
+    if isinstance(current, nn.Parameter):
+        current.data = data
+    else:
+        module._buffers[leaf] = data
+
+
+def apply_kept(
+    model: nn.Module, kept: dict[str, dict[int, list[int]]], head_attrs: dict[str, dict[str, int]]
+) -> dict[str, dict[str, Any]]:
+    """Slice every tensor to its kept indices, sync module attributes, set head counts.
+
+    Returns:
+        ``{module name: {attribute: new value}}`` for every attribute that changed.
+    """
+    names = touched_modules(kept, head_attrs)
+    before = {name: simple_attributes(model.get_submodule(name)) for name in names}
+    for key, dims in kept.items():
+        module, leaf = _owner(model, key)
+        data = getattr(module, leaf).data
+        for dim, index in dims.items():
+            data = data.index_select(dim, torch.tensor(index, dtype=torch.long, device=data.device))
+        _set_tensor(module, leaf, data.contiguous())
+    for name in {key.rpartition(".")[0] for key in kept}:
+        sync_attributes(model.get_submodule(name))
+    for name, attrs in head_attrs.items():
+        for attr, value in attrs.items():
+            setattr(model.get_submodule(name), attr, value)
+    changed: dict[str, dict[str, Any]] = {}
+    for name in names:
+        after = simple_attributes(model.get_submodule(name))
+        diff = {a: v for a, v in after.items() if before[name].get(a) != v}
+        if diff:
+            changed[name] = {a: list(v) if isinstance(v, tuple) else v for a, v in diff.items()}
+    return changed

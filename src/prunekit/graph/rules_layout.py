@@ -1,0 +1,139 @@
+"""Coupling rules for ops that only move elements: view, permute, cat, split, getitem, pad...
+
+The op is re-run on the atom maps themselves (as int64 tensors of the real shape), so concat
+offsets, chunk/split, flatten-into-Linear and channel-shuffle permutations come out exact.
+
+A view that splits a channel dim into several dims (heads, shuffle groups) constrains the
+kept set: after pruning the same view must still be valid. One factor stays prunable and
+the slices along the other factors are united: the factor matching a ``num_heads``-like
+attribute of the running module (whole heads are removed and the attribute is updated),
+else the innermost factor (every group keeps the same positions, as channel shuffle needs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .state import HeadRule, TraceState, varies
+from .unionfind import NO_ATOM
+
+LAYOUT = {
+    "view", "reshape", "flatten", "unflatten", "permute", "transpose", "t", "swapaxes",
+    "swapdims", "movedim", "moveaxis", "unsqueeze", "squeeze", "expand", "expand_as",
+    "repeat", "getitem", "narrow", "select", "roll", "flip", "cat", "concat", "concatenate",
+    "stack", "split", "split_with_sizes", "chunk", "unbind", "tensor_split", "pad", "view_as",
+    "reshape_as", "tile", "repeat_interleave", "index_select", "channel_shuffle",
+    "pixel_shuffle", "pixel_unshuffle", "hstack", "vstack",
+}
+SPLITTING = {"view", "reshape", "unflatten", "view_as", "reshape_as"}
+HEAD_ATTRS = ("num_heads", "n_heads", "num_attention_heads", "n_head", "heads", "nhead")
+
+
+def _as_map(state: TraceState, value: Any) -> Any:
+    """Replace every floating tensor by its full-size atom map (NO_ATOM where none)."""
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point():
+            return value
+        amap = state.map_of(value)
+        if amap is None:
+            return torch.full(value.shape, NO_ATOM, dtype=torch.long)
+        return amap.expand(value.shape)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_map(state, v) for v in value)
+    return value
+
+
+def _run_on_maps(name: str, func: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+    if name in ("view", "view_as"):
+        args = (args[0].contiguous(), *args[1:])
+    if name == "pad":
+        mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
+        if mode == "constant":
+            kwargs = {**kwargs, "value": NO_ATOM}
+            args = args[:3]
+            return func(*args, **kwargs)
+        return func(args[0].double(), *args[1:], **kwargs).long()
+    return func(*args, **kwargs)
+
+
+def layout(
+    state: TraceState, name: str, func: Any, args: Any, kwargs: dict[str, Any], out: Any
+) -> None:
+    """Re-run the op on the atom maps and attach the results to the outputs."""
+    inputs = [a for a in _flat(args) if isinstance(a, torch.Tensor) and a.is_floating_point()]
+    if not any(state.map_of(t) is not None for t in inputs):
+        return
+    result = _run_on_maps(name, func, _as_map(state, args), _as_map(state, kwargs))
+    outs, maps = _flat(out), _flat(result)
+    for tensor, amap in zip(outs, maps, strict=False):
+        if isinstance(tensor, torch.Tensor) and isinstance(amap, torch.Tensor):
+            state.set_map(tensor, amap if tensor.is_floating_point() else None)
+    if name in SPLITTING and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
+        source = state.map_of(args[0])
+        if source is not None:
+            _constrain_splits(state, source.expand(args[0].shape), tuple(out.shape))
+
+
+def _flat(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return [item for v in value for item in _flat(v)]
+    return [value]
+
+
+def _dim_groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
+    """Pair runs of source dims with runs of target dims of equal product."""
+    groups, i, j = [], 0, 0
+    while i < len(src) or j < len(dst):
+        gi, gj = [i] if i < len(src) else [], [j] if j < len(dst) else []
+        pi = src[i] if i < len(src) else 1
+        pj = dst[j] if j < len(dst) else 1
+        i, j = i + 1, j + 1
+        while pi != pj:
+            if pi < pj and i < len(src):
+                pi *= src[i]
+                gi.append(i)
+                i += 1
+            elif j < len(dst):
+                pj *= dst[j]
+                gj.append(j)
+                j += 1
+            else:
+                return []
+        groups.append((gi, gj))
+    return groups
+
+
+def _constrain_splits(state: TraceState, source: torch.Tensor, shape: tuple[int, ...]) -> None:
+    for src_dims, dst_dims in _dim_groups(tuple(source.shape), shape):
+        big = [d for d in src_dims if source.size(d) > 1]
+        factors = [shape[d] for d in dst_dims if shape[d] > 1]
+        if len(big) != 1 or len(factors) < 2 or not varies(source, big[0]):
+            continue
+        dim = big[0]
+        size = source.size(dim)
+        vector = source.movedim(dim, -1).reshape(-1, size).unique(dim=0)
+        _unite_split(state, vector, factors)
+
+
+def _head_factor(state: TraceState, factors: list[int]) -> tuple[int, str] | None:
+    if not state.stack:
+        return None
+    module = state.stack[-1][1]
+    for attr in HEAD_ATTRS:
+        value = getattr(module, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value in factors[:-1]:
+            return factors.index(value), attr
+    return None
+
+
+def _unite_split(state: TraceState, vector: torch.Tensor, factors: list[int]) -> None:
+    """Unite the slices that must be kept or removed together after a dim split."""
+    head = _head_factor(state, factors)
+    keep = head[0] if head else len(factors) - 1
+    for row in vector:
+        grid = row.view(factors).movedim(keep, 0).reshape(factors[keep], -1)  # (kept factor, rest)
+        state.atoms.union(grid[:, :1].expand_as(grid), grid)
+        if head:
+            state.heads.append(HeadRule(state.stack[-1][0], head[1], grid[:, 0].clone()))
