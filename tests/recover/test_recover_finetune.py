@@ -1,0 +1,111 @@
+"""Recovery fine-tuning: learns, keeps masks/zeros/shapes fixed, is deterministic, distils."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import prunekit as pk
+from prunekit.apply.masks import effective_weight
+from prunekit.data import TensorLoader
+from prunekit.errors import PlanError, SpecError
+from prunekit.recover import (
+    RecoveryConfig,
+    RecoveryStep,
+    check_unchanged,
+    cosine_factor,
+    distillation_loss,
+    finetune,
+    snapshot,
+)
+
+
+def _problem(seed: int = 0) -> tuple[nn.Module, TensorLoader]:
+    """A learnable toy task: the label is which of 4 input blocks has the largest sum."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(512, 16, generator=gen)
+    y = x.view(512, 4, 4).sum(-1).argmax(-1)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
+    return model, TensorLoader(x, y, 64, shuffle=True, seed=seed)
+
+
+def _accuracy(model: nn.Module, loader: TensorLoader) -> float:
+    with torch.no_grad():
+        return float(torch.cat([(model(x).argmax(-1) == y).float() for x, y in loader]).mean())
+
+
+def test_finetune_recovers_accuracy_and_keeps_pruned_weights_zero() -> None:
+    model, loader = _problem()
+    finetune(model, loader, RecoveryConfig(epochs=5, lr=0.1), progress=False)
+    dense_acc = _accuracy(model, loader)
+    pruned = pk.prune(model, pk.Unstructured(sparsity=0.8, scope="global")).model
+    masks = {n: m.weight_mask.bool().clone() for n, m in pruned.named_modules()
+             if hasattr(m, "weight_mask")}
+    pruned_acc = _accuracy(pruned, loader)
+    report = finetune(pruned, loader, RecoveryConfig(epochs=5, lr=0.05), progress=False)
+    assert report.steps == 5 * len(loader) and len(report.losses) == 5
+    assert _accuracy(pruned, loader) > pruned_acc
+    assert dense_acc > 0.8
+    for name, mask in masks.items():
+        weight = effective_weight(pruned.get_submodule(name))
+        assert torch.equal(pruned.get_submodule(name).weight_mask.bool(), mask)
+        assert bool((weight[~mask] == 0).all()), f"{name}: a pruned weight came back"
+
+
+def test_same_seed_gives_identical_weights() -> None:
+    results = []
+    for _ in range(2):
+        model, loader = _problem(seed=1)
+        finetune(model, loader, RecoveryConfig(epochs=1, lr=0.05, seed=7), progress=False)
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(results[0], results[1])
+
+
+def test_max_steps_stops_early() -> None:
+    model, loader = _problem()
+    report = finetune(model, loader, RecoveryConfig(epochs=3, max_steps=5), progress=False)
+    assert report.steps == 5
+
+
+def test_step_drops_into_a_user_loop_with_distillation() -> None:
+    teacher, loader = _problem()
+    finetune(teacher, loader, RecoveryConfig(epochs=3, lr=0.1), progress=False)
+    student = pk.prune(teacher, pk.NM(n_keep=2, m=4)).model
+    config = RecoveryConfig(epochs=2, lr=0.05, distill=True, alpha=1.0)
+    step = RecoveryStep(student, config, total_steps=2 * len(loader), teacher=teacher)
+    losses = [step(x, y) for _ in range(2) for x, y in loader]
+    assert step.steps_done == 2 * len(loader)
+    assert sum(losses[-4:]) < sum(losses[:4])  # the KL to the teacher shrinks
+
+
+def test_distillation_loss_is_zero_for_equal_logits_and_positive_otherwise() -> None:
+    a = torch.randn(8, 5)
+    assert float(distillation_loss(a, a, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distillation_loss(a, torch.randn(8, 5), 4.0)) > 0
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
+    assert cosine_factor(0, 100, 10) == pytest.approx(0.1)
+    assert cosine_factor(10, 100, 10) == pytest.approx(1.0)
+    assert cosine_factor(100, 100, 10) == pytest.approx(0.0)
+
+
+def test_check_unchanged_names_a_revived_weight_and_a_changed_shape() -> None:
+    model, _ = _problem()
+    pruned = pk.prune(model, pk.Unstructured(sparsity=0.5)).model
+    before = snapshot(pruned)
+    with torch.no_grad():
+        pruned[0].weight_mask.fill_(1.0)  # a mask that grew back
+    with pytest.raises(PlanError, match="0.weight: mask changed"):
+        check_unchanged(pruned, before)
+    other = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    with pytest.raises(PlanError, match="shape"):
+        check_unchanged(other, snapshot(model))
+
+
+def test_bad_settings_are_rejected_with_every_problem_named() -> None:
+    with pytest.raises(SpecError) as info:
+        RecoveryConfig(lr=0, alpha=2.0)
+    assert "lr=0" in info.value.message and "alpha=2.0" in info.value.message
