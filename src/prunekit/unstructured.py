@@ -21,7 +21,13 @@ from .errors import ShapeError, SpecError, WeightError
 from .importance import weight_scores
 from .plan import Plan
 from .select.nm import nm_mask
-from .select.unstructured import check_not_reviving, global_masks, layer_masks, threshold_masks
+from .select.unstructured import (
+    check_not_reviving,
+    count_removed,
+    global_masks,
+    layer_masks,
+    threshold_masks,
+)
 from .specs import NM, Unstructured
 from .targets import Target
 
@@ -57,7 +63,7 @@ def _already_removed(targets: list[Target]) -> dict[str, int]:
     for t in targets:
         mask = existing_mask(t.module)
         if mask is not None:
-            removed[t.key] = int((~mask).sum())
+            removed[t.key] = count_removed(mask)
     return removed
 
 
@@ -119,7 +125,7 @@ def plan_masks(
 def _warn_if_nothing_removed(
     spec: Unstructured | NM, masks: dict[str, torch.Tensor], already: dict[str, int]
 ) -> None:
-    newly = sum(int((~m).sum()) - already.get(key, 0) for key, m in masks.items())
+    newly = sum(count_removed(m) - already.get(key, 0) for key, m in masks.items())
     if newly == 0:
         logger.warning(
             "%s removes no weight from the %d targeted layers (nothing scored below the "
