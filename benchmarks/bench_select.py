@@ -1,7 +1,7 @@
 """How long does selecting 90% global unstructured sparsity take on a 100M-parameter model?
 
 Run:  .venv/bin/python benchmarks/bench_select.py            (defaults: 100M params, 1 thread)
-      .venv/bin/python benchmarks/bench_select.py --threads 1 --repeats 5 --json
+      .venv/bin/python benchmarks/bench_select.py --threads 2 --repeats 5 --json
 
 Stages timed (median of ``--repeats``; the model is built once, outside the timings):
   score   |w| of every targeted weight (prunekit.unstructured.target_scores)
