@@ -161,6 +161,7 @@ def _run_all(
     on_variant: Callable[[dict[str, Any]], None] | None,
 ) -> None:
     dense, card = _load_dense(model_factory, data, settings, retrain_baseline)
+    store.data["baseline"] = {"source": card["source"], "path": card["path"]}
     ctx = MeasureContext.create(deployable(dense), _inputs(data, (1, 64)), settings.threads,
                                 settings.latency_rounds)
     if store.data["dense"] is None:

@@ -1,0 +1,99 @@
+"""The comparison runner on a tiny model: results kept per variant, resume, interruption,
+failures recorded, reports written."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from prunekit import zoo
+from prunekit.compare import CompareSettings, parse_variants, run_comparison
+from prunekit.data import DataBundle, TensorLoader
+from prunekit.report import flat_rows, to_csv, write_reports
+
+
+def _data() -> DataBundle:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 1, 28, 28, generator=gen)
+    y = (x.mean(dim=(1, 2, 3)) > 0).long() + 2 * (x[:, 0, 0, 0] > 0).long()  # 4 classes
+    return DataBundle(TensorLoader(x[:192], y[:192], 64, shuffle=True),
+                      TensorLoader(x[192:], y[192:], 64), name="synthetic")
+
+
+def _settings(out: Path, variants: str) -> CompareSettings:
+    return CompareSettings(tuple(parse_variants(variants)), out, model_ref="mlp", quick=True,
+                           progress=False)
+
+
+def _mlp() -> torch.nn.Module:
+    return zoo.build("mlp")
+
+
+def test_every_variant_is_measured_and_kept_on_disk(tmp_path: Path) -> None:
+    data = run_comparison(_settings(tmp_path, "unstructured-80,nm-2:4"), _mlp, _data())
+    assert data["baseline"]["source"] == "trained"  # no checkpoint: trained, then cached
+    assert (tmp_path / "baseline" / "model.safetensors").is_file()
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert set(on_disk["variants"]) == {"unstructured-80", "nm-2:4"}
+    u = on_disk["variants"]["unstructured-80"]
+    assert u["status"] == "done"
+    assert u["nonzero_params"] < 0.25 * on_disk["dense"]["nonzero_params"]
+    assert u["disk"]["bytes"] < on_disk["dense"]["disk"]["bytes"]
+    assert (tmp_path / "models" / "unstructured-80" / "manifest.json").is_file()
+    for row in flat_rows(on_disk):
+        for key in ("acc_after", "params", "nonzero_params", "macs", "bytes_on_disk",
+                    "peak_memory_bytes", "b1_ms", "b64_ms", "b1_speedup", "b64_speedup"):
+            assert isinstance(row[key], (int, float)) and math.isfinite(row[key]), (row, key)
+
+
+def test_interrupted_run_keeps_finished_variants_and_resumes(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def stop_after_first(row: dict[str, Any]) -> None:
+        seen.append(row["name"])
+        if row["name"] == "unstructured-50":
+            raise KeyboardInterrupt
+
+    settings = _settings(tmp_path, "unstructured-50,unstructured-80")
+    with pytest.raises(KeyboardInterrupt):
+        run_comparison(settings, _mlp, _data(), on_variant=stop_after_first)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["interrupted"] and list(saved["variants"]) == ["unstructured-50"]
+    first = saved["variants"]["unstructured-50"]
+
+    resumed = run_comparison(settings, _mlp, _data())
+    assert resumed["baseline"]["source"] == "cached"
+    assert resumed["variants"]["unstructured-50"] == first  # reused, not re-run
+    assert resumed["variants"]["unstructured-80"]["status"] == "done"
+    assert not resumed["interrupted"]
+
+
+def test_changed_settings_do_not_reuse_old_results(tmp_path: Path) -> None:
+    run_comparison(_settings(tmp_path, "unstructured-50"), _mlp, _data())
+    other = CompareSettings(tuple(parse_variants("unstructured-50")), tmp_path, model_ref="mlp",
+                            quick=True, progress=False, seed=1)
+    data = run_comparison(other, _mlp, _data())
+    assert data["settings"]["seed"] == 1
+
+
+def test_reports_name_every_variant_and_list_failures(tmp_path: Path) -> None:
+    data = run_comparison(_settings(tmp_path, "unstructured-90"), _mlp, _data())
+    data["requested"].append("structured-50")
+    data["variants"]["structured-50"] = {"name": "structured-50", "family": "structured",
+                                         "status": "failed", "error": "no coupling rule"}
+    paths = write_reports(data, tmp_path)
+    names = {p.name for p in paths}
+    assert {"report.md", "results.csv", "results.json", "layers.png"} <= names
+    assert all(p.stat().st_size > 0 for p in paths)
+    report = (tmp_path / "report.md").read_text()
+    assert "unstructured-90" in report and "structured-50: failed: no coupling rule" in report
+    assert "## Unstructured vs structured, measured" in report
+    csv_lines = to_csv(flat_rows(data)).splitlines()
+    assert csv_lines[0].startswith("variant,family,status,acc_before")
+    assert [line.split(",")[0] for line in csv_lines[1:]] == [
+        "dense", "unstructured-90", "structured-50"]
