@@ -38,7 +38,15 @@ def library_versions() -> dict[str, str]:
 
 
 def encode_mask(mask: torch.Tensor) -> dict[str, Any]:
-    """Pack a boolean mask into JSON: shape + base64 of its bits (row-major)."""
+    """Pack a boolean mask into JSON: shape + base64 of its bits (row-major).
+
+    Example:
+        >>> mask = torch.tensor([[True, False, True], [False, True, True]])
+        >>> encode_mask(mask)
+        {'shape': [2, 3], 'bits': 'rA=='}
+        >>> torch.equal(decode_mask(encode_mask(mask)), mask)
+        True
+    """
     bits = np.packbits(mask.detach().cpu().numpy().astype(bool).ravel())
     return {"shape": list(mask.shape), "bits": base64.b64encode(bits.tobytes()).decode("ascii")}
 
@@ -59,7 +67,17 @@ def decode_mask(data: dict[str, Any]) -> torch.Tensor:
 
 @dataclass
 class Plan:
-    """What to remove. See the module docstring for the fields."""
+    """What to remove. See the module docstring for the fields.
+
+    Example:
+        >>> import prunekit as pk
+        >>> plan = pk.prune(torch.nn.Linear(4, 2), pk.NM(2, 4)).plan
+        >>> again = Plan.from_json(plan.to_json())
+        >>> again.spec == {"kind": "nm", "n_keep": 2, "m": 4, "importance": "l1"}
+        True
+        >>> again.masks["weight"].sum(dim=1).tolist()
+        [2, 2]
+    """
 
     spec: dict[str, Any]
     masks: dict[str, torch.Tensor] = field(default_factory=dict)

@@ -10,6 +10,8 @@ from torch import nn
 
 from .apply.masks import effective_weight
 
+ROOT = "(root)"  # how tables show the model itself when it is the pruned layer
+
 
 @dataclass(frozen=True)
 class LayerRow:
@@ -54,7 +56,21 @@ def count_parameters(model: nn.Module) -> int:
 
 @dataclass
 class Summary:
-    """Per-layer table and totals. ``str(summary)`` is a readable text table."""
+    """Per-layer table and totals. ``str(summary)`` is a readable text table.
+
+    Example:
+        >>> import prunekit as pk
+        >>> model = torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.Linear(10, 2))
+        >>> summary = pk.prune(model, pk.Unstructured(sparsity=0.5), ignore=["1"]).summary()
+        >>> print(summary)
+        layer type   shape    nonzero sparsity  status
+        ----------------------------------------------
+        0     Linear 10x10         50   50.00%  pruned
+        1     Linear 2x10          20    0.00%  skipped: ignored by '1'
+        total: 132 -> 132 parameters; 50.00% of targeted weights removed
+        >>> summary.targeted_numel, summary.targeted_nonzero
+        (100, 50)
+    """
 
     rows: list[LayerRow]
     params_before: int
@@ -96,7 +112,7 @@ class Summary:
 
     def __str__(self) -> str:
         shapes = [_shape_text(r) for r in self.rows]
-        w_name = max([len("layer"), *(len(r.name) for r in self.rows)])
+        w_name = max([len("layer"), *(len(r.name or ROOT) for r in self.rows)])
         w_kind = max([len("type"), *(len(r.kind) for r in self.rows)])
         w_shape = max([len("shape"), *(len(s) for s in shapes)])
         header = (
@@ -106,7 +122,7 @@ class Summary:
         lines = [header, "-" * len(header)]
         for r, shape in zip(self.rows, shapes, strict=True):
             lines.append(
-                f"{r.name:<{w_name}} {r.kind:<{w_kind}} {shape:<{w_shape}} {r.nonzero:>10} "
+                f"{r.name or ROOT:<{w_name}} {r.kind:<{w_kind}} {shape:<{w_shape}} {r.nonzero:>10} "
                 f"{r.sparsity:>8.2%}  {r.status}"
             )
         lines.append(

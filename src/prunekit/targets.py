@@ -47,10 +47,17 @@ class Target:
 
 
 def matches(entry: IgnoreEntry, name: str, module: nn.Module) -> bool:
-    """True if an ignore / override entry selects ``module`` named ``name``.
+    r"""True if an ignore / override entry selects ``module`` named ``name``.
 
     A type matches its instances; a string matches the module of that exact name, its
     children (``"features"`` covers ``"features.3"``), or is a regex matched in full.
+
+    Example:
+        >>> layer = nn.Linear(2, 2)
+        >>> matches("features", "features.3", layer), matches(nn.Linear, "head", layer)
+        (True, True)
+        >>> matches(r"blocks\.\d+\.fc1", "blocks.11.fc1", layer), matches("fc", "fc1", layer)
+        (True, False)
     """
     if isinstance(entry, type):
         return isinstance(module, entry)

@@ -135,9 +135,10 @@ def _warn_if_nothing_removed(
 
 def check_nm_shapes(spec: NM, targets: Iterable[Target]) -> None:
     """Raise ShapeError naming every target whose input width m does not divide."""
-    bad = [t for t in targets if effective_weight(t.module).shape[t.input_dim] % spec.m]
+    width = {t.key: effective_weight(t.module).shape[t.input_dim] for t in targets}
+    bad = [t for t in targets if width[t.key] % spec.m]
     if bad:
-        widths = [f"{t.key} (input width {t.module.weight.shape[t.input_dim]})" for t in bad]
+        widths = [f"{t.key} (input width {width[t.key]})" for t in bad]
         raise ShapeError(
             f"N:M with m={spec.m} needs input widths divisible by {spec.m}: {', '.join(widths)}",
             f"ignore these layers (ignore={[t.module_name for t in bad]!r}) or choose another m",

@@ -13,7 +13,7 @@ from rich.table import Table
 from .. import api
 from ..errors import SpecError
 from ..specs import NM, Spec, Structured, Unstructured
-from ..summary import Summary
+from ..summary import ROOT, Summary
 from .errors import report_failures
 from .model_ref import build_model, example_inputs_for
 
@@ -55,7 +55,7 @@ def render_summary(summary: Summary, console: Console) -> None:
         shape = "x".join(map(str, r.shape_after))
         if r.shape_after != r.shape_before:
             shape = "x".join(map(str, r.shape_before)) + " -> " + shape
-        table.add_row(r.name, r.kind, shape, str(r.nonzero), f"{r.sparsity:.2%}", r.status)
+        table.add_row(r.name or ROOT, r.kind, shape, str(r.nonzero), f"{r.sparsity:.2%}", r.status)
     console.print(table)
     console.print(
         f"parameters {summary.params_before:,} -> {summary.params_after:,}; "
