@@ -133,6 +133,12 @@ def resolve_targets(
     for name, module in model.named_modules():
         if not isinstance(module, wanted) or getattr(module, "weight", None) is None:
             continue
+        if isinstance(module.weight, nn.parameter.UninitializedParameter):
+            raise TargetError(
+                f"{name or type(module).__name__} is a lazy module whose weight is not "
+                "initialised yet",
+                "run one forward pass (e.g. model(example_inputs)) before pruning",
+            )
         hit = next((e for e in entries if matches(e, name, module)), None)
         weight_id = _weight_id(module)
         if hit is not None:

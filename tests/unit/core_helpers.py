@@ -11,7 +11,7 @@ from torch import nn
 def fingerprint(model: nn.Module) -> dict[str, Any]:
     """Everything an error must leave untouched: tensors bit for bit, hooks, modes, identity."""
     return {
-        "state": {k: (v.dtype, v.shape, v.detach().clone()) for k, v in model.state_dict().items()},
+        "state": {k: _tensor_state(v) for k, v in model.state_dict().items()},
         "params": [(n, id(p)) for n, p in model.named_parameters()],
         "buffers": [n for n, _ in model.named_buffers()],
         "hooks": [
@@ -21,6 +21,12 @@ def fingerprint(model: nn.Module) -> dict[str, Any]:
         "training": [(n, m.training) for n, m in model.named_modules()],
         "attrs": [(n, sorted(vars(m))) for n, m in model.named_modules()],
     }
+
+
+def _tensor_state(value: torch.Tensor) -> tuple[Any, ...]:
+    if isinstance(value, nn.parameter.UninitializedTensorMixin):
+        return ("uninitialised", id(value), torch.zeros(0))
+    return (value.dtype, value.shape, value.detach().clone())
 
 
 def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:

@@ -222,6 +222,9 @@ def test_multihead_attention_out_proj_is_pruned_correctly_in_eval_and_training()
     assert (oracle.layers[0].self_attn.out_proj.weight[~mask] == 0).all()
     assert list(oracle.state_dict()) == list(dense.state_dict())
     assert not any(m._forward_pre_hooks for m in oracle.modules())
+    clone = pickle.loads(pickle.dumps(model))  # parent hooks pickle too
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), fast, rtol=0, atol=0)
 
 
 def test_bare_multihead_attention_out_proj_masked_in_forward() -> None:
@@ -237,3 +240,35 @@ def test_bare_multihead_attention_out_proj_masked_in_forward() -> None:
         pruned.out_proj.weight_orig.add_(1.0)
         oracle.out_proj.weight.add_(existing_mask(pruned.out_proj).float())
     torch.testing.assert_close(pruned(q, q, q)[0], oracle(q, q, q)[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_weights_prune_with_exact_counts(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model = Net().to(dtype)
+    result = pk.prune(model, pk.Unstructured(sparsity=0.75, scope="global"))
+    masked = result.model
+    assert masked.fc1.weight_orig.dtype == dtype and masked.fc1.weight_mask.dtype == dtype
+    total = sum(m.numel() for m in result.plan.masks.values())
+    assert sum(int((~m).sum()) for m in result.plan.masks.values()) == round(0.75 * total)
+    pk.finalize(masked)
+    assert masked.fc1.weight.dtype == dtype
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pruning_on_cuda_matches_cpu() -> None:
+    torch.manual_seed(0)
+    cpu = Net()
+    gpu = copy.deepcopy(cpu).cuda()
+    for spec in (pk.Unstructured(sparsity=0.6, scope="global"), pk.NM(2, 4)):
+        ignore = ["conv"] if isinstance(spec, pk.NM) else []
+        on_cpu = pk.prune(cpu, spec, ignore=ignore).plan.masks
+        on_gpu = pk.prune(gpu, spec, ignore=ignore)
+        for key, mask in on_cpu.items():
+            assert on_gpu.plan.masks[key].device.type == "cpu"
+            assert int((~on_gpu.plan.masks[key]).sum()) == int((~mask).sum())
+        x = torch.randn(3, 12, device="cuda")
+        out = on_gpu.model(x)
+        assert out.device.type == "cuda"
+        pk.finalize(on_gpu.model)
+        torch.testing.assert_close(on_gpu.model(x), out)
