@@ -79,6 +79,7 @@ def test_user_factory_and_safetensors_weights(tmp_path: Path) -> None:
         (["--method", "nm", "--sparsity", "0.5"], "do not apply to --method nm"),
         (["--model", "vgg", "--method", "nm"], "0.0.weight (input width 3)"),
         (["--ignore", "nothing_here"], "match no module"),
+        (["--ignore", "[red]x[/red]"], "'[red]x[/red]'"),  # shown verbatim, not as markup
         (["--model", "alexnet"], "unknown zoo model 'alexnet'"),
         (["--model", "cli_factories:missing", "--input-shape", "2,8"], "cannot import model factory"),
         (["--model", "cli_factories:not_a_module", "--input-shape", "2,8"], "returned str"),

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import PrunekitError
 
@@ -35,19 +36,22 @@ def report_failures(func: F) -> F:
         except (typer.Exit, typer.Abort):
             raise
         except CheckFailed as exc:
-            err_console.print(f"[red]check failed:[/red] {exc}")
+            err_console.print(f"[red]check failed:[/red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(EXIT_CHECK_FAILED) from exc
         except PrunekitError as exc:
-            err_console.print(f"[red]error:[/red] {exc.message}", markup=True, highlight=False)
+            err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
             if exc.hint:
-                err_console.print(f"[yellow]hint:[/yellow] {exc.hint}", highlight=False)
+                err_console.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}", highlight=False)
             raise typer.Exit(EXIT_BAD_INPUT) from exc
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
         except Exception as exc:  # noqa: BLE001 - last resort: report, never a bare traceback
             logging.getLogger("prunekit").debug("internal error", exc_info=True)
-            err_console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc}")
+            err_console.print(
+                f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))}",
+                highlight=False,
+            )
             err_console.print("hint: rerun with --verbose for the traceback and report it")
             raise typer.Exit(EXIT_INTERNAL) from exc
 
