@@ -160,11 +160,28 @@ def copy_model(model: nn.Module) -> nn.Module:
 
 
 def apply_plan(model: nn.Module, plan: Plan, *, inplace: bool = False) -> nn.Module:
-    """Apply a saved mask plan to a model of the same architecture.
+    """Apply a saved mask plan (unstructured / N:M) to a model of the same architecture.
+
+    Args:
+        model: a model of the architecture the plan was made on (dense or masked).
+        plan: a plan with ``masks`` (e.g. ``Plan.from_json(text)``).
+        inplace: mask ``model`` itself instead of a copy.
+
+    Returns:
+        The masked model.
 
     Raises:
-        PlanError: the plan names a parameter the model lacks or of another shape.
+        PlanError: the plan names a parameter the model lacks or of another shape, or it is
+            a structured plan (which holds shapes, not values).
     """
+    if plan.kept or plan.attributes or plan.removed_modules:
+        raise PlanError(
+            "apply_plan re-applies mask plans; this is a structured plan (new shapes, whose "
+            "values come from the pruned weights)",
+            "load the saved result with pk.load(path), or call "
+            "prunekit.apply.surgery.rebuild.rebuild_pruned_architecture and then "
+            "load_state_dict with the pruned weights",
+        )
     problems = []
     for key, mask in plan.masks.items():
         module_name, _, param = key.rpartition(".")

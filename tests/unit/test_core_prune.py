@@ -258,3 +258,10 @@ def test_plan_from_json_rejects_garbage() -> None:
         pk.Plan.from_json("{")
     with pytest.raises(pk.PlanError, match="format version"):
         pk.Plan.from_json('{"format_version": 99}')
+
+
+def test_apply_plan_refuses_a_structured_plan() -> None:
+    plan = pk.Plan(spec=pk.Structured(sparsity=0.5).to_dict(), kept={"0.weight": {0: [0, 2]}})
+    with pytest.raises(pk.PlanError, match="this is a structured plan") as info:
+        pk.apply_plan(nn.Sequential(nn.Linear(4, 4)), plan)
+    assert "pk.load" in info.value.hint
