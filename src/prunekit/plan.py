@@ -89,6 +89,7 @@ class Plan:
     versions: dict[str, str] = field(default_factory=library_versions)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (masks bit-packed, see :func:`encode_mask`)."""
         return {
             "format_version": PLAN_FORMAT_VERSION,
             "spec": self.spec,
@@ -105,10 +106,16 @@ class Plan:
         }
 
     def to_json(self) -> str:
+        """The plan as JSON text (sorted keys, stable across runs)."""
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
+        """Rebuild a plan from :meth:`to_dict` output.
+
+        Raises:
+            PlanError: malformed data or an unsupported format version.
+        """
         if not isinstance(data, dict):
             raise PlanError(f"a plan must be a JSON object, got {type(data).__name__}")
         version = data.get("format_version")
@@ -139,6 +146,7 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
+        """Rebuild a plan from :meth:`to_json` text (raises PlanError if malformed)."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

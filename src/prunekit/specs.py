@@ -90,6 +90,7 @@ class Unstructured:
         _check_choice(self.importance, UNSTRUCTURED_IMPORTANCE, "importance")
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with a ``kind`` key (inverse: :func:`spec_from_dict`)."""
         return {"kind": "unstructured", **asdict(self)}
 
 
@@ -122,9 +123,11 @@ class NM:
 
     @property
     def sparsity(self) -> float:
+        """Fraction of weights removed: ``1 - n_keep / m``."""
         return 1.0 - self.n_keep / self.m
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with a ``kind`` key (inverse: :func:`spec_from_dict`)."""
         return {"kind": "nm", **asdict(self)}
 
 
@@ -160,6 +163,7 @@ class Structured:
                 raise SpecError(f"{name} must be a positive integer, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with a ``kind`` key (inverse: :func:`spec_from_dict`)."""
         return {"kind": "structured", **asdict(self)}
 
 

@@ -78,10 +78,12 @@ class Summary:
 
     @property
     def targeted_numel(self) -> int:
+        """Weights in all pruned layers (before pruning)."""
         return sum(r.numel_before for r in self.rows if r.status.startswith("pruned"))
 
     @property
     def targeted_nonzero(self) -> int:
+        """Nonzero weights left in all pruned layers."""
         return sum(r.nonzero for r in self.rows if r.status.startswith("pruned"))
 
     @property

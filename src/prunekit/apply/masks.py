@@ -31,6 +31,7 @@ class MaskHook:
         self.param = param
 
     def masked(self, module: nn.Module) -> torch.Tensor:
+        """``<param>_orig * <param>_mask`` (differentiable with respect to ``_orig``)."""
         orig = getattr(module, f"{self.param}_orig")
         mask = getattr(module, f"{self.param}_mask")
         return orig * mask

@@ -48,6 +48,7 @@ def build_spec(
 
 
 def render_summary(summary: Summary, console: Console) -> None:
+    """Print the per-layer summary as a rich table plus the totals line."""
     table = Table(title="pruning summary")
     for col in ("layer", "type", "shape", "nonzero", "sparsity", "status"):
         table.add_column(col, justify="right" if col in ("nonzero", "sparsity") else "left")

@@ -10,6 +10,7 @@ from .registry import register
 
 @register("mlp", (1, 28, 28), description="784-256-128-10 MLP")
 def mlp() -> nn.Module:
+    """784-256-128-10 MLP for 1x28x28 inputs."""
     return nn.Sequential(
         nn.Flatten(),
         nn.Linear(784, 256),
@@ -39,10 +40,12 @@ class LeNet(nn.Module):
 
 @register("lenet", (1, 28, 28), description="LeNet-style CNN, 28x28 grey inputs")
 def lenet() -> nn.Module:
+    """LeNet-style CNN for 1x28x28 inputs."""
     return LeNet()
 
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    """3x3 convolution (no bias) + BatchNorm + ReLU."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
         nn.BatchNorm2d(c_out),
@@ -52,6 +55,7 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
 
 @register("vgg", (3, 32, 32), description="VGG-style CNN with BatchNorm, 32x32 RGB")
 def vgg() -> nn.Module:
+    """VGG-style CNN with BatchNorm for 3x32x32 inputs."""
     return nn.Sequential(
         conv_bn_relu(3, 32), conv_bn_relu(32, 32), nn.MaxPool2d(2),    # (32, 16, 16)
         conv_bn_relu(32, 64), conv_bn_relu(64, 64), nn.MaxPool2d(2),   # (64, 8, 8)
@@ -113,6 +117,7 @@ class ResNet(nn.Module):
 
 @register("resnet", (3, 32, 32), description="small residual CNN (3 stages, 1 block each)")
 def resnet() -> nn.Module:
+    """Small ResNet (widths 16/32/64, one block a stage) for 3x32x32 inputs."""
     return ResNet()
 
 
@@ -122,4 +127,5 @@ def resnet() -> nn.Module:
     description="ResNet for 28x28 Fashion-MNIST: widths 32/64/128, 2 blocks a stage (~0.7M)",
 )
 def fmnist_resnet() -> nn.Module:
+    """ResNet for 1x28x28 Fashion-MNIST (widths 32/64/128, two blocks a stage)."""
     return ResNet(in_channels=1, widths=(32, 64, 128), blocks_per_stage=2)

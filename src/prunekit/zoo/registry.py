@@ -23,6 +23,7 @@ class ZooEntry:
     description: str = ""
 
     def example_inputs(self, batch: int = 2, seed: int = 0) -> torch.Tensor:
+        """A seeded random batch: floats ~N(0, 1), or token ids below ``vocab_size``."""
         gen = torch.Generator().manual_seed(seed)
         if self.input_dtype == torch.long:
             return torch.randint(0, self.vocab_size, (batch, *self.input_shape), generator=gen)
@@ -57,6 +58,7 @@ def names() -> list[str]:
 
 
 def entry(name: str) -> ZooEntry:
+    """The registered entry ``name`` (raises TargetError listing the names if unknown)."""
     if name not in _REGISTRY:
         raise TargetError(f"unknown zoo model {name!r}", f"choose one of: {', '.join(names())}")
     return _REGISTRY[name]
