@@ -53,6 +53,8 @@ def _train_only(settings: CompareSettings, console: Console) -> None:
     torch.set_num_threads(settings.threads)
     card = train_baseline(model, data, progress=settings.progress)
     card["model"] = settings.model_ref
+    card["command"] = (f"prunekit compare --train-baseline --model {settings.model_ref} "
+                       f"--threads {settings.threads} --seed {settings.seed}")
     default = settings.model_ref == DEFAULT_MODEL and settings.dataset_ref is None
     stem = shipped_stem(DEFAULT_MODEL) if default and not settings.quick \
         else settings.out_dir / "baseline" / "model"

@@ -26,7 +26,7 @@ SHIPPED_DIR = Path(__file__).resolve().parents[3] / "checkpoints"
 BASELINE_CONFIG = RecoveryConfig(
     epochs=4, lr=0.1, momentum=0.9, weight_decay=5e-4, warmup_steps=100, seed=0
 )
-TRAIN_COMMAND = "prunekit compare --train-baseline --threads 2"
+TRAIN_COMMAND = "prunekit compare --train-baseline"
 
 
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
