@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..data.bundle import DataBundle
 from ..errors import PrunekitError
@@ -168,7 +169,9 @@ def _run_all(
         store.put_dense(_dense_row(dense, data, ctx, settings, card))
     if on_variant is not None:
         on_variant(store.data["dense"])
-    for variant in settings.variants:
+    bar = tqdm(settings.variants, desc="variants", disable=not settings.progress, leave=False)
+    for variant in bar:
+        bar.set_postfix(variant=variant.name)
         if variant.name in reused:
             log.info("reusing finished results of %s", variant.name)
         else:
