@@ -34,6 +34,7 @@ class Target:
     module_name: str
     module: nn.Module
     param: str = "weight"
+    tied: tuple[str, ...] = ()  # other targeted modules holding the same weight Parameter
 
     @property
     def key(self) -> str:
@@ -108,6 +109,49 @@ def _weight_id(module: nn.Module) -> int:
     return id(weight if weight is not None else module)
 
 
+def _holders(model: nn.Module) -> dict[int, list[tuple[str, str]]]:
+    """``id(parameter) -> [(module name, attribute)]`` of every module that holds it."""
+    holders: dict[int, list[tuple[str, str]]] = {}
+    for name, module in model.named_modules():
+        for attr, param in module._parameters.items():
+            if param is not None:
+                holders.setdefault(id(param), []).append((name, attr))
+    return holders
+
+
+def _resolve_ties(
+    model: nn.Module, candidates: list[Target], skipped: dict[str, str]
+) -> list[Target]:
+    """Tied weights get one mask, shared by every targeted holder; others are skipped.
+
+    A weight also held by a module that is not pruned (ignored, an Embedding not asked
+    for, a custom module's own parameter) is left alone: masking it would change that
+    module too.
+    """
+    holders = _holders(model)
+    names = {t.module_name for t in candidates}
+    targets: list[Target] = []
+    followers: set[str] = set()
+    for t in candidates:
+        if t.module_name in followers:
+            continue
+        others = [(n, a) for n, a in holders.get(_weight_id(t.module), []) if n != t.module_name]
+        tied = [n for n, a in others if n in names and a in ("weight", "weight_orig")]
+        outside = [f"{n}.{a}" if n else a for n, a in others if n not in tied]
+        if outside:
+            for name in (t.module_name, *tied):
+                skipped[name] = (
+                    f"its weight is shared with {', '.join(outside)}, which is not pruned"
+                )
+            followers.update(tied)
+            continue
+        followers.update(tied)
+        for name in tied:
+            skipped[name] = f"tied to {t.module_name!r} (same weight, same mask)"
+        targets.append(Target(t.module_name, t.module, tied=tuple(tied)))
+    return targets
+
+
 def resolve_targets(
     model: nn.Module,
     *,
@@ -127,9 +171,8 @@ def resolve_targets(
     entries = _check_ignore_types(ignore)
     _check_entries_match(entries, model, "ignore")
     wanted = types + ((nn.Embedding,) if include_embeddings else ())
-    targets: list[Target] = []
+    candidates: list[Target] = []
     skipped: dict[str, str] = {}
-    owners: dict[int, str] = {}  # id(weight) -> first module that holds it
     for name, module in model.named_modules():
         if not isinstance(module, wanted) or getattr(module, "weight", None) is None:
             continue
@@ -140,15 +183,12 @@ def resolve_targets(
                 "run one forward pass (e.g. model(example_inputs)) before pruning",
             )
         hit = next((e for e in entries if matches(e, name, module)), None)
-        weight_id = _weight_id(module)
         if hit is not None:
             label = hit.__name__ if isinstance(hit, type) else hit
             skipped[name] = f"ignored by {label!r}"
-        elif weight_id in owners:
-            skipped[name] = f"shares its weight with {owners[weight_id]!r} (pruned there)"
         else:
-            owners[weight_id] = name
-            targets.append(Target(name, module))
+            candidates.append(Target(name, module))
+    targets = _resolve_ties(model, candidates, skipped)
     if not targets:
         raise TargetError(
             f"no prunable layer found in {type(model).__name__}"

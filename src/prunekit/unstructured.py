@@ -114,6 +114,8 @@ def plan_masks(
         masks = _nm_masks(spec, targets, scores)
     else:
         masks = _unstructured_masks(spec, scores, overrides)
+    for t in targets:  # tied holders share the leader's mask
+        masks.update({f"{name}.{t.param}" if name else t.param: masks[t.key] for name in t.tied})
     already = _already_removed(targets)
     check_not_reviving(already, masks)
     _warn_if_nothing_removed(spec, masks, already)

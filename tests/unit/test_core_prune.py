@@ -150,22 +150,48 @@ def test_overrides_with_global_scope_rank_the_rest_globally() -> None:
     assert counts["3"] + counts["5"] == round(0.5 * (256 * 128 + 128 * 10))
 
 
-def test_tied_weights_are_pruned_once() -> None:
-    class Tied(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.a = nn.Linear(8, 8)
-            self.b = nn.Linear(8, 8)
-            self.b.weight = self.a.weight
+class Tied(nn.Module):
+    """Two Linear layers and an output head that share weights (like a tied LM head)."""
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.b(self.a(x))
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(8, 8)
+        self.a = nn.Linear(8, 8)
+        self.b = nn.Linear(8, 8)
+        self.b.weight = self.a.weight
+        self.head = nn.Linear(8, 8, bias=False)
+        self.head.weight = self.embed.weight
 
-    result = pk.prune(Tied(), pk.Unstructured(sparsity=0.5), torch.randn(2, 8))
-    assert result.plan.skipped == {"b": "shares its weight with 'a' (pruned there)"}
-    pk.finalize(result.model)
-    assert result.model.a.weight is result.model.b.weight
-    assert int((result.model.a.weight == 0).sum()) == 32
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.b(torch.relu(self.a(self.embed(tokens)))))
+
+
+def test_tied_linear_weights_share_one_mask_in_masked_state_and_after_finalize() -> None:
+    tokens = torch.randint(0, 8, (2, 3))
+    result = pk.prune(nonzero_free(Tied()), pk.Unstructured(sparsity=0.5), tokens)
+    model = result.model
+    assert result.plan.skipped["b"] == "tied to 'a' (same weight, same mask)"
+    assert torch.equal(result.plan.masks["a.weight"], result.plan.masks["b.weight"])
+    assert torch.equal(model.a.weight, model.b.weight) and int((model.b.weight == 0).sum()) == 32
+    assert model.a.weight_orig is model.b.weight_orig  # still one trainable Parameter
+    assert result.summary().targeted_numel == 64  # counted once
+    out = model(tokens)
+    pk.finalize(model)
+    assert model.a.weight is model.b.weight and int((model.a.weight == 0).sum()) == 32
+    torch.testing.assert_close(model(tokens), out, rtol=0, atol=0)
+
+
+def test_weight_tied_to_a_layer_that_is_not_pruned_is_left_alone() -> None:
+    model = nonzero_free(Tied())
+    result = pk.prune(model, pk.Unstructured(sparsity=0.5))
+    assert result.plan.skipped["head"] == "its weight is shared with embed.weight, which is not pruned"
+    assert "head.weight" not in result.plan.masks
+    assert torch.equal(pk.finalize(result.model).embed.weight, model.embed.weight)
+    both = pk.prune(model, pk.Unstructured(sparsity=0.5), include_embeddings=True)
+    assert both.plan.skipped["head"] == "tied to 'embed' (same weight, same mask)"
+    pk.finalize(both.model)
+    assert both.model.head.weight is both.model.embed.weight
+    assert int((both.model.embed.weight == 0).sum()) == 32
 
 
 # --- N:M through prune -----------------------------------------------------------------------
