@@ -10,6 +10,12 @@ if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
     $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
         || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; }
 fi
+# Real English text (quotations) for calibrating the transformer benchmarks and tests.
+if ! dpkg -s fortunes >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get install -y -q fortunes >/dev/null 2>&1 \
+        || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q fortunes >/dev/null; }
+fi
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
