@@ -9,14 +9,8 @@ import torch
 
 from prunekit.errors import FormatError
 from prunekit.select.nm import nm_mask
-from prunekit.sparse.formats import (
-    FORMATS,
-    Encoded,
-    choose_format,
-    decode,
-    encode,
-    format_bytes,
-)
+from prunekit.sparse.decode import decode, decode_into
+from prunekit.sparse.formats import FORMATS, Encoded, choose_format, encode, format_bytes
 
 
 def _sparse(shape: tuple[int, ...], density: float, dtype: torch.dtype, seed: int = 0):
@@ -126,3 +120,19 @@ def test_all_zero_and_empty_tensors():
     empty = torch.zeros(0, 3)
     assert choose_format(empty) == "dense"
     assert math.prod(decode(encode(empty, "dense"))[0].shape) == 0
+
+
+def test_large_bitmask_decodes_exactly_on_several_threads():
+    value, keep = _sparse((1024, 1100), 0.1, torch.float32, seed=4)  # > 1M entries: chunked
+    param = torch.nn.Parameter(torch.randn(1024, 1100))  # decoding into a model's weight
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        enc = encode(value, "bitmask", keep)
+        got, got_keep = decode(enc)
+        with torch.no_grad():
+            decode_into(enc, param)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(got, value) and torch.equal(got_keep, keep)
+    assert torch.equal(param.detach(), value)

@@ -13,14 +13,15 @@ from torch import nn
 from ..errors import FormatError, UnsupportedModelError
 from ..plan import Plan
 from ..sparse.convert import to_sparse
-from ..sparse.formats import Encoded, decode
-from ..sparse.validate import _PARTS
+from ..sparse.decode import decode, decode_into, keep_mask
+from ..sparse.formats import Encoded
+from ..sparse.validate import _PARTS, validate_encoded
 from .manifest import WEIGHTS_FILE, Manifest, TensorEntry, read_manifest
 from .refs import build_from_ref
 from .save import dtype_name, file_key
 from .state import restore_masks
 
-Decoded = dict[str, tuple[torch.Tensor, torch.Tensor]]
+Stored = dict[str, Encoded]
 
 
 def _check_file(path: Path, manifest: Manifest, verify: bool) -> None:
@@ -75,8 +76,8 @@ def _read_parts(path: Path, manifest: Manifest) -> dict[str, torch.Tensor]:
 
 def read_tensors(
     path: str | Path, manifest: Manifest | None = None, verify: bool = True
-) -> Decoded:
-    """``{state-dict key: (dense value, keep-mask)}`` of a saved artefact, all validated.
+) -> dict[str, Encoded]:
+    """``{state-dict key: Encoded}`` of a saved artefact, every part validated.
 
     Raises:
         FormatError: anything in the files that does not fit the manifest.
@@ -85,21 +86,24 @@ def read_tensors(
     weights = Path(path) / WEIGHTS_FILE
     _check_file(weights, manifest, verify)
     parts = _read_parts(weights, manifest)
-    decoded: Decoded = {}
+    encoded = {}
     for name, entry in manifest.tensors.items():
+        required, optional = _PARTS[entry.format]
         own = {
             part: parts[key]
-            for part in _PARTS[entry.format][0] | _PARTS[entry.format][1]
+            for part in required | optional
             if (key := file_key(name, part, entry.format)) in parts
         }
-        value, keep = decode(Encoded(entry.format, entry.shape, own, entry.params))
-        if dtype_name(value.dtype) != entry.dtype or tuple(value.shape) != entry.shape:
+        enc = Encoded(entry.format, entry.shape, own, entry.params)
+        validate_encoded(enc)
+        stored = dtype_name(own["values"].dtype)
+        if stored != entry.dtype:
             raise FormatError(
-                f"tensor {name!r}: stored {dtype_name(value.dtype)} "
-                f"{list(value.shape)}, manifest says {entry.dtype} {list(entry.shape)}"
+                f"tensor {name!r}: stored {stored}, manifest says {entry.dtype}",
+                "the weights file does not belong to this manifest; save it again",
             )
-        decoded[name] = (value, keep)
-    return decoded
+        encoded[name] = enc
+    return encoded
 
 
 def _build(
@@ -132,14 +136,14 @@ def _rebuild_physical(model: nn.Module, manifest: Manifest) -> None:
     rebuild_pruned_architecture(model, plan)
 
 
-def _check_fits(model: nn.Module, decoded: Decoded) -> None:
+def _check_fits(model: nn.Module, stored: Stored) -> None:
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(decoded))
-    extra = sorted(set(decoded) - set(expected))
+    missing = sorted(set(expected) - set(stored))
+    extra = sorted(set(stored) - set(expected))
     wrong = [
-        f"{k}: model {list(expected[k])} vs file {list(decoded[k][0].shape)}"
-        for k in sorted(set(expected) & set(decoded))
-        if expected[k] != tuple(decoded[k][0].shape)
+        f"{k}: model {list(expected[k])} vs file {list(stored[k].shape)}"
+        for k in sorted(set(expected) & set(stored))
+        if expected[k] != stored[k].shape
     ]
     if missing or extra or wrong:
         raise FormatError(
@@ -156,11 +160,35 @@ def _check_sparse_modules(model: nn.Module, manifest: Manifest) -> None:
         raise FormatError(f"manifest names sparse layers that are not nn.Linear: {bad[:5]}")
 
 
-def _match_dtype(model: nn.Module, decoded: Decoded) -> None:
+def _match_dtype(model: nn.Module, stored: Stored) -> None:
     """Cast the model to the saved float dtype when the file holds a single one."""
-    float_dtypes = {v.dtype for v, _ in decoded.values() if v.is_floating_point()}
+    values = [enc.parts["values"] for enc in stored.values()]
+    float_dtypes = {v.dtype for v in values if v.is_floating_point()}
     if len(float_dtypes) == 1:
         model.to(float_dtypes.pop())
+
+
+def _load_strict(model: nn.Module, stored: Stored) -> None:
+    """Write every stored tensor into the model (all keys and shapes already checked).
+
+    Parameters and buffers are decoded in place (no temporary dense copy); any other
+    state-dict entry goes through ``load_state_dict``.
+    """
+    own: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
+    own.update(model.named_buffers(remove_duplicate=False))
+    rest = {}
+    with torch.no_grad():
+        for name, enc in stored.items():
+            target = own.get(name)
+            if target is not None and target.dtype == enc.parts["values"].dtype:
+                decode_into(enc, target)
+            else:
+                rest[name] = decode(enc)[0]
+    if rest:
+        try:
+            model.load_state_dict(rest, strict=False)
+        except RuntimeError as exc:
+            raise FormatError(f"the weights do not load into the model: {exc}") from exc
 
 
 def load(
@@ -199,19 +227,15 @@ def load(
         True
     """
     manifest = read_manifest(path)
-    decoded = read_tensors(path, manifest, verify)
+    stored = read_tensors(path, manifest, verify)
     model = _build(manifest, build, allow_import)
     _rebuild_physical(model, manifest)
-    _check_fits(model, decoded)
+    _check_fits(model, stored)
     _check_sparse_modules(model, manifest)
-    _match_dtype(model, decoded)
-    try:
-        model.load_state_dict({k: v for k, (v, _) in decoded.items()}, strict=True)
-    except RuntimeError as exc:
-        raise FormatError(f"the weights do not load into the model: {exc}") from exc
+    _match_dtype(model, stored)
+    _load_strict(model, stored)
     if manifest.sparse_modules:
         to_sparse(model, kernel=manifest.sparse_modules, inplace=True)
-    restore_masks(
-        model, {k: keep for k, (_, keep) in decoded.items() if manifest.tensors[k].masked}
-    )
+    masked = {k: keep_mask(enc) for k, enc in stored.items() if manifest.tensors[k].masked}
+    restore_masks(model, masked)
     return model

@@ -1,7 +1,8 @@
 """The sparse-stored end state: compact formats, sparse Linear layers, per-layer dispatch."""
 
 from .convert import SparseConversion, SparseLayer, sparse_kernels, to_sparse
-from .formats import FORMATS, Encoded, choose_format, decode, encode
+from .decode import decode, decode_into, keep_mask
+from .formats import FORMATS, Encoded, choose_format, encode
 from .modules import CSRLinear, SemiStructuredLinear, dense_weight, to_linear
 
 __all__ = [
@@ -10,6 +11,8 @@ __all__ = [
     "choose_format",
     "encode",
     "decode",
+    "decode_into",
+    "keep_mask",
     "CSRLinear",
     "SemiStructuredLinear",
     "dense_weight",

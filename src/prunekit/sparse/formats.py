@@ -16,7 +16,7 @@ rest flattened; ``nnz`` = kept entries; ``b`` = bytes per value):
   ``n`` stored values and their in-group positions packed in ``ceil(log2 m)`` bits each.
   ``rows * cols / m * n * (b + bits / 8)`` bytes (2:4 fp16: 0.5625x of dense).
 
-:func:`choose_format` picks the smallest one that applies.
+:func:`choose_format` picks the smallest one that applies; :mod:`.decode` inverts them.
 """
 
 from __future__ import annotations
@@ -70,11 +70,6 @@ def _pack_bits(bits: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(packed)
 
 
-def _unpack_bits(packed: torch.Tensor, count: int) -> torch.Tensor:
-    bits = np.unpackbits(packed.cpu().numpy())[:count].astype(bool)
-    return torch.from_numpy(bits)
-
-
 def _nm_groups(keep: torch.Tensor, m: int) -> torch.Tensor | None:
     """Keep-mask as ``(groups, m)``, or None if rows do not split into groups of ``m``."""
     rows, cols = matrix_shape(tuple(keep.shape))
@@ -101,8 +96,18 @@ def nm_pattern(keep: torch.Tensor) -> tuple[int, int] | None:
     return best
 
 
-def format_bytes(fmt: str, keep: torch.Tensor, itemsize: int) -> int | None:
-    """Bytes ``fmt`` would take for a tensor with keep-mask ``keep``; None if it cannot."""
+def format_bytes(
+    fmt: str, keep: torch.Tensor, itemsize: int, record_mask: bool = True
+) -> int | None:
+    """Bytes ``fmt`` would take for a tensor with keep-mask ``keep``; None if it cannot.
+
+    Args:
+        fmt: one of :data:`FORMATS`.
+        keep: keep-mask (True = kept).
+        itemsize: bytes per value.
+        record_mask: the mask itself must survive (an N:M group keeping fewer than ``n``
+            then needs the bitmask too).
+    """
     numel = keep.numel()
     nnz = int(keep.sum())
     rows, cols = matrix_shape(tuple(keep.shape))
@@ -120,7 +125,9 @@ def format_bytes(fmt: str, keep: torch.Tensor, itemsize: int) -> int | None:
             return None
         n, m = pattern
         stored = numel // m * n
-        return stored * itemsize + (stored * math.ceil(math.log2(m)) + 7) // 8
+        padded = record_mask and bool((keep.reshape(-1, m).sum(dim=1) < n).any())
+        bits = (numel + 7) // 8 if padded else 0
+        return stored * itemsize + (stored * math.ceil(math.log2(m)) + 7) // 8 + bits
     raise FormatError(f"unknown storage format {fmt!r}", f"choose one of {FORMATS}")
 
 
@@ -140,8 +147,10 @@ def choose_format(tensor: torch.Tensor, keep: torch.Tensor | None = None) -> str
     """
     if not tensor.is_floating_point() or tensor.numel() == 0:
         return "dense"
+    record_mask = keep is not None
     keep = tensor != 0 if keep is None else keep
-    costs = {fmt: format_bytes(fmt, keep, tensor.element_size()) for fmt in FORMATS}
+    itemsize = tensor.element_size()
+    costs = {fmt: format_bytes(fmt, keep, itemsize, record_mask) for fmt in FORMATS}
     valid = {fmt: cost for fmt, cost in costs.items() if cost is not None}
     return min(valid, key=lambda fmt: (valid[fmt], _TIE_ORDER.index(fmt)))
 
@@ -156,7 +165,7 @@ def encode(tensor: torch.Tensor, fmt: str, keep: torch.Tensor | None = None) -> 
             model's mask); None = only the values matter.
 
     Returns:
-        The :class:`Encoded` tensor; ``decode(encode(t, f)) == t`` exactly.
+        The :class:`Encoded` tensor; ``decode(encode(t, f)) == t`` exactly (see :mod:`.decode`).
 
     Raises:
         FormatError: ``fmt`` is unknown or does not apply to this tensor.
@@ -171,7 +180,7 @@ def encode(tensor: torch.Tensor, fmt: str, keep: torch.Tensor | None = None) -> 
         raise FormatError(f"keep-mask shape {tuple(keep.shape)} != tensor shape {shape}")
     if bool((tensor[~keep] != 0).any()):
         raise FormatError("the tensor has nonzero entries outside its keep-mask")
-    if format_bytes(fmt, keep, tensor.element_size()) is None:
+    if format_bytes(fmt, keep, tensor.element_size(), explicit) is None:
         raise FormatError(f"format {fmt!r} does not apply to a tensor of shape {shape}")
     if fmt == "bitmask":
         return Encoded(fmt, shape, {"bits": _pack_bits(keep), "values": tensor[keep]}, {})
@@ -212,71 +221,6 @@ def _encode_nm(tensor: torch.Tensor, keep: torch.Tensor, record_mask: bool) -> E
     if record_mask and bool((~groups.gather(1, position)).any()):
         parts["bits"] = _pack_bits(keep)
     return Encoded("nm", tuple(tensor.shape), parts, {"n": n, "m": m})
-
-
-def decode(enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dense tensor and keep-mask of an encoded tensor (inverse of :func:`encode`).
-
-    Raises:
-        FormatError: the parts are inconsistent with the format and shape (corrupt file).
-    """
-    from .validate import validate_encoded
-
-    validate_encoded(enc)
-    numel = math.prod(enc.shape)
-    if enc.format == "dense":
-        values = enc.parts["values"]
-        keep = (
-            values != 0 if values.is_floating_point() else torch.ones_like(values, dtype=torch.bool)
-        )
-        return values, keep
-    values = enc.parts["values"]
-    if enc.format == "bitmask":
-        keep = _unpack_bits(enc.parts["bits"], numel).reshape(enc.shape)
-        dense = torch.zeros(enc.shape, dtype=values.dtype)
-        dense[keep] = values
-        return dense, keep
-    if enc.format == "csr":
-        return _decode_csr(enc)
-    return _decode_nm(enc)
-
-
-def _decode_csr(enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
-    rows, cols = matrix_shape(enc.shape)
-    crow = enc.parts["crow"].to(torch.int64)
-    row_index = torch.repeat_interleave(torch.arange(rows), crow.diff())
-    col = enc.parts["col"].to(torch.int64)
-    values = enc.parts["values"]
-    dense = torch.zeros(rows, cols, dtype=values.dtype)
-    keep = torch.zeros(rows, cols, dtype=torch.bool)
-    dense[row_index, col] = values
-    keep[row_index, col] = True
-    return dense.reshape(enc.shape), keep.reshape(enc.shape)
-
-
-def nm_positions(enc: Encoded) -> torch.Tensor:
-    """In-group positions ``(groups, n)`` of an ``nm``-encoded tensor."""
-    n, m = enc.params["n"], enc.params["m"]
-    width = math.ceil(math.log2(m))
-    groups = math.prod(enc.shape) // m
-    bits = np.unpackbits(enc.parts["index"].numpy())[: groups * n * width]
-    if n == 0:
-        return torch.zeros(groups, 0, dtype=torch.int64)
-    bits = bits.reshape(groups * n, width)
-    weights = (1 << np.arange(width - 1, -1, -1)).astype(np.int64)
-    return torch.from_numpy(bits.astype(np.int64) @ weights).reshape(groups, n)
-
-
-def _decode_nm(enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
-    n, m = enc.params["n"], enc.params["m"]
-    position = nm_positions(enc)
-    values = enc.parts["values"].reshape(position.shape[0], n)
-    dense = torch.zeros(position.shape[0], m, dtype=values.dtype).scatter_(1, position, values)
-    if "bits" in enc.parts:
-        keep = _unpack_bits(enc.parts["bits"], math.prod(enc.shape)).reshape(enc.shape)
-    else:
-        keep = torch.zeros(position.shape[0], m, dtype=torch.bool).scatter_(1, position, True)
-    return dense.reshape(enc.shape), keep.reshape(enc.shape)
 
 
 def describe(enc: Encoded) -> dict[str, Any]:

@@ -91,7 +91,7 @@ class CSRLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)  # (N, in)
-        out = torch.sparse.mm(self.weight_csr(), rows.t()).t()  # (N, out)
+        out = torch.sparse.mm(self.weight_csr(), rows.t().contiguous()).t()  # (N, out)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)

@@ -38,9 +38,14 @@ def _check_vector(enc: Encoded, name: str, dtype: torch.dtype | None, length: in
 
 
 def _check_bits(enc: Encoded, numel: int) -> int:
-    """Check the packed bitmask; return the number of kept entries."""
+    """Check the packed bitmask (padding bits must be 0); return the number of kept entries."""
     _check_vector(enc, "bits", torch.uint8, (numel + 7) // 8)
-    return int(np.unpackbits(enc.parts["bits"].numpy())[:numel].sum())
+    packed = enc.parts["bits"].numpy()
+    if numel % 8 and packed[-1] & ((1 << (8 - numel % 8)) - 1):
+        raise _fail(enc, "padding bits after the last entry must be 0")
+    if hasattr(np, "bitwise_count"):  # numpy >= 2
+        return int(np.bitwise_count(packed).sum(dtype=np.int64))
+    return int(np.unpackbits(packed).sum(dtype=np.int64))
 
 
 def validate_encoded(enc: Encoded) -> None:
@@ -101,7 +106,7 @@ def _validate_nm(enc: Encoded, numel: int) -> None:
     _check_vector(enc, "index", torch.uint8, (stored * width + 7) // 8)
     if "bits" in enc.parts:
         _check_bits(enc, numel)
-    from .formats import nm_positions
+    from .decode import nm_positions
 
     position = nm_positions(enc)
     if position.numel() and (int(position.max()) >= m or bool((position.diff(dim=1) <= 0).any())):
