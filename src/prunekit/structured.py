@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from .apply.surgery.slicing import apply_kept, kept_indices, restore, snapshot
 from .errors import CouplingError, ExampleInputError, PrunekitError
@@ -52,7 +51,9 @@ class Decision:
     head_attrs: dict[str, dict[str, int]]
 
 
-def _analyze(model: nn.Module, example_inputs: ExampleInputs, ignore: list[IgnoreEntry]) -> Analysis:
+def _analyze(
+    model: nn.Module, example_inputs: ExampleInputs, ignore: list[IgnoreEntry]
+) -> Analysis:
     try:
         return analyze(model, example_inputs, ignore)
     except PrunekitError:
@@ -96,11 +97,9 @@ def _decide(analysis: Analysis, spec: Structured, scores: torch.Tensor,
     return Decision(removed, kept, {m: a for m, a in head_attrs.items() if a})
 
 
-def _run(model: nn.Module, example_inputs: ExampleInputs) -> tuple[list[torch.Tensor], int]:
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), eval_mode(model), counter:
-        out = call_model(model, example_inputs)
-    return flat_tensors(out), int(counter.get_total_flops()) // 2
+def _run(model: nn.Module, example_inputs: ExampleInputs) -> list[torch.Tensor]:
+    with torch.no_grad(), eval_mode(model):
+        return flat_tensors(call_model(model, example_inputs))
 
 
 def _failing_class(exc: BaseException) -> str | None:
@@ -117,13 +116,11 @@ def _failing_class(exc: BaseException) -> str | None:
 
 def _verify(work: nn.Module, example_inputs: ExampleInputs, analysis: Analysis,
             params_before: int, removed_any: bool) -> None:
-    outputs, macs = _run(work, example_inputs)
+    outputs = _run(work, example_inputs)
     check_same_output_shapes(analysis.outputs, outputs, "structured pruning")
     if removed_any and count_parameters(work) >= params_before:
         raise CouplingError("structured pruning removed channels but no parameter",
                             "this is a prunekit bug; please report it with the model")
-    if removed_any and analysis.macs and macs >= analysis.macs:
-        log.warning("structured pruning did not lower MACs (%d -> %d)", analysis.macs, macs)
 
 
 def _attempt(model: nn.Module, decision: Decision, example_inputs: ExampleInputs,

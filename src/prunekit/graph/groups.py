@@ -59,7 +59,6 @@ class Analysis:
     head_rules: list[tuple[str, str, torch.Tensor]]  # (module, attr, channel of each head)
     class_channels: dict[str, torch.Tensor]
     outputs: list[torch.Tensor]
-    macs: int
 
 
 def _free_member(key: str, amap: torch.Tensor, dense: torch.Tensor) -> Member | None:
@@ -166,7 +165,7 @@ def analyze(
         An :class:`Analysis`; channels reaching a model output, read by an ignored module
         or by an op that mixes them are marked frozen.
     """
-    state, outputs, macs = trace(model, example_inputs, ignore)
+    state, outputs = trace(model, example_inputs, ignore)
     table, n = _dense(state, state.dims.values())
     members, pinned = _members(state, table)
     frozen = _frozen(state, table, n, pinned)
@@ -180,4 +179,4 @@ def analyze(
         chan = _lookup(state, table, torch.cat(atom_list))
         class_channels[cls] = chan[chan >= 0].unique()
     return Analysis(n, members, _groups(members, n, frozen, mixing), frozen, heads,
-                    class_channels, outputs, macs)
+                    class_channels, outputs)

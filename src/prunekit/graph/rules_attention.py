@@ -62,14 +62,72 @@ def matmul(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> No
         return
     if a.dim() < 2 or b.dim() < 2:
         raise state.unsupported("a matrix-vector product")
+    state.set_map(out, matmul_maps(state, amap, bmap))
+
+
+def matmul_maps(
+    state: TraceState, amap: torch.Tensor | None, bmap: torch.Tensor | None
+) -> torch.Tensor | None:
+    """Couple ``a @ b`` given the operands' maps; return the output's map."""
     ak = _side(state, amap, -2) if amap is not None else None
     bk = _side(state, bmap, -1) if bmap is not None else None
     _contract(state, ak, bk)
-    amap = state.map_of(a) if amap is not None else None
-    bmap = state.map_of(b) if bmap is not None else None
+    amap = state.atoms.find(amap) if amap is not None else None
+    bmap = state.atoms.find(bmap) if bmap is not None else None
     rows = amap.select(-1, 0).unsqueeze(-1) if amap is not None and not varies(amap, -1) else None
     cols = bmap.select(-2, 0).unsqueeze(-2) if bmap is not None and not varies(bmap, -2) else None
-    state.set_map(out, _combine(state, rows, cols))
+    result: torch.Tensor | None = _combine(state, rows, cols)
+    return result
+
+
+def einsum(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> None:
+    """Two-operand einsum without repeated letters, rewritten as a batched matmul."""
+    equation, operands = args[0], args[1:]
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    maps = [state.map_of(t) for t in operands]
+    if all(m is None for m in maps):
+        return
+    spec = equation.replace(" ", "")
+    if len(operands) != 2 or "->" not in spec or "." in spec:
+        raise state.unsupported(f"einsum {equation!r}")
+    lhs, result = spec.split("->")
+    sa, sb = lhs.split(",")
+    if len(set(sa)) != len(sa) or len(set(sb)) != len(sb) or (set(sa) ^ set(sb)) - set(result):
+        raise state.unsupported(f"einsum {equation!r}")
+    a, b = operands
+    batch = [c for c in result if c in sa and c in sb]
+    left = [c for c in result if c in sa and c not in sb]
+    right = [c for c in result if c in sb and c not in sa]
+    contracted = [c for c in sa if c in sb and c not in result]
+    size = {**dict(zip(sa, a.shape, strict=True)), **dict(zip(sb, b.shape, strict=True))}
+    amat = _as_matrix(maps[0], a, sa, batch, left, contracted, size)
+    bmat = _as_matrix(maps[1], b, sb, batch, contracted, right, size)
+    out_map = matmul_maps(state, amat, bmat)
+    if out_map is None:
+        return
+    order = batch + left + right
+    full = out_map.expand(amat.shape[0] if amat is not None else bmat.shape[0],  # type: ignore[union-attr]
+                          _prod(left, size), _prod(right, size))
+    shaped = full.reshape([size[c] for c in order])
+    state.set_map(out, shaped.permute([order.index(c) for c in result]))
+
+
+def _prod(letters: list[str], size: dict[str, int]) -> int:
+    total = 1
+    for c in letters:
+        total *= size[c]
+    return total
+
+
+def _as_matrix(amap: torch.Tensor | None, tensor: torch.Tensor, letters: str, batch: list[str],
+               rows: list[str], cols: list[str], size: dict[str, int]) -> torch.Tensor | None:
+    """Permute and reshape an operand's map to ``(batch, rows, cols)``."""
+    if amap is None:
+        return None
+    order = [letters.index(c) for c in batch + rows + cols]
+    full = amap.expand(tensor.shape).permute(order)
+    return full.reshape(_prod(batch, size), _prod(rows, size), _prod(cols, size))
 
 
 def sdpa(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> None:
@@ -101,7 +159,7 @@ def multi_head_attention(
     """``nn.MultiheadAttention``: its projections, inputs and output width stay unpruned."""
     for value in list(args) + list(kwargs.values()):
         if isinstance(value, torch.Tensor) and value.is_floating_point():
-            state.freeze(state.map_of(value))
+            state.freeze(state.peek(value))
     first = out[0] if isinstance(out, tuple) else out
     if isinstance(first, torch.Tensor):
         state.set_map(first, None)

@@ -39,6 +39,16 @@ def _weight_ok(state: TraceState, weight: Any) -> bool:
     return False
 
 
+def _couple_bias(state: TraceState, bias: Any, out_atoms: torch.Tensor) -> None:
+    """A bias parameter is sliced with the outputs; a computed one unites its atoms."""
+    if not isinstance(bias, torch.Tensor):
+        return
+    if state.param_key(bias):
+        state.atoms.union(state.pdim(bias, 0, BIAS), out_atoms)
+    elif (amap := state.peek(bias)) is not None:
+        state.atoms.union(amap.expand(bias.shape), out_atoms)
+
+
 def _pin_inputs(state: TraceState, x: torch.Tensor) -> None:
     state.freeze(state.map_of(x))
 
@@ -52,8 +62,7 @@ def linear(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> No
         return
     out_atoms = state.pdim(weight, 0, OUT)
     _couple_input(state, x, x.dim() - 1, state.pdim(weight, 1, IN))
-    if bias is not None and state.param_key(bias):
-        state.atoms.union(state.pdim(bias, 0, BIAS), out_atoms)
+    _couple_bias(state, bias, out_atoms)
     state.set_map(out, along(out_atoms, out.dim() - 1, out.dim()))
 
 

@@ -28,6 +28,8 @@ LAYOUT = {
     "pixel_shuffle", "pixel_unshuffle", "hstack", "vstack",
 }
 SPLITTING = {"view", "reshape", "unflatten", "view_as", "reshape_as"}
+PARTS = {"split", "split_with_sizes", "chunk", "unbind", "tensor_split"}
+SLICING = {"getitem", "narrow", "select", "index_select"}
 HEAD_ATTRS = ("num_heads", "n_heads", "num_attention_heads", "n_head", "heads", "nhead")
 
 
@@ -70,10 +72,15 @@ def layout(
     for tensor, amap in zip(outs, maps, strict=False):
         if isinstance(tensor, torch.Tensor) and isinstance(amap, torch.Tensor):
             state.set_map(tensor, amap if tensor.is_floating_point() else None)
-    if name in SPLITTING and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
-        source = state.map_of(args[0])
-        if source is not None:
-            _constrain_splits(state, source.expand(args[0].shape), tuple(out.shape))
+    source = state.map_of(args[0]) if isinstance(args[0], torch.Tensor) else None
+    if source is None:
+        return
+    if name in SPLITTING and isinstance(out, torch.Tensor):
+        _constrain_splits(state, source.expand(args[0].shape), tuple(out.shape))
+    elif name in PARTS:
+        _constrain_parts(state, source, args, kwargs, name)
+    elif name in SLICING:
+        _constrain_slice(state, source, args[0], out)
 
 
 def _flat(value: Any) -> list[Any]:
@@ -124,7 +131,8 @@ def _head_factor(state: TraceState, factors: list[int]) -> tuple[int, str] | Non
     for attr in HEAD_ATTRS:
         value = getattr(module, attr, None)
         if isinstance(value, int) and not isinstance(value, bool) and value in factors[:-1]:
-            return factors.index(value), attr
+            last = max(i for i, f in enumerate(factors[:-1]) if f == value)
+            return last, attr
     return None
 
 
@@ -137,3 +145,49 @@ def _unite_split(state: TraceState, vector: torch.Tensor, factors: list[int]) ->
         state.atoms.union(grid[:, :1].expand_as(grid), grid)
         if head:
             state.heads.append(HeadRule(state.stack[-1][0], head[1], grid[:, 0].clone()))
+
+
+def _part_dim(name: str, args: Any, kwargs: dict[str, Any]) -> int:
+    if name == "unbind":
+        return int(kwargs.get("dim", args[1] if len(args) > 1 else 0))
+    return int(kwargs.get("dim", args[2] if len(args) > 2 else 0))
+
+
+def _constrain_parts(
+    state: TraceState, source: torch.Tensor, args: Any, kwargs: dict[str, Any], name: str
+) -> None:
+    """Parts of a channel dim must keep equal positions (sizes are recomputed after pruning)."""
+    tensor = args[0]
+    dim = _part_dim(name, args, kwargs) % tensor.dim()
+    if not varies(source, dim):
+        return
+    size = tensor.size(dim)
+    if name == "unbind":
+        pieces = size
+    elif name == "chunk":
+        pieces = int(args[1]) if len(args) > 1 else int(kwargs["chunks"])
+    else:
+        sizes: Any = args[1] if len(args) > 1 else kwargs.get("split_size_or_sections")
+        if isinstance(sizes, int):
+            pieces = size // sizes if size % sizes == 0 else 0
+        else:
+            pieces = len(sizes) if len(set(sizes)) == 1 else 0
+    if pieces < 1 or size % pieces:
+        state.freeze(source)
+        return
+    grid = source.expand(tensor.shape).movedim(dim, -1)
+    grid = grid.reshape(-1, pieces, size // pieces)  # (rows, part, position)
+    state.atoms.union(grid[:, :1].expand_as(grid), grid)
+
+
+def _constrain_slice(
+    state: TraceState, source: torch.Tensor, tensor: torch.Tensor, out: Any
+) -> None:
+    """Taking part of the channels by fixed bounds cannot follow pruning: pin them."""
+    if not isinstance(out, torch.Tensor):
+        return
+    result = state.map_of(out)
+    before = source[source >= 0].unique()
+    after = result[result >= 0].unique() if result is not None else before[:0]
+    if after.numel() < before.numel():
+        state.freeze(source)

@@ -19,7 +19,7 @@ UNARY = {
     "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
     "contiguous", "clone", "detach", "float", "double", "half", "bfloat16", "to", "type",
     "requires_grad", "clamp", "clip", "clamp_min", "clamp_max", "nan_to_num", "threshold",
-    "positive", "cpu", "cuda",
+    "positive", "cpu", "cuda", "zero", "fill", "uniform", "normal",
 }
 BINARY = {
     "add", "sub", "mul", "div", "rsub", "maximum", "minimum", "pow", "where", "lerp",
@@ -149,6 +149,12 @@ def softmax(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> N
     if dim is None or varies(amap, int(dim) % amap.dim()):
         state.freeze(amap)
     state.set_map(out, amap)
+
+
+def normalize(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> None:
+    """``F.normalize(x, p, dim)``: like softmax, normalising across channels pins them."""
+    dim = kwargs.get("dim", args[2] if len(args) > 2 else 1)
+    softmax(state, (args[0], dim), {}, out)
 
 
 def no_atoms(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> None:

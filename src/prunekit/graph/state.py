@@ -133,16 +133,18 @@ class TraceState:
 
 # --- helpers on maps -----------------------------------------------------------------------
 def varies(amap: torch.Tensor, dim: int) -> bool:
-    """True if the map holds different atoms along ``dim``."""
+    """True if the map holds two different atoms along ``dim`` (``NO_ATOM`` ignored)."""
     if amap.size(dim) <= 1:
         return False
-    return bool((amap.amax(dim) != amap.amin(dim)).any())
+    hi = amap.amax(dim)
+    lo = amap.masked_fill(amap < 0, 1 << 62).amin(dim)
+    return bool(((hi >= 0) & (lo != hi)).any())
 
 
 def compress(amap: torch.Tensor) -> torch.Tensor:
-    """Shrink every dim along which the map is constant to size 1."""
+    """Shrink every dim along which the map is constant (``NO_ATOM`` included) to size 1."""
     for d in range(amap.dim()):
-        if amap.size(d) > 1 and not varies(amap, d):
+        if amap.size(d) > 1 and bool((amap.amax(d) == amap.amin(d)).all()):
             amap = amap.narrow(d, 0, 1)
     return amap
 

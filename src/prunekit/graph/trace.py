@@ -21,8 +21,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.module import (
+    register_module_forward_hook,
+    register_module_forward_pre_hook,
+)
 from torch.overrides import TorchFunctionMode
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..inputs import ExampleInputs, call_model, eval_mode, flat_tensors
 from ..targets import IgnoreEntry, matches
@@ -43,6 +46,7 @@ RULES: dict[str, Rule] = {
     "layer_norm": layers.layer_norm, "rms_norm": layers.rms_norm,
     "group_norm": layers.group_norm, "embedding": layers.embedding, "prelu": layers.prelu,
     "matmul": attention.matmul, "bmm": attention.matmul, "mm": attention.matmul,
+    "einsum": attention.einsum,
     "scaled_dot_product_attention": attention.sdpa,
     "multi_head_attention_forward": attention.multi_head_attention,
 }
@@ -52,6 +56,7 @@ RULES.update({name: pointwise.spatial for name in pointwise.SPATIAL})
 RULES.update({name: pointwise.reduce for name in pointwise.REDUCE})
 RULES.update({name: pointwise.softmax for name in pointwise.SOFTMAX})
 RULES.update({name: pointwise.no_atoms for name in pointwise.CREATE})
+RULES["normalize"] = pointwise.normalize
 
 ALIASES = {
     "iadd": "add", "radd": "add", "isub": "sub", "rsub": "rsub", "imul": "mul", "rmul": "mul",
@@ -112,21 +117,22 @@ class _Recorder(TorchFunctionMode):
 
 
 def _hooks(model: nn.Module, state: TraceState, recorder: _Recorder) -> list[Any]:
-    handles = []
-    for name, module in model.named_modules():
-        ignored = name in recorder.ignored
+    """Global module hooks keeping ``state.stack`` = the modules whose forward is running."""
+    names = {id(m): n for n, m in model.named_modules()}
 
-        def pre(mod: nn.Module, _args: Any, name: str = name, ignored: bool = ignored) -> None:
-            state.stack.append((name, mod))
-            recorder.opaque += int(ignored)
+    def pre(mod: nn.Module, _args: Any) -> None:
+        name = names.get(id(mod))
+        state.stack.append((name if name is not None else "?", mod))
+        recorder.opaque += int(name in recorder.ignored)
 
-        def post(mod: nn.Module, _args: Any, _out: Any, ignored: bool = ignored) -> None:
-            state.stack.pop()
-            recorder.opaque -= int(ignored)
+    def post(mod: nn.Module, _args: Any, _out: Any) -> None:
+        name, _ = state.stack.pop()
+        recorder.opaque -= int(name in recorder.ignored)
 
-        handles.append(module.register_forward_pre_hook(pre))
-        handles.append(module.register_forward_hook(post))
-    return handles
+    return [
+        register_module_forward_pre_hook(pre),
+        register_module_forward_hook(post, always_call=True),
+    ]
 
 
 def ignored_modules(model: nn.Module, ignore: Iterable[IgnoreEntry]) -> set[str]:
@@ -137,7 +143,7 @@ def ignored_modules(model: nn.Module, ignore: Iterable[IgnoreEntry]) -> set[str]
 
 def trace(
     model: nn.Module, example_inputs: ExampleInputs, ignore: Iterable[IgnoreEntry] = ()
-) -> tuple[TraceState, list[torch.Tensor], int]:
+) -> tuple[TraceState, list[torch.Tensor]]:
     """Run ``model`` once (eval mode, no grad) and record its channel coupling.
 
     Args:
@@ -146,8 +152,8 @@ def trace(
         ignore: module names / types / regexes whose channels stay untouched.
 
     Returns:
-        ``(state, outputs, macs)``: the coupling record, the output tensors and the MACs
-        of the pass. Atoms reaching an output are pinned.
+        ``(state, outputs)``: the coupling record and the output tensors. Atoms reaching
+        an output are pinned.
 
     Raises:
         UnsupportedModelError: an op with no coupling rule touches prunable channels.
@@ -155,9 +161,8 @@ def trace(
     state = TraceState(model)
     recorder = _Recorder(state, ignored_modules(model, ignore))
     handles = _hooks(model, state, recorder)
-    counter = FlopCounterMode(display=False)
     try:
-        with torch.no_grad(), eval_mode(model), counter, recorder:
+        with torch.no_grad(), eval_mode(model), recorder:
             out = call_model(model, example_inputs)
     finally:
         for handle in handles:
@@ -165,4 +170,4 @@ def trace(
     outputs = flat_tensors(out)
     for tensor in outputs:
         state.freeze(state.map_of(tensor))
-    return state, outputs, int(counter.get_total_flops()) // 2
+    return state, outputs

@@ -32,21 +32,24 @@ class Atoms:
         return ids
 
     def find(self, ids: torch.Tensor) -> torch.Tensor:
-        """Canonical id of every element (``NO_ATOM`` stays ``NO_ATOM``)."""
-        valid = ids >= 0
-        if not bool(valid.any()):
+        """Canonical id of every element (``NO_ATOM`` stays ``NO_ATOM``).
+
+        The parent table is kept flat (every entry points at its root), so this is one
+        gather.
+        """
+        if ids.numel() == 0:
             return ids
-        flat = ids[valid]
-        root = self._parent[flat]
+        roots = self._parent[ids.clamp(min=0)]
+        return torch.where(ids >= 0, roots, ids)
+
+    def _flatten(self) -> None:
+        table = self._parent[: self.count]
         while True:
-            nxt = self._parent[root]
-            if torch.equal(nxt, root):
-                break
-            root = nxt
-        self._parent[flat] = root  # path compression
-        out = ids.clone()
-        out[valid] = root
-        return out
+            jumped = table[table]
+            if torch.equal(jumped, table):
+                return
+            table = jumped
+            self._parent[: self.count] = table
 
     def union(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Merge ``a[i]`` with ``b[i]`` for every position where both are atoms."""
@@ -54,13 +57,14 @@ class Atoms:
         keep = (a >= 0) & (b >= 0)
         a, b = a[keep], b[keep]
         while a.numel():
-            ra, rb = self.find(a), self.find(b)
+            ra, rb = self._parent[a], self._parent[b]
             differ = ra != rb
             if not bool(differ.any()):
                 return
             ra, rb = ra[differ], rb[differ]
             lo, hi = torch.minimum(ra, rb), torch.maximum(ra, rb)
             self._parent[hi] = lo  # conflicting writes are fine: the loop repeats
+            self._flatten()
             a, b = ra, rb
 
     def union_all(self, ids: torch.Tensor) -> None:

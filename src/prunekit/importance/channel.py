@@ -72,7 +72,8 @@ def taylor_gradients(
     try:
         with torch.enable_grad(), eval_mode(model):
             for batch in batches:
-                outputs = [t for t in flat_tensors(call_model(model, batch)) if t.is_floating_point()]
+                outputs = flat_tensors(call_model(model, batch))
+                outputs = [t for t in outputs if t.is_floating_point()]
                 loss = sum(t.float().pow(2).mean() for t in outputs)
                 if isinstance(loss, torch.Tensor):
                     loss.backward()
