@@ -60,7 +60,8 @@ def latency_row(model: nn.Module, ctx: MeasureContext, device: str = "cpu") -> d
             "median_ms": mine.median_ms, "iqr_ms": mine.iqr_ms,
             "dense_median_ms": dense.median_ms, "dense_iqr_ms": dense.iqr_ms,
             "speedup": dense.median_ms / mine.median_ms, "channels_last": cl,
-            "samples": mine.samples,
+            "samples": mine.samples, "min_ms": mine.min_ms, "dense_min_ms": dense.min_ms,
+            "speedup_of_minimums": dense.min_ms / mine.min_ms,
         }
     return row
 

@@ -26,6 +26,7 @@ class LatencyStats:
 
     median_ms: float
     iqr_ms: float
+    min_ms: float
     samples: int
     batch: int
     threads: int
@@ -133,8 +134,8 @@ def time_models(
             for name, run in timers.items():
                 samples[name].extend(run() for _ in range(calls_per_round))
     return {
-        name: LatencyStats(statistics.median(v), _iqr(v), len(v), int(inputs.shape[0]),
-                           threads, str(dev), formats[name])
+        name: LatencyStats(statistics.median(v), _iqr(v), min(v), len(v),
+                           int(inputs.shape[0]), threads, str(dev), formats[name])
         for name, v in samples.items()
     }
 

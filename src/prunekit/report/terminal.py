@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .rows import flat_rows, missing_variants
-from .tables import HEADER, table_cells
+from .tables import SHORT_HEADER, table_cells
 
 
 def render_terminal(data: dict[str, Any], console: Console) -> None:
@@ -17,10 +17,10 @@ def render_terminal(data: dict[str, Any], console: Console) -> None:
     dense = data.get("dense") or {}
     title = f"prunekit compare: {dense.get('baseline', {}).get('dataset', 'dataset')}"
     table = Table(title=title, show_lines=False)
-    for i, col in enumerate(HEADER):
-        table.add_column(col, justify="left" if i == 0 else "right")
+    for i, col in enumerate(SHORT_HEADER):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in rows:
-        table.add_row(*table_cells(row))
+        table.add_row(*table_cells(row, compact=True))
     console.print(table)
     for name, variant in data.get("variants", {}).items():
         if variant.get("status") == "failed":
