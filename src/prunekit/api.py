@@ -10,16 +10,18 @@ from torch import nn
 
 from .apply.masks import effective_weight
 from .errors import PlanError, SpecError, UnsupportedModelError
-from .inputs import ExampleInputs, check_same_output_shapes, run_example
+from .inputs import ExampleInputs, check_same_output_shapes, record_calls, run_example
 from .plan import Plan
 from .result import PruneResult
 from .specs import NM, Spec, Structured, Unstructured
 from .summary import count_parameters, layer_infos
 from .targets import IgnoreEntry, resolve_overrides, resolve_targets
 from .unstructured import (
+    IDLE_NOTE,
     apply_masks,
     check_finite,
     check_nm_shapes,
+    idle_targets,
     plan_masks,
     restore_masks,
     snapshot_masks,
@@ -123,10 +125,13 @@ def _prune_masked(
     check_finite(targets)
     if isinstance(spec, NM):
         check_nm_shapes(spec, targets)
-    outputs_before = None
+    outputs_before, idle = None, []
     if example_inputs is not None:
-        outputs_before = run_example(model, example_inputs)
+        with record_calls({t.module_name: t.module for t in targets}) as called:
+            outputs_before = run_example(model, example_inputs)
+        idle = idle_targets(model, targets, called)
     plan = plan_masks(spec, targets, skipped, resolved_overrides, seed)
+    plan.notes.update(dict.fromkeys(idle, IDLE_NOTE))
 
     listed = {t.module_name for t in targets} | set(skipped)
     layers_before = layer_infos(model, [n for n, _ in model.named_modules() if n in listed])

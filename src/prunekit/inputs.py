@@ -35,6 +35,24 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+@contextlib.contextmanager
+def record_calls(modules: Mapping[str, nn.Module]) -> Iterator[set[str]]:
+    """Inside the block, collect the names of the given modules whose forward runs.
+
+    The temporary hooks are removed on exit, leaving the modules as they were.
+    """
+    called: set[str] = set()
+    handles = [
+        module.register_forward_pre_hook(lambda _m, _args, name=name: called.add(name))
+        for name, module in modules.items()
+    ]
+    try:
+        yield called
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def flat_tensors(output: Any) -> list[torch.Tensor]:
     """Every tensor in a (nested) model output, in a stable order."""
     if isinstance(output, torch.Tensor):

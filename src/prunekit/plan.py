@@ -12,6 +12,7 @@ Deciding (score + select) produces a plan; applying it mutates a model. A plan h
 - ``removed_modules``: modules deleted from their parent container, in deletion order
   (``"encoder.layer.5"``), for whole-layer removal;
 - ``skipped``: layers left alone and why;
+- ``notes``: pruned layers with a caveat (``{"aux.fc": "forward not run on the example inputs"}``);
 - ``spec`` and library versions that made it.
 """
 
@@ -87,6 +88,7 @@ class Plan:
     removed_modules: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=library_versions)
+    notes: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (masks bit-packed, see :func:`encode_mask`)."""
@@ -103,6 +105,7 @@ class Plan:
             "removed_modules": list(self.removed_modules),
             "skipped": dict(self.skipped),
             "versions": dict(self.versions),
+            "notes": dict(self.notes),
         }
 
     def to_json(self) -> str:
@@ -138,6 +141,7 @@ class Plan:
                 removed_modules=[str(m) for m in data.get("removed_modules", [])],
                 skipped={str(k): str(v) for k, v in data.get("skipped", {}).items()},
                 versions={str(k): str(v) for k, v in data.get("versions", {}).items()},
+                notes={str(k): str(v) for k, v in data.get("notes", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, PlanError):

@@ -29,4 +29,7 @@ class PruneResult:
 
     def summary(self) -> Summary:
         """Per-layer table (shape, nonzeros, sparsity, skipped layers and why) and totals."""
-        return summarize(self.layers_before, self.params_before, self.model, self.plan.skipped)
+        return summarize(
+            self.layers_before, self.params_before, self.model, self.plan.skipped,
+            self.plan.notes,
+        )

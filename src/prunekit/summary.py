@@ -143,12 +143,16 @@ def _shape_text(row: LayerRow) -> str:
     return shape
 
 
-def _status(name: str, skipped: dict[str, str], weight: torch.Tensor, info: LayerInfo) -> str:
+def _status(
+    name: str, skipped: dict[str, str], notes: dict[str, str], weight: torch.Tensor,
+    info: LayerInfo,
+) -> str:
     if name in skipped:
         return f"skipped: {skipped[name]}"
+    status = "pruned"
     if tuple(weight.shape) == info.shape and int(torch.count_nonzero(weight)) == weight.numel():
-        return "pruned: nothing removed"
-    return "pruned"
+        status = "pruned: nothing removed"
+    return f"{status} ({notes[name]})" if name in notes else status
 
 
 def summarize(
@@ -156,8 +160,20 @@ def summarize(
     params_before: int,
     model: nn.Module,
     skipped: dict[str, str],
+    notes: dict[str, str] | None = None,
 ) -> Summary:
-    """Build the summary of ``model`` (after pruning) against the layers recorded before."""
+    """Build the summary of ``model`` (after pruning) against the layers recorded before.
+
+    Args:
+        before: weight shape and kind of every listed layer before pruning.
+        params_before: parameter count before pruning.
+        model: the pruned model.
+        skipped: ``{layer: reason}`` of layers left alone.
+        notes: ``{layer: caveat}`` shown beside pruned layers.
+
+    Returns:
+        The :class:`Summary` (exact counts of nonzero weights).
+    """
     rows = []
     for name, info in before.items():
         weight = effective_weight(model.get_submodule(name))
@@ -170,7 +186,7 @@ def summarize(
                 numel_before=int(torch.Size(info.shape).numel()),
                 numel_after=weight.numel(),
                 nonzero=int(torch.count_nonzero(weight)),
-                status=_status(name, skipped, weight, info),
+                status=_status(name, skipped, notes or {}, weight, info),
             )
         )
     return Summary(rows, params_before, count_parameters(model))

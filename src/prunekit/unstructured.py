@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .apply.masks import (
+    DIRECT_READERS,
     apply_mask,
     drop_stale_parent_hooks,
     effective_weight,
@@ -145,6 +146,33 @@ def check_nm_shapes(spec: NM, targets: Iterable[Target]) -> None:
             f"N:M with m={spec.m} needs input widths divisible by {spec.m}: {', '.join(widths)}",
             f"ignore these layers (ignore={[t.module_name for t in bad]!r}) or choose another m",
         )
+
+
+IDLE_NOTE = "its forward did not run on the example inputs"
+
+
+def idle_targets(model: nn.Module, targets: list[Target], called: set[str]) -> list[str]:
+    """Targets whose forward did not run, and whose weight no known parent reads directly.
+
+    Such a layer is unused on these inputs (an auxiliary head in eval mode), or its weight
+    is read by code outside its own forward, which would see the masked value only as of
+    the layer's last forward. Both are worth a line in the summary.
+    """
+    idle = []
+    for t in targets:
+        parts = t.module_name.split(".")
+        ancestors = (model.get_submodule(".".join(parts[:d])) for d in range(len(parts)))
+        if t.module_name not in called and not any(
+            isinstance(a, DIRECT_READERS) for a in ancestors
+        ):
+            idle.append(t.module_name)
+    if idle:
+        logger.warning(
+            "%d targeted layers did not run on the example inputs: %s; if other code reads "
+            "their weights directly, it sees the mask only as of their last forward",
+            len(idle), ", ".join(idle),
+        )
+    return idle
 
 
 def _split_key(key: str) -> tuple[str, str]:

@@ -291,3 +291,35 @@ def test_apply_plan_refuses_a_structured_plan() -> None:
     with pytest.raises(pk.PlanError, match="this is a structured plan") as info:
         pk.apply_plan(nn.Sequential(nn.Linear(4, 4)), plan)
     assert "pk.load" in info.value.hint
+
+
+class ReadsDirectly(nn.Module):
+    """Reads ``proj.weight`` without calling ``proj``; ``aux`` is never called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.aux = nn.Linear(4, 2)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(x @ self.proj.weight.t())
+
+
+def test_layers_whose_forward_never_ran_are_flagged(caplog: pytest.LogCaptureFixture) -> None:
+    model = ReadsDirectly()
+    x = torch.randn(2, 4)
+    with caplog.at_level(logging.WARNING, logger="prunekit"):
+        result = pk.prune(model, pk.Unstructured(sparsity=0.5), x)
+    status = {r.name: r.status for r in result.summary().rows}
+    assert status == {
+        "proj": "pruned (its forward did not run on the example inputs)",
+        "aux": "pruned (its forward did not run on the example inputs)",
+        "out": "pruned",
+    }
+    assert "did not run on the example inputs: proj, aux" in caplog.text
+    assert pk.Plan.from_json(result.plan.to_json()).notes == result.plan.notes
+    assert not model._forward_pre_hooks and not model.proj._forward_pre_hooks  # probes removed
+    mha = pk.prune(nn.MultiheadAttention(8, 2, batch_first=True), pk.Unstructured(sparsity=0.5),
+                   (torch.randn(1, 3, 8),) * 3)
+    assert [r.status for r in mha.summary().rows] == ["pruned"]  # handled through its parent
