@@ -49,6 +49,7 @@ class TraceState:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # key -> param or buffer
     dims: dict[tuple[str, int], ParamDim] = field(default_factory=dict)
     frozen: list[torch.Tensor] = field(default_factory=list)
+    output_atoms: list[torch.Tensor] = field(default_factory=list)
     mixing: list[torch.Tensor] = field(default_factory=list)  # atoms normalised together
     heads: list[HeadRule] = field(default_factory=list)
     stack: list[tuple[str, nn.Module]] = field(default_factory=list)

@@ -169,5 +169,8 @@ def trace(
             handle.remove()
     outputs = flat_tensors(out)
     for tensor in outputs:
-        state.freeze(state.map_of(tensor))
+        amap = state.peek(tensor)
+        if amap is not None:
+            state.freeze(amap)
+            state.output_atoms.append(amap.reshape(-1))
     return state, outputs

@@ -7,7 +7,7 @@ Example:
     torch.Size([2, 10])
 """
 
-from . import convnets, transformers  # noqa: F401  (registers the models)
+from . import blocks, convnets, transformers  # noqa: F401  (registers the models)
 from .registry import build, entry, example_inputs, names, register
 
 __all__ = ["build", "entry", "example_inputs", "names", "register"]
