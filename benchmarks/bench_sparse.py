@@ -73,8 +73,9 @@ def disk_sizes(tmp: Path) -> list[dict[str, Any]]:
         result = pk.prune(build(), spec)
         result.model.to(dtype)
         folder = pk.save(result, tmp / label.split()[0].replace(":", "of").replace("%", ""))
-        if label.startswith("90%"):  # the same weights without masks (dense end state)
+        if label.startswith("90%"):  # the same weights without masks, and as CSR layers
             pk.save(pk.finalize(result.model), tmp / "90_finalized")
+            pk.save(pk.to_sparse(result.model, kernel="csr").model, tmp / "90_csr")
         name = "fp32" if dtype == torch.float32 else "fp16"
         dense_bytes = pk.artifact_bytes(tmp / f"dense_{name}.safetensors")
         stored = pk.artifact_bytes(folder)
@@ -145,7 +146,8 @@ def main() -> None:
             print(f"  {r['model']:<22} {r['bytes']:>12,} B  vs dense {r['dense_bytes']:>12,} B"
                   f"  = {r['ratio']:.3f}x  ({', '.join(r['formats'])})")
         folders = {"pk.load 90% finalized": str(tmp / "90_finalized"),
-                   "pk.load 90% masked": sizes[0]["folder"]}
+                   "pk.load 90% masked": sizes[0]["folder"],
+                   "pk.load 90% sparse-stored (CSR)": str(tmp / "90_csr")}
         loads = load_times(tmp, folders, max(3, args.repeats // 3))
     print("\nload time into a built model (median ms; ratio to the dense safetensors load)")
     for label, ms in loads.items():

@@ -10,7 +10,14 @@ import torch
 from prunekit.errors import FormatError
 from prunekit.select.nm import nm_mask
 from prunekit.sparse.decode import decode, decode_into
-from prunekit.sparse.formats import FORMATS, Encoded, choose_format, encode, format_bytes
+from prunekit.sparse.formats import (
+    FORMATS,
+    Encoded,
+    choose_format,
+    encode,
+    format_bytes,
+    group_counts,
+)
 
 
 def _sparse(shape: tuple[int, ...], density: float, dtype: torch.dtype, seed: int = 0):
@@ -136,3 +143,13 @@ def test_large_bitmask_decodes_exactly_on_several_threads():
         torch.set_num_threads(threads)
     assert torch.equal(got, value) and torch.equal(got_keep, keep)
     assert torch.equal(param.detach(), value)
+
+
+def test_group_counts_match_a_plain_sum():
+    keep = torch.rand(6, 48) < 0.5
+    counts = group_counts(keep)
+    assert set(counts) == {4, 8, 16}
+    for m, per_group in counts.items():
+        assert torch.equal(per_group, keep.reshape(-1, m).sum(1).int()), m
+    assert set(group_counts(torch.rand(3, 20) < 0.5)) == {4}
+    assert group_counts(torch.rand(3, 6) < 0.5) == {}

@@ -93,7 +93,7 @@ def _rows_per_layer(model: nn.Module, example_inputs: ExampleInputs) -> dict[str
 
 
 def _sparsity(weight: torch.Tensor) -> float:
-    return 1.0 - int((weight != 0).sum()) / max(1, weight.numel())
+    return 1.0 - int(torch.count_nonzero(weight)) / max(1, weight.numel())
 
 
 def _row(name: str, module: nn.Module, choice: KernelChoice) -> SparseLayer:
@@ -206,7 +206,7 @@ def to_sparse(
             choice, replacement = _decide(name, module, kernel, layer_rows, min_sparsity, margin)
             if replacement is not None:
                 work.set_submodule(name, replacement)
-            conversion.layers.append(_row(name, replacement or module, choice))
+            conversion.layers.append(_row(name, module, choice))  # the dense layer it replaced
         elif isinstance(module, CONV_TYPES) and _sparsity(module.weight.detach()) > 0:
             conversion.layers.append(
                 _row(name, module, KernelChoice("dense", None, None, CONV_REASON))

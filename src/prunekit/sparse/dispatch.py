@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .formats import group_counts
 from .modules import CSRLinear, SemiStructuredLinear, semi_structured_available
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,8 @@ def time_pair(
 
 def is_two_four(weight: torch.Tensor) -> bool:
     """True if every group of 4 consecutive inputs has at most 2 nonzeros."""
-    if weight.dim() != 2 or weight.shape[1] % 4:
-        return False
-    return bool(((weight != 0).reshape(-1, 4).sum(dim=1) <= 2).all())
+    counts = group_counts(weight != 0).get(4) if weight.dim() == 2 else None
+    return counts is not None and int(counts.max()) <= 2
 
 
 def sparse_module(linear: nn.Linear, kernel: str) -> nn.Module:
@@ -104,7 +104,7 @@ def choose_kernel(
         The choice and the sparse module to use (None when dense wins).
     """
     weight = linear.weight.detach()
-    sparsity = 1.0 - int((weight != 0).sum()) / max(1, weight.numel())
+    sparsity = 1.0 - int(torch.count_nonzero(weight)) / max(1, weight.numel())
     if sparsity < min_sparsity:
         return KernelChoice(
             "dense", None, None, f"sparsity {sparsity:.0%} < {min_sparsity:.0%}"

@@ -70,65 +70,84 @@ def _pack_bits(bits: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(packed)
 
 
-def _nm_groups(keep: torch.Tensor, m: int) -> torch.Tensor | None:
-    """Keep-mask as ``(groups, m)``, or None if rows do not split into groups of ``m``."""
-    rows, cols = matrix_shape(tuple(keep.shape))
-    if keep.dim() < 2 or cols % m != 0:
-        return None
-    return keep.reshape(rows * cols // m, m)
+def group_counts(keep: torch.Tensor) -> dict[int, torch.Tensor]:
+    """``{m: kept entries in every group of m consecutive entries of a row}`` (int32) for
+    each ``m`` in :data:`NM_GROUP_SIZES` that divides the row length."""
+    _, cols = matrix_shape(tuple(keep.shape))
+    if keep.dim() < 2 or cols % NM_GROUP_SIZES[0] != 0 or keep.numel() == 0:
+        return {}
+    flat = keep.detach().cpu().contiguous().view(-1).view(torch.uint8)
+    if flat.storage_offset() % 4:
+        flat = flat.clone()  # an int32 view needs aligned storage
+    words = flat.view(torch.int32)
+    counts = (words + (words >> 8) + (words >> 16) + (words >> 24)) & 0xFF  # 4 bools a word
+    found = {4: counts}
+    for m in NM_GROUP_SIZES[1:]:
+        if cols % m:
+            break
+        counts = counts[0::2] + counts[1::2]  # two groups of m/2 -> one of m
+        found[m] = counts
+    return found
+
+
+def _nm_choice(counts: dict[int, torch.Tensor]) -> tuple[int, int, int] | None:
+    """``(n, m, smallest group count)`` of the cheapest N:M layout, or None if none saves."""
+    best: tuple[int, int, int] | None = None
+    best_cost = math.inf
+    for m, per_group in counts.items():
+        n = int(per_group.max())
+        cost = n * (1.0 + math.ceil(math.log2(m)) / 32) / m  # per entry, fp32 values
+        if n < m and cost < best_cost:
+            best, best_cost = (n, m, int(per_group.min())), cost
+    return best
 
 
 def nm_pattern(keep: torch.Tensor) -> tuple[int, int] | None:
     """The smallest-storage ``(n, m)`` such that no group of ``m`` keeps more than ``n``.
 
-    Returns None when no group size in :data:`NM_GROUP_SIZES` halves the storage.
+    Returns None when no group size in :data:`NM_GROUP_SIZES` saves storage.
     """
-    best: tuple[int, int] | None = None
-    best_cost = math.inf
-    for m in NM_GROUP_SIZES:
-        groups = _nm_groups(keep, m)
-        if groups is None or groups.numel() == 0:
-            continue
-        n = int(groups.sum(dim=1).max())
-        cost = n * (1.0 + math.ceil(math.log2(m)) / 32) / m  # per entry, fp32 values
-        if n < m and cost < best_cost:
-            best, best_cost = (n, m), cost
-    return best
+    choice = _nm_choice(group_counts(keep))
+    return None if choice is None else choice[:2]
 
 
-def format_bytes(
-    fmt: str, keep: torch.Tensor, itemsize: int, record_mask: bool = True
-) -> int | None:
-    """Bytes ``fmt`` would take for a tensor with keep-mask ``keep``; None if it cannot.
+def format_sizes(
+    keep: torch.Tensor, itemsize: int, record_mask: bool = True
+) -> dict[str, int | None]:
+    """Bytes each format would take for a tensor with keep-mask ``keep`` (None: cannot).
 
     Args:
-        fmt: one of :data:`FORMATS`.
         keep: keep-mask (True = kept).
         itemsize: bytes per value.
         record_mask: the mask itself must survive (an N:M group keeping fewer than ``n``
             then needs the bitmask too).
     """
     numel = keep.numel()
-    nnz = int(keep.sum())
+    nnz = int(torch.count_nonzero(keep))
     rows, cols = matrix_shape(tuple(keep.shape))
-    if fmt == "dense":
-        return numel * itemsize
-    if fmt == "bitmask":
-        return (numel + 7) // 8 + nnz * itemsize
-    if fmt == "csr":
-        if keep.dim() < 2 or nnz > INT32_MAX or cols > INT32_MAX:
-            return None
-        return (rows + 1) * 4 + nnz * (4 + itemsize)
-    if fmt == "nm":
-        pattern = nm_pattern(keep)
-        if pattern is None:
-            return None
-        n, m = pattern
+    bitmask = (numel + 7) // 8
+    sizes: dict[str, int | None] = {"dense": numel * itemsize, "bitmask": bitmask + nnz * itemsize}
+    csr_ok = keep.dim() >= 2 and nnz <= INT32_MAX and cols <= INT32_MAX
+    sizes["csr"] = (rows + 1) * 4 + nnz * (4 + itemsize) if csr_ok else None
+    choice = _nm_choice(group_counts(keep))
+    if choice is None:
+        sizes["nm"] = None
+    else:
+        n, m, fewest = choice
         stored = numel // m * n
-        padded = record_mask and bool((keep.reshape(-1, m).sum(dim=1) < n).any())
-        bits = (numel + 7) // 8 if padded else 0
-        return stored * itemsize + (stored * math.ceil(math.log2(m)) + 7) // 8 + bits
-    raise FormatError(f"unknown storage format {fmt!r}", f"choose one of {FORMATS}")
+        extra = bitmask if record_mask and fewest < n else 0
+        sizes["nm"] = stored * itemsize + (stored * math.ceil(math.log2(m)) + 7) // 8 + extra
+    return sizes
+
+
+def format_bytes(
+    fmt: str, keep: torch.Tensor, itemsize: int, record_mask: bool = True
+) -> int | None:
+    """Bytes ``fmt`` would take for a tensor with keep-mask ``keep``; None if it cannot
+    (see :func:`format_sizes`)."""
+    if fmt not in FORMATS:
+        raise FormatError(f"unknown storage format {fmt!r}", f"choose one of {FORMATS}")
+    return format_sizes(keep, itemsize, record_mask)[fmt]
 
 
 def choose_format(tensor: torch.Tensor, keep: torch.Tensor | None = None) -> str:
@@ -150,7 +169,7 @@ def choose_format(tensor: torch.Tensor, keep: torch.Tensor | None = None) -> str
     record_mask = keep is not None
     keep = tensor != 0 if keep is None else keep
     itemsize = tensor.element_size()
-    costs = {fmt: format_bytes(fmt, keep, itemsize, record_mask) for fmt in FORMATS}
+    costs = format_sizes(keep, itemsize, record_mask)
     valid = {fmt: cost for fmt, cost in costs.items() if cost is not None}
     return min(valid, key=lambda fmt: (valid[fmt], _TIE_ORDER.index(fmt)))
 
