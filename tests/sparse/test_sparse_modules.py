@@ -124,3 +124,13 @@ def test_two_four_semi_structured_on_cuda_matches_dense():
     conversion = to_sparse(nn.Sequential(lin), kernel="2:4")
     assert conversion.layers[0].kernel == "2:4"
     torch.testing.assert_close(conversion.model(x), lin(x), rtol=1e-2, atol=1e-2)
+
+
+def test_cautious_speedup_rejects_a_kernel_with_a_slow_tail():
+    from prunekit.sparse.dispatch import cautious_speedup
+
+    dense = [1.0] * 10
+    steady = [0.5] * 10
+    tail = [0.3] * 6 + [20.0] * 4  # fast median, but 40% of calls stall
+    assert cautious_speedup(dense, steady) == 2.0
+    assert cautious_speedup(dense, tail) < 1.0
