@@ -84,6 +84,11 @@ def _decide(analysis: Analysis, spec: Structured, scores: torch.Tensor,
         _choices(analysis, overrides), scores, sparsity=spec.sparsity, threshold=spec.threshold,
         scope=spec.scope, round_to=spec.round_to, min_channels=spec.min_channels,
     )
+    return decision_for(analysis, removed)
+
+
+def decision_for(analysis: Analysis, removed: torch.Tensor) -> Decision:
+    """Kept indices and head counts implied by a channel removal mask."""
     kept = kept_indices(analysis.members, removed)
     head_attrs: dict[str, dict[str, int]] = {}
     for module, attr, heads in analysis.head_rules:
@@ -164,6 +169,35 @@ def _cut_with_retries(model: nn.Module, spec: Structured, example_inputs: Exampl
             for group in analysis.groups:
                 group.frozen = analysis.frozen[group.channels]
             pinned.append(cls)
+
+
+def remove_channels(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    analysis: Analysis,
+    removed: torch.Tensor,
+    *,
+    inplace: bool = False,
+) -> nn.Module:
+    """Remove exactly the channels marked in ``removed`` (no scoring, no retries).
+
+    Args:
+        model: the model ``analysis`` was made on.
+        example_inputs: inputs used to verify the result.
+        analysis: from :func:`prunekit.graph.groups.analyze`.
+        removed: ``(analysis.num_channels,)`` bool; frozen channels must not be marked.
+
+    Returns:
+        The pruned model (a copy unless ``inplace``).
+
+    Raises:
+        CouplingError: a frozen channel is marked, or the pruned model fails to run.
+    """
+    if bool((removed & analysis.frozen).any()):
+        raise CouplingError("some channels marked for removal are frozen (outputs, ignored "
+                            "modules or channels mixed by an op)")
+    work, _ = _attempt(model, decision_for(analysis, removed), example_inputs, analysis, inplace)
+    return work
 
 
 def prune_structured(

@@ -151,24 +151,6 @@ def _groups(
     return groups
 
 
-def _freeze_output_layers(state: TraceState, table: torch.Tensor, groups: list[Group],
-                          members: list[Member], frozen: torch.Tensor) -> None:
-    """The sole producer of an output (the classifier) keeps its inputs too: untouched."""
-    reach = torch.zeros(frozen.numel(), dtype=torch.bool)
-    for atoms in state.output_atoms:
-        chan = _lookup(state, table, atoms)
-        reach[chan[chan >= 0]] = True
-    for group in groups:
-        producers = {m.key for m in group.members if m.role == OUT}
-        if len(producers) != 1 or not bool(reach[group.channels].any()):
-            continue
-        for member in members:
-            if member.key in producers:
-                frozen[member.channel[member.channel >= 0]] = True
-    for group in groups:
-        group.frozen = frozen[group.channels]
-
-
 def analyze(
     model: torch.nn.Module, example_inputs: ExampleInputs, ignore: Iterable[IgnoreEntry] = ()
 ) -> Analysis:
@@ -197,5 +179,4 @@ def analyze(
         chan = _lookup(state, table, torch.cat(atom_list))
         class_channels[cls] = chan[chan >= 0].unique()
     groups = _groups(members, n, frozen, mixing)
-    _freeze_output_layers(state, table, groups, members, frozen)
     return Analysis(n, members, groups, frozen, heads, class_channels, outputs)

@@ -27,7 +27,7 @@ def _couple_input(state: TraceState, x: torch.Tensor, dim: int, atoms: torch.Ten
         state.freeze(atoms)
         return
     for row in rows(amap, dim, x.size(dim)):
-        state.atoms.union(row, atoms)
+        state.unite(row, atoms)
 
 
 def _weight_ok(state: TraceState, weight: Any) -> bool:
@@ -88,14 +88,14 @@ def conv(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> None
             state.freeze(out_atoms)
         else:
             for row in rows(amap, cdim, channels):
-                state.atoms.union(out_atoms.view(channels, mult), row.view(channels, 1))
+                state.unite(out_atoms.view(channels, mult), row.view(channels, 1))
     else:  # grouped: every group keeps the same positions (in and out)
         amap = state.map_of(x)
         if amap is None:
             state.freeze(in_atoms)
         else:
             for row in rows(amap, cdim, channels):
-                state.atoms.union(row.view(groups, -1), in_atoms.view(1, -1))
+                state.unite(row.view(groups, -1), in_atoms.view(1, -1))
         per_group = out_atoms.view(groups, -1)
         state.atoms.union(per_group[:1].expand_as(per_group), per_group)
     if bias is not None and state.param_key(bias):

@@ -142,7 +142,7 @@ def _unite_split(state: TraceState, vector: torch.Tensor, factors: list[int]) ->
     keep = head[0] if head else len(factors) - 1
     for row in vector:
         grid = row.view(factors).movedim(keep, 0).reshape(factors[keep], -1)  # (kept factor, rest)
-        state.atoms.union(grid[:, :1].expand_as(grid), grid)
+        state.unite(grid[:, :1].expand_as(grid), grid)
         if head:
             state.heads.append(HeadRule(state.stack[-1][0], head[1], grid[:, 0].clone()))
 
@@ -177,7 +177,7 @@ def _constrain_parts(
         return
     grid = source.expand(tensor.shape).movedim(dim, -1)
     grid = grid.reshape(-1, pieces, size // pieces)  # (rows, part, position)
-    state.atoms.union(grid[:, :1].expand_as(grid), grid)
+    state.unite(grid[:, :1].expand_as(grid), grid)
 
 
 def _constrain_slice(

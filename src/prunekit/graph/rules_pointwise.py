@@ -77,7 +77,7 @@ def elementwise(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) 
     merged = torch.broadcast_tensors(*maps)
     result = merged[0].clone()
     for other in merged[1:]:
-        state.atoms.union(result, other)
+        state.unite(result, other)
         result = torch.where(result >= 0, result, other)
     _freeze_unmatched(state, inputs, result)
     state.set_map(out, result)

@@ -112,6 +112,13 @@ class TraceState:
         """One atom per position of the leading dims (the last two dims reduced)."""
         return self.atoms.find(amap.select(-1, 0).select(-1, 0))
 
+    def unite(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Union element-wise; an atom facing ``NO_ATOM`` (an unprunable slice) is pinned."""
+        a, b = torch.broadcast_tensors(a, b)
+        self.freeze(b[(a < 0) & (b >= 0)])
+        self.freeze(a[(b < 0) & (a >= 0)])
+        self.atoms.union(a, b)
+
     def freeze(self, amap: torch.Tensor | None) -> None:
         if amap is not None:
             self.frozen.append(amap.reshape(-1))
