@@ -161,8 +161,16 @@ def choose_format(tensor: torch.Tensor, keep: torch.Tensor | None = None) -> str
         One of :data:`FORMATS`.
 
     Example:
-        >>> choose_format(torch.tensor([[0.0, 0.0, 0.0, 1.5]] * 8))
+        >>> choose_format(torch.tensor([[0.0, 0.0, 0.0, 1.5]] * 8))  # 1 of every 4 kept
+        'nm'
+        >>> w = torch.zeros(64, 64)
+        >>> w[::3, ::7] = 1.0  # 5% kept, scattered
+        >>> choose_format(w)
         'bitmask'
+        >>> w = torch.zeros(64, 64)
+        >>> w[0, :5] = 1.0  # 0.1% kept
+        >>> choose_format(w)
+        'csr'
     """
     if not tensor.is_floating_point() or tensor.numel() == 0:
         return "dense"
