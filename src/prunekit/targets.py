@@ -141,7 +141,7 @@ def _resolve_ties(
         if outside:
             for name in (t.module_name, *tied):
                 skipped[name] = (
-                    f"its weight is shared with {', '.join(outside)}, which is not pruned"
+                    f"its weight is tied to {', '.join(outside)}, which is not pruned"
                 )
             followers.update(tied)
             continue

@@ -184,7 +184,7 @@ def test_tied_linear_weights_share_one_mask_in_masked_state_and_after_finalize()
 def test_weight_tied_to_a_layer_that_is_not_pruned_is_left_alone() -> None:
     model = nonzero_free(Tied())
     result = pk.prune(model, pk.Unstructured(sparsity=0.5))
-    assert result.plan.skipped["head"] == "its weight is shared with embed.weight, which is not pruned"
+    assert result.plan.skipped["head"] == "its weight is tied to embed.weight, which is not pruned"
     assert "head.weight" not in result.plan.masks
     assert torch.equal(pk.finalize(result.model).embed.weight, model.embed.weight)
     both = pk.prune(model, pk.Unstructured(sparsity=0.5), include_embeddings=True)
