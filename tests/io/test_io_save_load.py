@@ -182,3 +182,23 @@ def test_artifact_bytes_counts_the_folder(tmp_path):
     assert pk.artifact_bytes(folder) == sizes
     dense = sum(v.numel() * 4 for v in pk.zoo.build("mlp").state_dict().values())
     assert pk.artifact_bytes(folder) < 0.2 * dense
+
+
+def test_structured_then_unstructured_round_trips(tmp_path):
+    """Combined: the structured step's surgery and the unstructured step's masks in one plan
+    (the unstructured plan lists only the masked shapes; the stored tensors give the rest)."""
+    pytest.importorskip("prunekit.structured")
+    import dataclasses
+
+    x = pk.zoo.example_inputs("resnet", 2)
+    first = pk.prune(pk.zoo.build("resnet"), pk.Structured(sparsity=0.5), x)
+    second = pk.prune(first.model, pk.Unstructured(sparsity=0.8), x)
+    plan = dataclasses.replace(second.plan, kept=first.plan.kept,
+                               attributes=first.plan.attributes,
+                               removed_modules=first.plan.removed_modules)
+    result = PruneResult(second.model, plan, second.spec, {}, 0)
+    folder = pk.save(result, tmp_path / "combined")
+    assert read_manifest(folder).end_state == ["physical", "masked"]
+    loaded = pk.load(folder)
+    assert masked_modules(loaded)
+    assert_same_outputs(loaded, result.model, x)

@@ -133,6 +133,8 @@ def _rebuild_physical(model: nn.Module, manifest: Manifest) -> None:
             "install a prunekit with structured pruning",
         ) from exc
     plan = Plan.from_dict(manifest.plan or {})
+    # The stored tensors' shapes are the truth; they fill any shape the plan does not list.
+    plan.shapes = {**{k: list(t.shape) for k, t in manifest.tensors.items()}, **plan.shapes}
     rebuild_pruned_architecture(model, plan)
 
 
