@@ -100,7 +100,7 @@ def apply_mask(module: nn.Module, mask: torch.Tensor, param: str = "weight") -> 
         module.register_buffer(f"{param}_mask", mask.to(device=orig.device, dtype=orig.dtype))
         hook = MaskHook(param)
         module.register_forward_pre_hook(hook)
-        module.register_forward_hook(hook)
+        module.register_forward_hook(hook, always_call=True)  # detach even if forward fails
     setattr(module, param, MaskHook(param).masked(module).detach())
 
 
@@ -125,7 +125,7 @@ def refresh_from_parents(model: nn.Module, module_name: str, param: str = "weigh
             continue
         hook = ChildMaskHook(child, param)
         parent.register_forward_pre_hook(hook)
-        parent.register_forward_hook(hook)
+        parent.register_forward_hook(hook, always_call=True)
 
 
 def _remove_mask_hooks(module: nn.Module, param: str) -> None:
