@@ -15,7 +15,6 @@ model is restored and a :class:`CouplingError` names the module.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,7 +23,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .apply.surgery.slicing import apply_kept, kept_indices, restore, snapshot
+from .apply.surgery.slicing import (
+    finish,
+    install,
+    kept_indices,
+    pruned_copy,
+    restore,
+    sliced_tensors,
+    snapshot,
+)
 from .errors import CouplingError, ExampleInputError, PrunekitError
 from .graph.groups import Analysis, analyze
 from .graph.state import OUT
@@ -35,7 +42,7 @@ from .result import PruneResult
 from .select.structured import GroupChoice, kept_heads, select_channels
 from .specs import Structured
 from .summary import count_parameters, layer_infos
-from .targets import IgnoreEntry, resolve_overrides, resolve_targets
+from .targets import IgnoreEntry, Target, resolve_overrides, resolve_targets
 from .unstructured import check_finite
 
 log = logging.getLogger(__name__)
@@ -132,10 +139,13 @@ def _attempt(model: nn.Module, decision: Decision, example_inputs: ExampleInputs
              analysis: Analysis, inplace: bool) -> tuple[nn.Module, dict[str, Any]]:
     """Cut and verify; on failure restore (inplace) and re-raise."""
     params_before = count_parameters(model)
-    work = model if inplace else copy.deepcopy(model)
+    new = sliced_tensors(model, decision.kept)
+    work = model if inplace else pruned_copy(model, new)
     snap = snapshot(work, decision.kept, decision.head_attrs) if inplace else None
     try:
-        attributes = apply_kept(work, decision.kept, decision.head_attrs)
+        if inplace:
+            install(work, new)
+        attributes = finish(work, decision.kept, decision.head_attrs)
         _verify(work, example_inputs, analysis, params_before, bool(decision.removed.any()))
     except BaseException:
         if snap is not None:
@@ -200,6 +210,15 @@ def remove_channels(
     return work
 
 
+def _check_finite(targets: list[Target]) -> None:
+    """Cheap pass first (one sum per weight); the full check only to name the culprits."""
+    for target in targets:
+        weight = getattr(target.module, target.param, None)
+        if not isinstance(weight, torch.Tensor) or not bool(torch.isfinite(weight.detach().sum())):
+            check_finite(targets)
+            return
+
+
 def prune_structured(
     model: nn.Module,
     spec: Structured,
@@ -238,7 +257,7 @@ def prune_structured(
     entries = list(ignore)
     targets, skipped = resolve_targets(model, ignore=entries)
     resolved = resolve_overrides(model, targets, overrides)
-    check_finite(targets)
+    _check_finite(targets)
     analysis = _analyze(model, example_inputs, entries)
     batches = calibration if calibration is not None else [example_inputs]
     scores = channel_scores(spec.importance, analysis, model, batches=batches, seed=seed)

@@ -28,6 +28,14 @@ def _slice_sums(values: torch.Tensor, member: Member) -> torch.Tensor:
     return values.sum(dim=dims) if dims else values
 
 
+def _slice_norms(weight: torch.Tensor, member: Member, p: int) -> torch.Tensor:
+    """``sum |w|^p`` of every slice along the member's dim (no full-size temporaries)."""
+    dims = [d for d in range(weight.dim()) if d != member.dim]
+    if not dims:
+        return weight.abs().pow(p)
+    return torch.linalg.vector_norm(weight, ord=p, dim=dims).double().pow(p)
+
+
 def _accumulate(scores: torch.Tensor, member: Member, per_index: torch.Tensor) -> None:
     valid = member.channel >= 0
     scores.index_add_(0, member.channel[valid], per_index[valid].double())
@@ -38,8 +46,7 @@ def magnitude_scores(analysis: Analysis, tensors: dict[str, torch.Tensor], p: in
     scores = torch.zeros(analysis.num_channels, dtype=torch.float64)
     for member in analysis.members:
         if member.role == OUT:
-            weight = tensors[member.key].detach().double()
-            _accumulate(scores, member, _slice_sums(weight.abs().pow(p), member))
+            _accumulate(scores, member, _slice_norms(tensors[member.key].detach(), member, p))
     return scores.sqrt() if p == 2 else scores
 
 

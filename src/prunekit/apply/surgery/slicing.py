@@ -1,11 +1,14 @@
 """Physically remove channels: slice parameters and buffers, then fix module attributes.
 
-:func:`kept_indices` turns a channel removal mask into kept indices per tensor dim (pure);
-:func:`apply_kept` mutates a model; :func:`snapshot` / :func:`restore` undo it.
+:func:`kept_indices` turns a channel removal mask into kept indices per tensor dim and
+:func:`sliced_tensors` computes the new data (both pure); :func:`pruned_copy` or
+:func:`install` put it in place and :func:`finish` fixes module attributes;
+:func:`snapshot` / :func:`restore` undo an in-place cut.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,22 +98,50 @@ def _set_tensor(module: nn.Module, leaf: str, data: torch.Tensor) -> None:
         module._buffers[leaf] = data
 
 
-def apply_kept(
+def sliced_tensors(
+    model: nn.Module, kept: dict[str, dict[int, list[int]]]
+) -> dict[str, torch.Tensor]:
+    """New data of every tensor that loses indices (the model is only read)."""
+    new = {}
+    for key, dims in kept.items():
+        module, leaf = _owner(model, key)
+        data = getattr(module, leaf).detach()
+        for dim, index in dims.items():
+            data = data.index_select(dim, torch.tensor(index, dtype=torch.long, device=data.device))
+        new[key] = data.contiguous()
+    return new
+
+
+def pruned_copy(model: nn.Module, new: dict[str, torch.Tensor]) -> nn.Module:
+    """Deep copy of ``model`` whose sliced tensors are ``new`` (the originals are not cloned)."""
+    memo: dict[int, Any] = {}
+    for key, data in new.items():
+        module, leaf = _owner(model, key)
+        tensor = getattr(module, leaf)
+        if isinstance(tensor, nn.Parameter):
+            memo[id(tensor)] = nn.Parameter(data, requires_grad=tensor.requires_grad)
+        else:
+            memo[id(tensor)] = data
+    return copy.deepcopy(model, memo)
+
+
+def install(model: nn.Module, new: dict[str, torch.Tensor]) -> None:
+    """Put the sliced data into the model's own parameters and buffers (in place)."""
+    for key, data in new.items():
+        module, leaf = _owner(model, key)
+        _set_tensor(module, leaf, data)
+
+
+def finish(
     model: nn.Module, kept: dict[str, dict[int, list[int]]], head_attrs: dict[str, dict[str, int]]
 ) -> dict[str, dict[str, Any]]:
-    """Slice every tensor to its kept indices, sync module attributes, set head counts.
+    """Sync module attributes to the sliced tensors and set head counts.
 
     Returns:
         ``{module name: {attribute: new value}}`` for every attribute that changed.
     """
     names = touched_modules(kept, head_attrs)
     before = {name: simple_attributes(model.get_submodule(name)) for name in names}
-    for key, dims in kept.items():
-        module, leaf = _owner(model, key)
-        data = getattr(module, leaf).data
-        for dim, index in dims.items():
-            data = data.index_select(dim, torch.tensor(index, dtype=torch.long, device=data.device))
-        _set_tensor(module, leaf, data.contiguous())
     for name in {key.rpartition(".")[0] for key in kept}:
         sync_attributes(model.get_submodule(name))
     for name, attrs in head_attrs.items():
