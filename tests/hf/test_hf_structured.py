@@ -233,3 +233,14 @@ def test_spec_validation_and_dict_round_trip() -> None:
         pk.TransformerStructured(heads=0.25, importance="l1")
     with pytest.raises(pk.SpecError, match="neurons"):
         pk.TransformerStructured(neurons=1.0)
+
+
+def test_bert_head_pruning_is_refused_by_from_pretrained_not_silently_reinitialised(
+    tmp_path,
+) -> None:
+    # BERT derives the head size from hidden_size / num_attention_heads, so its config
+    # cannot describe fewer heads: use the plan (prunekit's format) for these models.
+    pruned = pk.prune(build("bert"), pk.TransformerStructured(heads=0.25)).model
+    pruned.save_pretrained(tmp_path)
+    with pytest.raises(RuntimeError, match="mismatch"):
+        type(pruned).from_pretrained(tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -29,6 +30,18 @@ def _candidate_lists(model: nn.Module, target_names: list[str]) -> list[tuple[st
     return [(name, module) for name, module, _ in found]
 
 
+def _first_example(batch: Batch) -> Batch:
+    """The batch cut to its first example (a cheap probe), where it is clearly batched."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:1]
+    if isinstance(batch, Mapping):
+        tensors = [v for v in batch.values() if isinstance(v, torch.Tensor)]
+        if tensors and len({t.shape[0] for t in tensors if t.dim()}) == 1:
+            return {k: v[:1] if isinstance(v, torch.Tensor) and v.dim() else v
+                    for k, v in batch.items()}
+    return batch
+
+
 def _feeds_sequentially(model: nn.Module, blocks: nn.ModuleList, batch: Batch) -> bool:
     """True if, on ``batch``, each block's first input is the previous block's output."""
     seen: list[tuple[torch.Tensor | None, torch.Tensor]] = []
@@ -44,7 +57,7 @@ def _feeds_sequentially(model: nn.Module, blocks: nn.ModuleList, batch: Batch) -
     handles += [b.register_forward_hook(post) for b in blocks]
     try:
         with torch.no_grad():
-            call_model(model, batch)
+            call_model(model, _first_example(batch))
     except Exception:  # noqa: BLE001 - reported later by the calibration pass itself
         return False
     finally:

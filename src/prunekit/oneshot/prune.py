@@ -228,7 +228,7 @@ def calibrate_and_prune(
         blocks = find_blocks(model, keys, batches[0])
         if blocks:
             inputs = capture_block_inputs(model, blocks[0][1], batches)
-            for name, block in tqdm(blocks, desc=f"{settings.method}", unit="block"):
+            for name, block in tqdm(blocks, desc=settings.method, unit="block", disable=None):
                 inside = {k: m for k, m in modules.items() if k.startswith(name + ".")}
                 if inside:
                     stats = InputStats(inside, gram=settings.method == "sparsegpt")
