@@ -11,6 +11,7 @@ from prunekit.select.unstructured import (
     check_not_reviving,
     global_masks,
     kth_smallest,
+    kth_smallest_of,
     layer_masks,
     lowest_k_mask,
     removal_count,
@@ -131,3 +132,49 @@ def test_nm_mask_refuses_an_input_width_m_does_not_divide() -> None:
 def test_is_nm_detects_an_invalid_group() -> None:
     mask = torch.tensor([[True, True, True, False]])
     assert not is_nm(mask, 2, 4) and is_nm(mask, 3, 4)
+
+
+@pytest.fixture
+def sampled_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Take the bracketing path (used above 4M scores) on small test tensors."""
+    from prunekit.select import unstructured
+
+    monkeypatch.setattr(unstructured, "EXACT_BELOW", 0)
+    monkeypatch.setattr(unstructured, "SAMPLE_SIZE", 256)
+
+
+@pytest.mark.usefixtures("sampled_path")
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: [torch.rand(1000), torch.rand(37) * 5, torch.rand(20, 20)],
+        lambda: [torch.randint(0, 3, (500,)).float(), torch.zeros(300)],  # heavy ties
+        lambda: [torch.cat([torch.full((800,), -float("inf")), torch.rand(200)]), torch.rand(50)],
+        lambda: [torch.rand(5000)],
+    ],
+)
+def test_bracketed_kth_value_is_exact(make) -> None:
+    values = make()
+    ordered = torch.cat([v.reshape(-1) for v in values]).sort().values
+    for k in (1, 2, len(ordered) // 3, len(ordered) // 2, len(ordered) - 1, len(ordered)):
+        assert kth_smallest_of(values, k) == float(ordered[k - 1])
+
+
+@pytest.mark.usefixtures("sampled_path")
+def test_bracketed_global_masks_keep_exact_counts_and_leave_scores_untouched() -> None:
+    scores = {"a": torch.rand(40, 25), "b": torch.rand(333), "c": torch.ones(100)}
+    copies = {k: v.clone() for k, v in scores.items()}
+    for sparsity in (0.1, 0.5, 0.77, 0.99):
+        masks = global_masks(scores, sparsity)
+        assert sum(removed(m) for m in masks.values()) == round(sparsity * 1433)
+    assert all(torch.equal(scores[k], copies[k]) for k in scores)
+
+
+def test_a_sample_that_misses_falls_back_to_full_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prunekit.select import unstructured
+
+    monkeypatch.setattr(unstructured, "EXACT_BELOW", 0)
+    monkeypatch.setattr(unstructured, "_bracket", lambda values, k, total: (0.98, 0.99))
+    values = [torch.rand(1000), torch.rand(500)]
+    ordered = torch.cat(values).sort().values
+    assert kth_smallest_of(values, 700) == float(ordered[699])

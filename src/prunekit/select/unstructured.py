@@ -3,16 +3,23 @@
 Masks are boolean, True = kept. Scores of ``-inf`` mark weights that must go first
 (already pruned), which makes iterative pruning only ever remove more.
 
-Selection is a k-th value search (``O(n)`` introselect), never a full sort: for a global
-ranking the scores are concatenated once, partitioned in place, and every tensor is then
-compared against the k-th value; ties at the k-th value are broken by position.
+Selection is a k-th value search, never a full sort. For large inputs a small random
+sample brackets the k-th value between two bounds; one pass counts the scores below the
+lower bound and collects the few between the bounds, and an ``O(n)`` introselect over
+those finds the exact k-th value (the sample only decides the speed, never the result).
+Every tensor is then compared against it; ties at the k-th value are broken by position.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import SpecError
+
+SAMPLE_SIZE = 1 << 16  # scores sampled to bracket the k-th value
+EXACT_BELOW = 1 << 22  # fewer scores than this: select over all of them directly
 
 
 def removal_count(numel: int, sparsity: float) -> int:
@@ -54,6 +61,44 @@ def kth_smallest(values: torch.Tensor, k: int, *, scratch: bool = False) -> floa
     return float(array[k - 1])
 
 
+def _bracket(values: list[torch.Tensor], k: int, total: int) -> tuple[float, float]:
+    """Bounds that hold the k-th smallest with near certainty, from a seeded sample."""
+    generator = torch.Generator().manual_seed(0)
+    parts = []
+    for v in values:
+        count = max(1, math.ceil(SAMPLE_SIZE * v.numel() / total))
+        index = torch.randint(v.numel(), (count,), generator=generator).to(v.device)
+        parts.append(v.reshape(-1)[index])
+    sample = torch.cat(parts).sort().values  # (about SAMPLE_SIZE,)
+    n, q = sample.numel(), k / total
+    margin = 6.0 * math.sqrt(q * (1.0 - q) / n) + 2.0 / n  # six standard errors
+    low = float(sample[max(0, math.floor((q - margin) * n))])
+    high = float(sample[min(n - 1, math.ceil((q + margin) * n))])
+    return low, high
+
+
+def kth_smallest_of(values: list[torch.Tensor], k: int) -> float:
+    """The exact ``k``-th smallest (1-based) over several tensors, without concatenating them.
+
+    Example:
+        >>> kth_smallest_of([torch.tensor([5.0, 1.0]), torch.tensor([4.0, 2.0])], 3)
+        4.0
+    """
+    flat = [v.detach().reshape(-1) for v in values]
+    total = sum(v.numel() for v in flat)
+    if total > EXACT_BELOW:
+        low, high = _bracket(flat, k, total)
+        below, inside = 0, []
+        for v in flat:
+            at_least_low = v >= low
+            below += v.numel() - int(torch.count_nonzero(at_least_low))
+            inside.append(v[at_least_low & (v <= high)])
+        candidates = torch.cat(inside)
+        if below < k <= below + candidates.numel():  # else the sample missed: select over all
+            return kth_smallest(candidates, k - below, scratch=True)
+    return kth_smallest(torch.cat(flat), k, scratch=True)
+
+
 def _masks_below(
     scores: dict[str, torch.Tensor], kth: float, k: int
 ) -> dict[str, torch.Tensor]:
@@ -80,7 +125,7 @@ def lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
         return torch.ones_like(scores, dtype=torch.bool)
     if k >= scores.numel():
         return torch.zeros_like(scores, dtype=torch.bool)
-    return _masks_below({"s": scores}, kth_smallest(scores, k), k)["s"]
+    return _masks_below({"s": scores}, kth_smallest_of([scores], k), k)["s"]
 
 
 def layer_masks(
@@ -105,10 +150,7 @@ def global_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, 
         return {name: torch.ones_like(s, dtype=torch.bool) for name, s in scores.items()}
     if k >= total:
         return {name: torch.zeros_like(s, dtype=torch.bool) for name, s in scores.items()}
-    flat = torch.cat([s.detach().reshape(-1) for s in scores.values()])  # (total,), ours
-    kth = kth_smallest(flat, k, scratch=True)
-    del flat
-    return _masks_below(scores, kth, k)
+    return _masks_below(scores, kth_smallest_of(list(scores.values()), k), k)
 
 
 def threshold_masks(scores: dict[str, torch.Tensor], threshold: float) -> dict[str, torch.Tensor]:
