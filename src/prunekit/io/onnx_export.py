@@ -23,7 +23,7 @@ from torch import nn
 
 from ..apply.masks import finalize
 from ..errors import ExampleInputError, FormatError
-from ..inputs import ExampleInputs, flat_tensors, run_example
+from ..inputs import ExampleInputs, run_example
 from ..sparse.modules import CSRLinear, SemiStructuredLinear, to_linear
 from .atomic import check_target
 
@@ -166,4 +166,4 @@ def check_onnx(
     return OnnxCheck(max(diffs, default=0.0), len(got), ok)
 
 
-__all__ = ["OnnxCheck", "check_onnx", "export_onnx", "exportable_copy", "flat_tensors"]
+__all__ = ["OnnxCheck", "check_onnx", "export_onnx", "exportable_copy"]

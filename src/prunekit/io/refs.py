@@ -14,6 +14,7 @@ Other libraries add prefixes with :func:`register_builder`.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -118,15 +119,17 @@ def _zoo(name: str, entry: Mapping[str, Any]) -> nn.Module:
 
 
 def _torchvision(name: str, entry: Mapping[str, Any]) -> nn.Module:
-    from ..cli.model_ref import build_model
+    import torchvision
 
-    return build_model(f"torchvision:{name}")
+    model: nn.Module = torchvision.models.get_model(name, weights=None)
+    return model
 
 
 def _import(name: str, entry: Mapping[str, Any]) -> nn.Module:
-    from ..cli.model_ref import build_model
-
-    return build_model(name)
+    module_name, _, attr = name.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    model: nn.Module = factory()
+    return model
 
 
 def _hf(name: str, entry: Mapping[str, Any]) -> nn.Module:
@@ -150,12 +153,12 @@ def _register_builtins() -> None:
     register_builder("import", _import, runs_user_code=True)
 
 
-def infer_ref(model: nn.Module, keys: set[str]) -> dict[str, Any]:
+def infer_ref(model: nn.Module, keys: set[str] | None) -> dict[str, Any]:
     """A best-effort model entry for a model saved without an explicit reference.
 
     Hugging Face models are recognised by their config; zoo models by class and
-    state-dict ``keys`` (exactly one zoo model must match); anything else records only
-    its class (load then needs ``build=``).
+    state-dict ``keys`` (exactly one zoo model must match; None: do not look); anything
+    else records only its class (load then needs ``build=``).
     """
     cls = type(model)
     entry: dict[str, Any] = {
@@ -167,7 +170,7 @@ def infer_ref(model: nn.Module, keys: set[str]) -> dict[str, Any]:
     if cls.__module__.startswith("transformers.") and config is not None:
         entry["ref"] = f"hf:{cls.__name__}"
         entry["config"] = _json_safe(config.to_dict())
-    elif cls.__module__.startswith("prunekit.zoo") or cls is nn.Sequential:
+    elif keys is not None and (cls.__module__.startswith("prunekit.zoo") or cls is nn.Sequential):
         entry["ref"] = _zoo_match(cls, keys)
     return entry
 

@@ -52,12 +52,9 @@ def is_physical(plan: Plan | None) -> bool:
 
 
 def _model_entry(model: nn.Module, model_ref: str | None, keys: set[str]) -> dict[str, Any]:
-    entry = (
-        infer_ref(model, keys)
-        if model_ref is None
-        else {**infer_ref(model, set()), "ref": normalize_ref(model_ref)}
-    )
-    return entry
+    if model_ref is None:
+        return infer_ref(model, keys)
+    return {**infer_ref(model, None), "ref": normalize_ref(model_ref)}
 
 
 def _sha256(path: Path) -> str:
