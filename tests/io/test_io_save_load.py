@@ -82,7 +82,7 @@ def test_import_references_run_only_when_allowed(tmp_path):
 def test_sparse_stored_model_round_trips_with_its_kernels(tmp_path):
     result, x = masked_zoo("transformer", pk.Unstructured(sparsity=0.95))
     conversion = to_sparse(result, x, kernel={"blocks.0.fc1": "csr", "head": "csr"})
-    folder = pk.save(conversion.model, tmp_path / "sparse", model_ref="zoo:transformer")
+    folder = pk.save(conversion, tmp_path / "sparse", model_ref="zoo:transformer")
     manifest = read_manifest(folder)
     assert manifest.end_state == ["sparse"]
     assert manifest.sparse_modules == {"blocks.0.fc1": "csr", "head": "csr"}

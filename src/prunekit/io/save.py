@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import FormatError, SpecError
 from ..plan import Plan, library_versions
 from ..result import PruneResult
-from ..sparse.convert import sparse_kernels
+from ..sparse.convert import SparseConversion, sparse_kernels
 from ..sparse.formats import Encoded, choose_format, encode
 from .atomic import atomic_file, atomic_folder, check_target
 from .manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest, TensorEntry
@@ -74,7 +74,7 @@ def _plan_entry(plan: Plan | None) -> dict[str, Any] | None:
 
 
 def save(
-    result_or_model: PruneResult | nn.Module,
+    result_or_model: PruneResult | SparseConversion | nn.Module,
     path: str | Path,
     *,
     overwrite: bool = False,
@@ -87,7 +87,8 @@ def save(
     state. No pickle is written; the folder appears atomically.
 
     Args:
-        result_or_model: a :class:`PruneResult` (records its spec and plan) or a module.
+        result_or_model: a :class:`PruneResult` (records its spec and plan), the result of
+            ``pk.to_sparse``, or a module.
         path: the folder to create.
         overwrite: replace an existing ``path``.
         model_ref: how to rebuild the original model: ``"zoo:NAME"``,
@@ -111,6 +112,8 @@ def save(
     path = Path(path)
     if isinstance(result_or_model, PruneResult):
         model, plan, spec = result_or_model.model, result_or_model.plan, result_or_model.plan.spec
+    elif isinstance(result_or_model, SparseConversion):
+        model, plan, spec = result_or_model.model, None, None
     elif isinstance(result_or_model, nn.Module):
         model, plan, spec = result_or_model, None, None
     else:
