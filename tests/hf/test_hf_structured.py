@@ -90,16 +90,19 @@ def test_save_pretrained_round_trip_for_uniform_widths(family: str, spec: object
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_plan_rebuilds_the_pruned_model_from_the_original(family: str) -> None:
-    # Per-layer head counts (explicit heads): only prunekit's plan can describe this.
+@pytest.mark.parametrize("config_from", ["original", "pruned"])
+def test_plan_rebuilds_the_pruned_model(family: str, config_from: str) -> None:
+    # Per-layer head counts (explicit heads): only prunekit's plan can describe this. The
+    # model to rebuild may come from the original config or from the pruned model's config.
     model = build(family)
     inputs = batch()
     result = pk.prune(model, pk.TransformerStructured(heads=HEADS[family], neurons=0.25,
                                                       layers=[1]))
     plan = pk.Plan.from_json(result.plan.to_json())
     config = copy.deepcopy(result.model.config)
-    for key, value in original_config_values(plan).items():
-        setattr(config, key, value)
+    if config_from == "original":
+        for key, value in original_config_values(plan).items():
+            setattr(config, key, value)
     fresh = type(model)(config).eval()
     rebuild_transformer(fresh, plan)
     fresh.load_state_dict(result.model.state_dict(), strict=True)

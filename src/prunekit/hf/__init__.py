@@ -2,6 +2,13 @@
 
 from .arch import read_arch
 from .prune import prune_transformer
+from .rebuild import original_config_values, rebuild_transformer
 from .spec import TransformerStructured
 
-__all__ = ["TransformerStructured", "prune_transformer", "read_arch"]
+__all__ = [
+    "TransformerStructured",
+    "prune_transformer",
+    "read_arch",
+    "rebuild_transformer",
+    "original_config_values",
+]

@@ -62,8 +62,12 @@ def _check_removed(model: nn.Module, plan: Plan) -> None:
 def rebuild_transformer(model: nn.Module, plan: Plan) -> nn.Module:
     """Resize an original Hugging Face model, in place, to the pruned architecture of ``plan``.
 
+    Works on a model built from the original config, and on one built from the pruned
+    config (what ``save_pretrained`` or the saved ``config.to_dict()`` give): blocks already
+    gone are not removed twice, widths already right are kept.
+
     Args:
-        model: the original model (same class and original config).
+        model: the original model (same class), from the original or the pruned config.
         plan: the plan of a ``TransformerStructured`` result.
 
     Returns:
@@ -71,14 +75,45 @@ def rebuild_transformer(model: nn.Module, plan: Plan) -> nn.Module:
         (uninitialised): load the pruned state dict next.
 
     Raises:
-        PlanError: the plan does not fit the model (checked before any change).
+        PlanError: the plan does not fit the model (block names are checked before any
+            change).
     """
+    if not _blocks_already_removed(model, plan):
+        _remove_blocks(model, plan)
+    _set_attributes(model, plan)
+    for key, shape in plan.shapes.items():
+        module_name, _, leaf = key.rpartition(".")
+        try:
+            module = model.get_submodule(module_name)
+        except AttributeError as exc:
+            raise PlanError(f"the plan gives a shape for {key!r}, which the model lacks") from exc
+        _resize(module, leaf, shape)
+    return model
+
+
+def _blocks_already_removed(model: nn.Module, plan: Plan) -> bool:
+    """True if ``model`` was built from the pruned config (its block count is already final)."""
+    after = plan.attributes.get("config", {}).get("num_hidden_layers")
+    before = plan.attributes.get("config_before", {}).get("num_hidden_layers")
+    if not plan.removed_modules or after is None or before is None:
+        return False
+    try:
+        container = model.get_submodule(plan.removed_modules[0].rpartition(".")[0])
+    except AttributeError:
+        return False
+    return isinstance(container, nn.ModuleList) and len(container) == after != before
+
+
+def _remove_blocks(model: nn.Module, plan: Plan) -> None:
     _check_removed(model, plan)
     for name in plan.removed_modules:
         parent, _, index = name.rpartition(".")
         container = model.get_submodule(parent)
         assert isinstance(container, nn.ModuleList)
         del container[int(index)]
+
+
+def _set_attributes(model: nn.Module, plan: Plan) -> None:
     config = read_arch(model).config
     for name, attrs in plan.attributes.items():
         if name == "config_before":
@@ -89,11 +124,3 @@ def rebuild_transformer(model: nn.Module, plan: Plan) -> nn.Module:
             raise PlanError(f"the plan sets attributes of {name!r}, which the model lacks") from exc
         for attr, value in attrs.items():
             setattr(target, attr, value)
-    for key, shape in plan.shapes.items():
-        module_name, _, leaf = key.rpartition(".")
-        try:
-            module = model.get_submodule(module_name)
-        except AttributeError as exc:
-            raise PlanError(f"the plan gives a shape for {key!r}, which the model lacks") from exc
-        _resize(module, leaf, shape)
-    return model
