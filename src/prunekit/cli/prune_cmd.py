@@ -70,7 +70,9 @@ def prune_command(
         "lenet", "--model", "-m", help="zoo name, torchvision:NAME or package.module:factory"
     ),
     method: Method = typer.Option(Method.unstructured, help="unstructured, nm or structured"),
-    sparsity: float | None = typer.Option(None, help="fraction removed, in [0, 1)"),
+    sparsity: float | None = typer.Option(
+        None, help="fraction removed, in [0, 1) (0.5 if neither this nor --threshold)"
+    ),
     threshold: float | None = typer.Option(None, help="remove everything scored below this"),
     scope: str = typer.Option("layer", help="layer or global ranking"),
     importance: str = typer.Option("l1", help="importance score (l1, l2, random, ...)"),
@@ -93,7 +95,7 @@ def prune_command(
       prunekit prune --model lenet --method unstructured --sparsity 0.9
       prunekit prune --model mlp --sparsity 0.8 --scope global --json
       prunekit prune --model vgg --method nm --nm 2:4 --ignore 0.0
-      prunekit prune -m mypkg.models:build --input-shape 1,3,32,32 --threshold 0.01
+      prunekit prune -m mypkg.models:build --input-shape 1,3,32,32
 
     Exit codes: 0 ok, 1 a check failed, 2 bad usage or input, 3 internal error.
     """
