@@ -134,3 +134,24 @@ def test_cautious_speedup_rejects_a_kernel_with_a_slow_tail():
     tail = [0.3] * 6 + [20.0] * 4  # fast median, but 40% of calls stall
     assert cautious_speedup(dense, steady) == 2.0
     assert cautious_speedup(dense, tail) < 1.0
+
+
+def test_attention_projection_read_by_its_parent_stays_dense():
+    layer = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)
+    model = nn.Sequential(layer, nn.Linear(32, 8))
+    x = torch.randn(2, 5, 32)
+    result = pk.prune(model, pk.Unstructured(sparsity=0.9), x)
+    conversion = to_sparse(result, x, kernel="csr")
+    rows = {r.name: r for r in conversion.layers}
+    for name in ("0.self_attn.out_proj", "0.linear1", "0.linear2"):
+        assert rows[name].kernel == "dense" and "reads the weight" in rows[name].reason
+    assert rows["1"].kernel == "csr"
+    conversion.model.eval()
+    result.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(conversion.model(x), result.model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_bare_linear_model_is_converted():
+    conversion = to_sparse(_pruned_linear(32, 8, 0.9), kernel="csr")
+    assert isinstance(conversion.model, CSRLinear)

@@ -20,6 +20,8 @@ from .modules import CSRLinear, SemiStructuredLinear, dense_weight
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_REASON = "convolution stays dense: no stock sparse convolution kernel beats dense here"
+WEIGHT_READERS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+PARENT_REASON = "stays dense: its parent module reads the weight directly (no forward call)"
 
 
 @dataclass(frozen=True)
@@ -200,20 +202,40 @@ def to_sparse(
     work = net if inplace else copy.deepcopy(net)
     finalize(work)
     conversion = SparseConversion(work)
+    pinned = _weight_readers(work)
     for name, module in list(work.named_modules()):
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear) and name in pinned:
+            conversion.layers.append(
+                _row(name, module, KernelChoice("dense", None, None, PARENT_REASON))
+            )
+        elif isinstance(module, nn.Linear):
             layer_rows = rows.get(name, batch_size or 1)
             choice, replacement = _decide(name, module, kernel, layer_rows, min_sparsity, margin)
-            if replacement is not None:
+            if replacement is not None and name:
                 work.set_submodule(name, replacement)
+            elif replacement is not None:  # the model is itself a Linear
+                conversion.model = replacement
             conversion.layers.append(_row(name, module, choice))  # the dense layer it replaced
         elif isinstance(module, CONV_TYPES) and _sparsity(module.weight.detach()) > 0:
             conversion.layers.append(
                 _row(name, module, KernelChoice("dense", None, None, CONV_REASON))
             )
     if outputs_before is not None and example_inputs is not None:
-        check_same_output_shapes(outputs_before, run_example(work, example_inputs), "to_sparse")
+        after = run_example(conversion.model, example_inputs)
+        check_same_output_shapes(outputs_before, after, "to_sparse")
     return conversion
+
+
+def _weight_readers(model: nn.Module) -> set[str]:
+    """Linear layers inside modules that read ``.weight`` themselves (torch attention and
+    transformer layers: fused fast paths) instead of calling the layer."""
+    return {
+        f"{name}.{child_name}" if name else child_name
+        for name, module in model.named_modules()
+        if isinstance(module, WEIGHT_READERS)
+        for child_name, child in module.named_modules()
+        if isinstance(child, nn.Linear) and child_name
+    }
 
 
 def sparse_kernels(model: nn.Module) -> dict[str, str]:
