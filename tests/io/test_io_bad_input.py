@@ -145,3 +145,16 @@ def test_factory_that_builds_another_architecture(artefact):
     assert "build=" in (info.value.hint or "")
     with pytest.raises(FormatError, match="not an nn.Module"):
         pk.load(folder, build=lambda: 3)
+
+
+def test_non_tensor_extra_state_is_refused_before_writing(tmp_path):
+    class WithExtra(torch.nn.Linear):
+        def get_extra_state(self):
+            return {"note": "not a tensor"}
+
+        def set_extra_state(self, state):
+            pass
+
+    with pytest.raises(pk.UnsupportedModelError, match="not tensors"):
+        pk.save(WithExtra(4, 4), tmp_path / "extra")
+    assert not (tmp_path / "extra").exists()

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..apply.masks import apply_mask, effective_weight, masked_modules
+from ..errors import UnsupportedModelError
 from ..sparse.convert import sparse_kernels
 from ..sparse.modules import dense_weight
 
@@ -33,7 +34,14 @@ def _join(module: str, name: str) -> str:
 
 def logical_state(model: nn.Module) -> dict[str, LogicalTensor]:
     """``{original state-dict key: LogicalTensor}`` for ``model`` in any end state."""
-    state = {k: LogicalTensor(v.detach(), None) for k, v in model.state_dict().items()}
+    raw = model.state_dict()
+    odd = [k for k, v in raw.items() if not isinstance(v, torch.Tensor)]
+    if odd:
+        raise UnsupportedModelError(
+            f"state-dict entries that are not tensors cannot be saved without pickle: {odd[:5]}",
+            "store such extra state as tensors (buffers) or rebuild it in the model factory",
+        )
+    state = {k: LogicalTensor(v.detach(), None) for k, v in raw.items()}
     for name, module, param in masked_modules(model):
         state.pop(_join(name, f"{param}_orig"))
         mask = state.pop(_join(name, f"{param}_mask")).value
