@@ -10,9 +10,9 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from ..errors import FormatError, UnsupportedModelError
+from ..errors import FormatError, SpecError, UnsupportedModelError
 from ..plan import Plan
-from ..sparse.convert import to_sparse
+from ..sparse.convert import apply_kernels
 from ..sparse.decode import decode, decode_into, keep_mask
 from ..sparse.formats import Encoded
 from ..sparse.validate import _PARTS, validate_encoded
@@ -155,13 +155,6 @@ def _check_fits(model: nn.Module, stored: Stored) -> None:
         )
 
 
-def _check_sparse_modules(model: nn.Module, manifest: Manifest) -> None:
-    linear = {name for name, module in model.named_modules() if isinstance(module, nn.Linear)}
-    bad = sorted(set(manifest.sparse_modules) - linear)
-    if bad:
-        raise FormatError(f"manifest names sparse layers that are not nn.Linear: {bad[:5]}")
-
-
 def _match_dtype(model: nn.Module, stored: Stored) -> None:
     """Cast the model to the saved float dtype when the file holds a single one."""
     values = [enc.parts["values"] for enc in stored.values()]
@@ -233,11 +226,12 @@ def load(
     model = _build(manifest, build, allow_import)
     _rebuild_physical(model, manifest)
     _check_fits(model, stored)
-    _check_sparse_modules(model, manifest)
     _match_dtype(model, stored)
     _load_strict(model, stored)
-    if manifest.sparse_modules:
-        to_sparse(model, kernel=manifest.sparse_modules, inplace=True)
+    try:
+        apply_kernels(model, manifest.sparse_modules)
+    except SpecError as exc:
+        raise FormatError(f"manifest sparse_modules: {exc.message}", exc.hint) from exc
     masked = {k: keep_mask(enc) for k, enc in stored.items() if manifest.tensors[k].masked}
     restore_masks(model, masked)
     return model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from .dispatch import KERNELS, KernelChoice, candidate_kernels, choose_kernel, s
 from .formats import choose_format
 from .modules import CSRLinear, SemiStructuredLinear, dense_weight
 
+log = logging.getLogger(__name__)
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_REASON = "convolution stays dense: no stock sparse convolution kernel beats dense here"
 WEIGHT_READERS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
@@ -224,6 +226,47 @@ def to_sparse(
         after = run_example(conversion.model, example_inputs)
         check_same_output_shapes(outputs_before, after, "to_sparse")
     return conversion
+
+
+def apply_kernels(model: nn.Module, kernels: Mapping[str, str]) -> dict[str, str]:
+    """Swap the named ``nn.Linear`` layers of ``model`` for sparse ones, in place, no timing.
+
+    This is how a saved sparse-stored model is restored. A kernel this device cannot run
+    (2:4 without CUDA fp16/bf16) leaves the layer dense, with a warning.
+
+    Args:
+        model: a model without masks whose named layers are ``nn.Linear``.
+        kernels: ``{layer name: "csr" | "2:4"}``.
+
+    Returns:
+        ``{layer name: kernel}`` actually applied.
+    """
+    pinned = _weight_readers(model)
+    bad = [n for n in kernels if n in pinned or not isinstance(_find(model, n), nn.Linear)]
+    if bad:
+        raise SpecError(
+            f"cannot run these layers sparse: {bad[:5]}",
+            "only nn.Linear layers outside torch attention/transformer layers",
+        )
+    applied = {}
+    for name, kernel in kernels.items():
+        linear = model.get_submodule(name)
+        assert isinstance(linear, nn.Linear)  # checked above
+        if kernel not in candidate_kernels(linear):
+            log.warning(
+                "%s: kernel %s is unavailable on this device/dtype; stays dense", name, kernel
+            )
+            continue
+        model.set_submodule(name, sparse_module(linear, kernel))
+        applied[name] = kernel
+    return applied
+
+
+def _find(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
 
 
 def _weight_readers(model: nn.Module) -> set[str]:
