@@ -12,7 +12,7 @@ from torch import nn
 
 from ..errors import FormatError, SpecError, UnsupportedModelError
 from ..plan import Plan
-from ..sparse.convert import apply_kernels
+from ..sparse.convert import apply_kernels, check_kernels
 from ..sparse.decode import decode, decode_into, keep_mask
 from ..sparse.formats import Encoded
 from ..sparse.validate import _PARTS, validate_encoded
@@ -226,12 +226,13 @@ def load(
     model = _build(manifest, build, allow_import)
     _rebuild_physical(model, manifest)
     _check_fits(model, stored)
-    _match_dtype(model, stored)
-    _load_strict(model, stored)
     try:
-        apply_kernels(model, manifest.sparse_modules)
+        check_kernels(model, manifest.sparse_modules)
     except SpecError as exc:
         raise FormatError(f"manifest sparse_modules: {exc.message}", exc.hint) from exc
+    _match_dtype(model, stored)
+    _load_strict(model, stored)
+    apply_kernels(model, manifest.sparse_modules)
     masked = {k: keep_mask(enc) for k, enc in stored.items() if manifest.tensors[k].masked}
     restore_masks(model, masked)
     return model

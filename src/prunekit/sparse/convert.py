@@ -228,6 +228,18 @@ def to_sparse(
     return conversion
 
 
+def check_kernels(model: nn.Module, kernels: Mapping[str, str]) -> None:
+    """Raise :class:`SpecError` unless every named layer can be swapped for a sparse one."""
+    pinned = _weight_readers(model)
+    bad = [n for n in kernels if n in pinned or not isinstance(_find(model, n), nn.Linear)]
+    bad += [f"{n}={k}" for n, k in kernels.items() if k not in KERNELS[1:]]
+    if bad:
+        raise SpecError(
+            f"cannot run these layers sparse: {bad[:5]}",
+            "only nn.Linear layers outside torch attention/transformer layers, kernel csr or 2:4",
+        )
+
+
 def apply_kernels(model: nn.Module, kernels: Mapping[str, str]) -> dict[str, str]:
     """Swap the named ``nn.Linear`` layers of ``model`` for sparse ones, in place, no timing.
 
@@ -241,13 +253,7 @@ def apply_kernels(model: nn.Module, kernels: Mapping[str, str]) -> dict[str, str
     Returns:
         ``{layer name: kernel}`` actually applied.
     """
-    pinned = _weight_readers(model)
-    bad = [n for n in kernels if n in pinned or not isinstance(_find(model, n), nn.Linear)]
-    if bad:
-        raise SpecError(
-            f"cannot run these layers sparse: {bad[:5]}",
-            "only nn.Linear layers outside torch attention/transformer layers",
-        )
+    check_kernels(model, kernels)
     applied = {}
     for name, kernel in kernels.items():
         linear = model.get_submodule(name)
