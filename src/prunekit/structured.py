@@ -16,7 +16,7 @@ model is restored and a :class:`CouplingError` names the module.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,12 +154,13 @@ def _attempt(model: nn.Module, decision: Decision, example_inputs: ExampleInputs
     return work, attributes
 
 
-def _cut_with_retries(model: nn.Module, spec: Structured, example_inputs: ExampleInputs,
-                      analysis: Analysis, scores: torch.Tensor, overrides: dict[str, float],
+def _cut_with_retries(model: nn.Module, example_inputs: ExampleInputs, analysis: Analysis,
+                      choose: Callable[[Analysis], Decision],
                       inplace: bool) -> tuple[nn.Module, Decision, dict[str, Any]]:
+    """Cut what ``choose`` decides; on a failing forward pin the failing class and redo."""
     pinned: list[str] = []
     while True:
-        decision = _decide(analysis, spec, scores, overrides)
+        decision = choose(analysis)
         try:
             work, attributes = _attempt(model, decision, example_inputs, analysis, inplace)
             return work, decision, attributes
@@ -189,7 +190,10 @@ def remove_channels(
     *,
     inplace: bool = False,
 ) -> nn.Module:
-    """Remove exactly the channels marked in ``removed`` (no scoring, no retries).
+    """Remove the channels marked in ``removed`` (no scoring).
+
+    Channels that turn out to be pinned after a failed try (see the module docstring) are
+    kept.
 
     Args:
         model: the model ``analysis`` was made on.
@@ -206,7 +210,10 @@ def remove_channels(
     if bool((removed & analysis.frozen).any()):
         raise CouplingError("some channels marked for removal are frozen (outputs, ignored "
                             "modules or channels mixed by an op)")
-    work, _ = _attempt(model, decision_for(analysis, removed), example_inputs, analysis, inplace)
+    work, _, _ = _cut_with_retries(
+        model, example_inputs, analysis,
+        lambda current: decision_for(current, removed & ~current.frozen), inplace,
+    )
     return work
 
 
@@ -264,7 +271,8 @@ def prune_structured(
     layers_before = layer_infos(model, [t.module_name for t in targets] + list(skipped))
     params_before = count_parameters(model)
     work, decision, attributes = _cut_with_retries(
-        model, spec, example_inputs, analysis, scores, resolved, inplace
+        model, example_inputs, analysis,
+        lambda current: _decide(current, spec, scores, resolved), inplace,
     )
     plan = Plan(
         spec=spec.to_dict(),

@@ -8,6 +8,8 @@ removal of dead channels (float64), and sparsity 0 as an exact no-op.
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable
 
 import pytest
@@ -16,6 +18,7 @@ from structured_oracles import check_pruned, dead_channel_equivalence, outputs
 from torch import nn
 
 import prunekit as pk
+from prunekit.measure.counting import count_macs
 
 tv = pytest.importorskip("torchvision")
 M = tv.models
@@ -56,39 +59,35 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], str]] = {
         (1, 3, 64, 64), "backbone.4.block.0"),
 }
 NAMES = list(CASES)
+CHECKS = ["0.3-layer", "0.5-layer", "0.3-global", "0.5-global", "round_to_8", "dead_channels",
+          "sparsity_0"]
 
 
-def build(name: str) -> tuple[nn.Module, torch.Tensor]:
+@functools.lru_cache(maxsize=1)
+def reference(name: str) -> tuple[nn.Module, torch.Tensor, list[torch.Tensor], int]:
+    """Model, input, outputs and MACs, built once per model (tests never mutate the model)."""
     factory, shape, _ = CASES[name]
     torch.manual_seed(0)
-    return factory().eval(), torch.randn(shape)
+    model, x = factory().eval(), torch.randn(shape)
+    return model, x, outputs(model, x), count_macs(model, x)
 
 
+@pytest.mark.parametrize("check", CHECKS)
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("sparsity, scope", [(0.3, "layer"), (0.5, "layer"), (0.3, "global"),
-                                             (0.5, "global")])
-def test_torchvision_prune(name: str, sparsity: float, scope: str) -> None:
-    model, x = build(name)
-    check_pruned(model, x, pk.Structured(sparsity=sparsity, scope=scope), [CASES[name][2]])
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_torchvision_round_to_8(name: str) -> None:
-    model, x = build(name)
-    check_pruned(model, x, pk.Structured(sparsity=0.5, round_to=8), [])
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_torchvision_dead_channels_removed_exactly(name: str) -> None:
-    model, x = build(name)
-    assert dead_channel_equivalence(model, x) > 0
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_torchvision_sparsity_zero_is_a_no_op(name: str) -> None:
-    model, x = build(name)
-    result = pk.prune(model, pk.Structured(sparsity=0.0), x)
-    before, after = model.state_dict(), result.model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    for want, have in zip(outputs(model, x), outputs(result.model, x), strict=True):
-        assert torch.equal(want, have)
+def test_torchvision(name: str, check: str) -> None:
+    model, x, before, macs = reference(name)
+    if check == "dead_channels":
+        assert dead_channel_equivalence(copy.deepcopy(model), x) > 0
+    elif check == "sparsity_0":
+        result = pk.prune(model, pk.Structured(sparsity=0.0), x)
+        want, have = model.state_dict(), result.model.state_dict()
+        assert all(torch.equal(want[k], have[k]) for k in want)
+        for a, b in zip(before, outputs(result.model, x), strict=True):
+            assert torch.equal(a, b)
+    elif check == "round_to_8":
+        check_pruned(model, x, pk.Structured(sparsity=0.5, round_to=8), [],
+                     reference=(before, macs))
+    else:
+        sparsity, scope = check.split("-")
+        spec = pk.Structured(sparsity=float(sparsity), scope=scope)  # type: ignore[arg-type]
+        check_pruned(model, x, spec, [CASES[name][2]], reference=(before, macs))
