@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from io_helpers import masked_zoo
+from io_helpers import assert_same_outputs, masked_zoo
 
 import prunekit as pk
 from prunekit.apply.surgery.rebuild import rebuild_pruned_architecture
@@ -53,7 +53,7 @@ def test_structured_zoo_model_exports(tmp_path):
 
 @pytest.mark.torchvision
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
-def test_torchvision_models_export(name, tmp_path):
+def test_torchvision_models_export_and_round_trip(name, tmp_path):
     pytest.importorskip("torchvision")
     from prunekit.cli.model_ref import build_model
 
@@ -66,6 +66,8 @@ def test_torchvision_models_export(name, tmp_path):
     except ImportError:
         result = pk.prune(model, pk.Unstructured(sparsity=0.7), x)
     _export_and_check(result.model, x, tmp_path / f"{name}.onnx")
+    folder = pk.save(result, tmp_path / name, model_ref=f"torchvision:{name}")
+    assert_same_outputs(pk.load(folder), result.model, x)
 
 
 def test_export_refuses_to_overwrite(tmp_path):
