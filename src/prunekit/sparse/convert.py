@@ -143,7 +143,10 @@ def _decide(
         return KernelChoice("dense", None, None, "requested"), None
     if wanted not in candidate_kernels(linear):
         return KernelChoice("dense", None, None, f"{wanted} unavailable on this device/dtype"), None
-    return KernelChoice(wanted, None, None, "requested"), sparse_module(linear, wanted)
+    try:
+        return KernelChoice(wanted, None, None, "requested"), sparse_module(linear, wanted)
+    except (RuntimeError, ValueError) as exc:  # e.g. a shape the 2:4 kernels refuse
+        return KernelChoice("dense", None, None, f"{wanted} refused this layer: {exc}"), None
 
 
 def to_sparse(
@@ -263,7 +266,11 @@ def apply_kernels(model: nn.Module, kernels: Mapping[str, str]) -> dict[str, str
                 "%s: kernel %s is unavailable on this device/dtype; stays dense", name, kernel
             )
             continue
-        model.set_submodule(name, sparse_module(linear, kernel))
+        try:
+            model.set_submodule(name, sparse_module(linear, kernel))
+        except (RuntimeError, ValueError) as exc:
+            log.warning("%s: kernel %s refused this layer (%s); stays dense", name, kernel, exc)
+            continue
         applied[name] = kernel
     return applied
 
