@@ -158,3 +158,12 @@ def test_non_tensor_extra_state_is_refused_before_writing(tmp_path):
     with pytest.raises(pk.UnsupportedModelError, match="not tensors"):
         pk.save(WithExtra(4, 4), tmp_path / "extra")
     assert not (tmp_path / "extra").exists()
+
+
+def test_missing_parent_folders_are_created(tmp_path):
+    result, x = masked_zoo("mlp")
+    folder = pk.save(result, tmp_path / "a" / "b" / "mlp")
+    assert_same_outputs(pk.load(folder), result.model, x)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FormatError, match="not a folder"):
+        pk.save(result, tmp_path / "file" / "mlp")

@@ -38,8 +38,16 @@ def check_target(path: Path, overwrite: bool) -> None:
         raise ArtifactExistsError(
             f"{path} already exists", "pass overwrite=True (CLI: --overwrite)"
         )
-    if not path.parent.is_dir():
-        raise FormatError(f"the parent folder of {path} does not exist", "create it first")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise FormatError(f"{path.parent} is not a folder", "choose another output path")
+
+
+def ensure_parent(path: Path) -> None:
+    """Create the folder that will hold ``path`` (an empty folder is harmless if we fail)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FormatError(f"cannot create {path.parent}: {exc}") from exc
 
 
 @contextlib.contextmanager
@@ -55,6 +63,7 @@ def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     check_target(path, overwrite)
+    ensure_parent(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
@@ -88,6 +97,7 @@ def atomic_file(path: Path, data: bytes, overwrite: bool = False) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder + os.replace)."""
     path = Path(path)
     check_target(path, overwrite)
+    ensure_parent(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

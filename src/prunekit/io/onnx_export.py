@@ -25,7 +25,7 @@ from ..apply.masks import finalize
 from ..errors import ExampleInputError, FormatError
 from ..inputs import ExampleInputs, run_example
 from ..sparse.modules import CSRLinear, SemiStructuredLinear, to_linear
-from .atomic import check_target
+from .atomic import check_target, ensure_parent
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ def export_onnx(
     work = exportable_copy(model)
     run_example(work, example_inputs)
     args, kwargs = _as_args(example_inputs)
+    ensure_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".onnx", dir=path.parent)
     os.close(fd)
     try:
