@@ -106,7 +106,31 @@ def decision_for(analysis: Analysis, removed: torch.Tensor) -> Decision:
                 f"module {module!r}: its heads would be pruned unevenly ({previous} vs {count})",
                 f"pass ignore=[{module!r}]",
             )
-    return Decision(removed, kept, {m: a for m, a in head_attrs.items() if a})
+    return Decision(removed, kept, _with_widths(analysis, head_attrs))
+
+
+WIDTH_ATTRS = ("all_head_size", "inner_dim")  # heads x head_dim, recomputed with the heads
+
+
+def _with_widths(
+    analysis: Analysis, head_attrs: dict[str, dict[str, int]]
+) -> dict[str, dict[str, int]]:
+    """Add ``all_head_size``-style attributes of modules whose head count changes."""
+    result: dict[str, dict[str, int]] = {}
+    for module, attrs in head_attrs.items():
+        owner = analysis.modules.get(module)
+        updated = dict(attrs)
+        for attr, heads in attrs.items():
+            old = getattr(owner, attr, None)
+            if not isinstance(old, int) or old == heads:
+                continue
+            for width in WIDTH_ATTRS:
+                value = getattr(owner, width, None)
+                if isinstance(value, int) and value % old == 0:
+                    updated[width] = value // old * heads
+        if updated:
+            result[module] = updated
+    return result
 
 
 def _run(model: nn.Module, example_inputs: ExampleInputs) -> list[torch.Tensor]:

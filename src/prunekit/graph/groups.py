@@ -59,6 +59,7 @@ class Analysis:
     head_rules: list[tuple[str, str, torch.Tensor]]  # (module, attr, channel of each head)
     class_channels: dict[str, torch.Tensor]
     outputs: list[torch.Tensor]
+    modules: dict[str, torch.nn.Module] = field(default_factory=dict)
 
 
 def _free_member(key: str, amap: torch.Tensor, dense: torch.Tensor) -> Member | None:
@@ -179,4 +180,5 @@ def analyze(
         chan = _lookup(state, table, torch.cat(atom_list))
         class_channels[cls] = chan[chan >= 0].unique()
     groups = _groups(members, n, frozen, mixing)
-    return Analysis(n, members, groups, frozen, heads, class_channels, outputs)
+    return Analysis(n, members, groups, frozen, heads, class_channels, outputs,
+                    dict(model.named_modules()))
