@@ -6,7 +6,7 @@ import threading
 
 import pytest
 import torch
-from core_helpers import assert_same, fingerprint
+from core_testlib import assert_same, fingerprint
 from torch import nn
 
 import prunekit as pk

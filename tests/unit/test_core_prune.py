@@ -6,7 +6,7 @@ import logging
 
 import pytest
 import torch
-from core_helpers import ConvStack, nonzero_free
+from core_testlib import ConvStack, nonzero_free
 from torch import nn
 
 import prunekit as pk

@@ -1,4 +1,4 @@
-"""Shared helpers for the core tests: model fingerprints and small models."""
+"""Shared code for the core tests: model fingerprints and small models."""
 
 from __future__ import annotations
 
