@@ -64,6 +64,13 @@ def render_summary(summary: Summary, console: Console) -> None:
     )
 
 
+def artifact_ref(model: str) -> str:
+    """``--model`` as a saved-artefact reference (``zoo:``, ``torchvision:``, ``import:``)."""
+    if ":" not in model:
+        return f"zoo:{model}"
+    return model if model.startswith("torchvision:") else f"import:{model}"
+
+
 @report_failures
 def prune_command(
     model: str = typer.Option(
@@ -112,7 +119,7 @@ def prune_command(
     if output is not None:
         from ..io import save
 
-        save(result, output, overwrite=overwrite)
+        save(result, output, overwrite=overwrite, model_ref=artifact_ref(model))
     summary = result.summary()
     if as_json:
         payload = {"model": model, "spec": spec.to_dict(), **summary.to_dict()}
