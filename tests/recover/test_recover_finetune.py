@@ -17,6 +17,7 @@ from prunekit.recover import (
     cosine_factor,
     distillation_loss,
     finetune,
+    recalibrate_batchnorm,
     snapshot,
 )
 
@@ -109,3 +110,15 @@ def test_bad_settings_are_rejected_with_every_problem_named() -> None:
     with pytest.raises(SpecError) as info:
         RecoveryConfig(lr=0, alpha=2.0)
     assert "lr=0" in info.value.message and "alpha=2.0" in info.value.message
+
+
+def test_batchnorm_recalibration_gives_the_exact_statistics_of_the_batches() -> None:
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).eval()
+    batches = [(torch.randn(16, 4) * 3 + 1, torch.zeros(16)) for _ in range(3)]
+    weight = model[0].weight.detach().clone()
+    used = recalibrate_batchnorm(model, batches, max_batches=2)
+    features = torch.cat([model[0](x) for x, _ in batches[:2]]).detach()
+    assert used == 2 and not model.training
+    assert torch.allclose(model[1].running_mean, features.mean(0), atol=1e-5)
+    assert model[1].momentum == 0.1  # restored
+    assert torch.equal(model[0].weight, weight)

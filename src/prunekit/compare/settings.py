@@ -65,7 +65,8 @@ class CompareSettings:
         """The fine-tuning recipe every variant gets."""
         return RecoveryConfig(epochs=self.epochs, lr=self.lr, weight_decay=5e-4,
                               distill=self.distill, seed=self.seed,
-                              max_steps=QUICK_MAX_STEPS if self.quick else None)
+                              max_steps=QUICK_MAX_STEPS if self.quick else None,
+                              bn_recalibration_batches=QUICK_MAX_STEPS if self.quick else 0)
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match for cached variant results to be reused on resume."""

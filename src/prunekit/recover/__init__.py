@@ -1,5 +1,6 @@
 """Recovery fine-tuning: a loop (:func:`finetune`) and a step for your own loop."""
 
+from .batchnorm import recalibrate_batchnorm
 from .config import RecoveryConfig
 from .finetune import FinetuneReport, finetune
 from .invariants import Snapshot, check_unchanged, snapshot
@@ -15,4 +16,5 @@ __all__ = [
     "Snapshot",
     "snapshot",
     "check_unchanged",
+    "recalibrate_batchnorm",
 ]

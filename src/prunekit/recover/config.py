@@ -24,6 +24,8 @@ class RecoveryConfig:
         alpha: weight of the distillation term; ``1 - alpha`` weights the label loss.
         label_smoothing: cross-entropy label smoothing.
         seed: seeds the run (dropout etc.); data order is the loader's business.
+        bn_recalibration_batches: after training, re-estimate BatchNorm statistics over
+            this many training batches (0: keep the running averages of training).
     """
 
     epochs: int = 1
@@ -37,6 +39,7 @@ class RecoveryConfig:
     alpha: float = 0.7
     label_smoothing: float = 0.0
     seed: int = 0
+    bn_recalibration_batches: int = 0
 
     def __post_init__(self) -> None:
         problems = []

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .batchnorm import recalibrate_batchnorm
 from .config import RecoveryConfig
 from .invariants import check_unchanged, snapshot
 from .step import RecoveryStep
@@ -94,6 +95,7 @@ def finetune(
             log.info("%s epoch %d: loss %.4f", description, epoch + 1, losses[-1])
             if on_epoch_end is not None:
                 on_epoch_end(epoch, losses[-1])
+    recalibrate_batchnorm(model, train_loader, config.bn_recalibration_batches)
     model.eval()
     check_unchanged(model, before)
     return FinetuneReport(step.steps_done, len(losses), time.perf_counter() - start, losses)
