@@ -90,3 +90,11 @@ def test_dead_inputs_do_not_break_the_hessian() -> None:
     hinv = inverse_hessian_factor(x.t() @ x, 64, damp=0.01)
     w_new, keep = sparsegpt_prune(torch.randn(4, 8), hinv, sparsity=0.5)
     assert torch.isfinite(w_new).all() and int((~keep).sum()) == 16
+
+
+def test_wanda_ties_still_remove_the_exact_count() -> None:
+    w = torch.ones(3, 8)
+    w[0, :5] = 0.0  # five tied lowest scores, four to remove: the first four go
+    keep = wanda_mask(w, torch.ones(8), sparsity=0.5)
+    assert keep.sum(dim=1).tolist() == [4, 4, 4]
+    assert keep[0].tolist() == [False] * 4 + [True] * 4

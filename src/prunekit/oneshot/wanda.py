@@ -21,10 +21,15 @@ def wanda_scores(weight: torch.Tensor, input_sq_sum: torch.Tensor) -> torch.Tens
 def row_masks(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Keep-mask removing exactly ``sparsity`` of every output row's lowest scores."""
     k = removal_count(scores.shape[1], sparsity)
-    keep = torch.ones_like(scores, dtype=torch.bool)
-    if k:
-        lowest = scores.argsort(dim=1, stable=True)[:, :k]  # (out, k), ties by position
-        keep.scatter_(1, lowest, False)
+    if not k:
+        return torch.ones_like(scores, dtype=torch.bool)
+    kth = scores.kthvalue(k, dim=1, keepdim=True).values  # (out, 1): O(in) per row
+    keep = scores > kth
+    tied = (~keep).sum(dim=1) != k  # rows where ties at the k-th value remove too many
+    if bool(tied.any()):
+        rows = scores[tied]
+        lowest = rows.argsort(dim=1, stable=True)[:, :k]  # ties broken by position
+        keep[tied] = torch.ones_like(rows, dtype=torch.bool).scatter_(1, lowest, False)
     return keep
 
 
