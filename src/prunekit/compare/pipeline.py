@@ -14,7 +14,7 @@ from torch import nn
 from ..api import prune
 from ..apply.masks import effective_weight, finalize
 from ..result import PruneResult
-from ..specs import NM, Spec, Structured
+from ..specs import NM, Spec
 from ..targets import resolve_targets
 from .variants import Variant
 
@@ -112,7 +112,3 @@ def layer_table(model: nn.Module, dense: nn.Module) -> list[dict[str, Any]]:
             "sparsity": float((weight == 0).sum()) / max(1, weight.numel()),
         })
     return rows
-
-
-def is_structured(variant: Variant) -> bool:
-    return any(isinstance(s, Structured) for s in variant.specs)

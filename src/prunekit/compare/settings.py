@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ class CompareSettings:
     threads: int = 1
     lr: float = FINETUNE_LR
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def train_limit(self) -> int | None:
