@@ -14,6 +14,10 @@ from prunekit.measure.counting import count_macs, count_params
 from prunekit.structured import remove_channels
 
 
+WIDTHS = {"in_channels", "out_channels", "in_features", "out_features", "num_features",
+          "embedding_dim", "num_channels", "num_parameters"}
+
+
 def outputs(model: nn.Module, x: Any) -> list[torch.Tensor]:
     model.eval()
     with torch.no_grad():
@@ -44,11 +48,10 @@ def check_pruned(
     state = pruned.state_dict()
     for key, value in ignored.items():  # ignored layers: same values
         assert torch.equal(state[key], value), key
-    if spec.round_to > 1:
-        for key, dims in result.plan.kept.items():
-            for dim, kept in dims.items():
-                if state[key].dim() > 1:
-                    assert len(kept) % spec.round_to == 0, (key, dim, len(kept))
+    if spec.round_to > 1:  # every layer width that changed is a multiple of round_to
+        for module, attrs in result.plan.attributes.items():
+            for attr in WIDTHS.intersection(attrs):
+                assert attrs[attr] % spec.round_to == 0, (module, attr, attrs[attr])
     pruned.eval()
     pruned.zero_grad()
     loss = sum(t.float().sum() for t in flat_tensors(call_model(pruned, x)))

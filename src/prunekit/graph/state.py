@@ -98,15 +98,15 @@ class TraceState:
             self.maps.pop(id(tensor), None)
             return
         self.maps[id(tensor)] = (tensor, compress(amap))
-        if self.stack:
-            cls = type(self.stack[-1][1]).__name__
-            self.class_atoms.setdefault(cls, []).append(amap.reshape(-1).unique())
+        self.note_inputs([amap])
 
     def note_inputs(self, maps: list[torch.Tensor]) -> None:
-        """Remember the atoms an op of the current module class reads (for retries)."""
-        if self.stack and maps:
-            cls = type(self.stack[-1][1]).__name__
-            self.class_atoms.setdefault(cls, []).extend(m.reshape(-1).unique() for m in maps)
+        """Remember the atoms read or written inside each running module class (for retries)."""
+        if not self.stack or not maps:
+            return
+        atoms = torch.cat([m.reshape(-1) for m in maps]).unique()
+        for cls in {type(module).__name__ for _, module in self.stack}:
+            self.class_atoms.setdefault(cls, []).append(atoms)
 
     def map_of_rep(self, amap: torch.Tensor) -> torch.Tensor:
         """One atom per position of the leading dims (the last two dims reduced)."""
