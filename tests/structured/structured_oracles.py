@@ -13,7 +13,6 @@ from prunekit.inputs import call_model, flat_tensors
 from prunekit.measure.counting import count_macs, count_params
 from prunekit.structured import remove_channels
 
-
 WIDTHS = {"in_channels", "out_channels", "in_features", "out_features", "num_features",
           "embedding_dim", "num_channels", "num_parameters"}
 
