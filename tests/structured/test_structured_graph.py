@@ -142,3 +142,10 @@ def test_every_layer_type_handler() -> None:
     assert m.embed.embedding_dim == 3 and m.vol.in_channels == 3 and m.vol.out_channels == 4
     y, v = m(*inputs)
     assert y.shape == (2, 3, 16) and v.shape == (2, 2)
+
+
+def test_overrides_set_a_layer_sparsity() -> None:
+    model, x = pk.zoo.build("vgg"), pk.zoo.example_inputs("vgg")
+    result = pk.prune(model, pk.Structured(sparsity=0.5), x, overrides={"0.0": 0.25})
+    assert result.model[0][0].out_channels == 24  # 25% of 32 removed
+    assert result.model[1][0].out_channels == 16  # the default 50%
