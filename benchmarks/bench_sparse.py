@@ -5,7 +5,7 @@ vs the dense safetensors file, (2) CPU latency of dense vs CSR Linear at 90% / 9
 4096x4096 and 768x3072 weights at batch 64 and 1, with the layer ``pk.to_sparse`` picks
 automatically, and (3) the load time of a saved artefact vs loading the dense safetensors.
 
-Run: .venv/bin/python benchmarks/bench_sparse.py [--threads 2] [--json out.json]
+Run: .venv/bin/python benchmarks/bench_sparse.py [--threads 2] [--json out.json] [--no-latency]
 """
 
 from __future__ import annotations
@@ -134,6 +134,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--no-latency", action="store_true",
+                        help="only the bytes on disk and the load times")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"device: CPU ({platform.processor() or platform.machine()}), dtype fp32 "
@@ -152,10 +154,11 @@ def main() -> None:
     print("\nload time into a built model (median ms; ratio to the dense safetensors load)")
     for label, ms in loads.items():
         print(f"  {label:<38} {ms:8.1f}  {ms / loads['dense safetensors']:5.2f}x")
-    latency = latency_rows(args.repeats)
-    print("\nLinear latency, CPU fp32 (median ms; speed-up = dense / sparse)")
-    print(f"  {'weight':<10} {'sparsity':>8} {'batch':>5} {'dense':>8} {'csr':>8} {'csr x':>6}"
-          f"  {'auto':>6} {'auto ms':>8} {'auto x':>6}")
+    latency = [] if args.no_latency else latency_rows(args.repeats)
+    if latency:
+        print("\nLinear latency, CPU fp32 (median ms; speed-up = dense / sparse)")
+        print(f"  {'weight':<10} {'sparsity':>8} {'batch':>5} {'dense':>8} {'csr':>8} "
+              f"{'csr x':>6}  {'auto':>6} {'auto ms':>8} {'auto x':>6}")
     for r in latency:
         print(f"  {r['shape']:<10} {r['sparsity']:>8.0%} {r['batch']:>5} {r['dense_ms']:>8.3f} "
               f"{r['csr_ms']:>8.3f} {r['csr_speedup']:>6.2f}  {r['auto_kernel']:>6} "

@@ -42,7 +42,8 @@ def _rewrite_weights(folder: Path, edit) -> None:
 def _resync(folder: Path) -> None:
     weights = folder / "model.safetensors"
     _edit_manifest(folder, lambda d: d["weights"].update(
-        bytes=weights.stat().st_size, sha256=SAVE_MODULE._sha256(weights)))
+        bytes=weights.stat().st_size, sha256=SAVE_MODULE.file_digest(weights, "sha256"),
+        crc32=SAVE_MODULE.file_digest(weights, "crc32")))
 
 
 def test_existing_path_is_refused_and_left_untouched(artefact):

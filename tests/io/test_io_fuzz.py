@@ -10,6 +10,7 @@ import hashlib
 import json
 import random
 import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,8 @@ def _copy(folder: Path, target: Path) -> Path:
 def _resync(folder: Path) -> None:
     data = json.loads((folder / "manifest.json").read_text())
     weights = (folder / "model.safetensors").read_bytes()
-    data["weights"].update(bytes=len(weights), sha256=hashlib.sha256(weights).hexdigest())
+    data["weights"].update(bytes=len(weights), sha256=hashlib.sha256(weights).hexdigest(),
+                           crc32=f"{zlib.crc32(weights):08x}")
     (folder / "manifest.json").write_text(json.dumps(data))
 
 

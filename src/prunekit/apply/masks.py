@@ -79,8 +79,21 @@ def effective_weight(module: nn.Module, param: str = "weight") -> torch.Tensor:
     return weight.detach()
 
 
-def apply_mask(module: nn.Module, mask: torch.Tensor, param: str = "weight") -> None:
+def apply_mask(
+    module: nn.Module, mask: torch.Tensor, param: str = "weight", *, zeros_applied: bool = False
+) -> None:
     """Mask ``module.<param>`` with ``mask`` (True = kept); an existing mask only shrinks.
+
+    Args:
+        module: the module that owns the parameter.
+        mask: keep-mask, bool or 0/1 values; one already in the parameter's dtype and device
+            becomes the ``<param>_mask`` buffer itself (no copy).
+        param: the parameter's name.
+        zeros_applied: the caller guarantees that ``<param>`` is already zero wherever
+            ``mask`` is 0 (weights just loaded from a pruned artefact), so ``orig * mask``
+            equals ``orig`` exactly and is not recomputed: until the next forward,
+            ``module.<param>`` is a detached view of ``<param>_orig``. Ignored when the
+            parameter is already masked.
 
     Example:
         >>> layer = torch.nn.Linear(2, 2)
@@ -93,15 +106,17 @@ def apply_mask(module: nn.Module, mask: torch.Tensor, param: str = "weight") -> 
     if is_masked(module, param):
         buffer: torch.Tensor = getattr(module, f"{param}_mask")
         buffer.mul_(mask.to(device=buffer.device, dtype=buffer.dtype))
-    else:
-        orig = module._parameters[param]
-        assert isinstance(orig, nn.Parameter), f"{param} is not a parameter"
-        _rename_parameter(module, param, f"{param}_orig")
-        module.register_buffer(f"{param}_mask", mask.to(device=orig.device, dtype=orig.dtype))
-        hook = MaskHook(param)
-        module.register_forward_pre_hook(hook)
-        module.register_forward_hook(hook, always_call=True)  # detach even if forward fails
-    setattr(module, param, MaskHook(param).masked(module).detach())
+        setattr(module, param, MaskHook(param).masked(module).detach())
+        return
+    orig = module._parameters[param]
+    assert isinstance(orig, nn.Parameter), f"{param} is not a parameter"
+    _rename_parameter(module, param, f"{param}_orig")
+    module.register_buffer(f"{param}_mask", mask.to(device=orig.device, dtype=orig.dtype))
+    hook = MaskHook(param)
+    module.register_forward_pre_hook(hook)
+    module.register_forward_hook(hook, always_call=True)  # detach even if forward fails
+    masked = orig.detach() if zeros_applied else hook.masked(module).detach()
+    setattr(module, param, masked)
 
 
 def _rename_parameter(module: nn.Module, old: str, new: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,21 +9,47 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from ..apply.masks import apply_mask
 from ..errors import FormatError, SpecError, UnsupportedModelError
 from ..plan import Plan
 from ..sparse.convert import apply_kernels, check_kernels
-from ..sparse.decode import decode, decode_into, keep_mask
+from ..sparse.decode import (
+    csr_parts,
+    decode,
+    decode_into,
+    decode_masked_into,
+    empty_like_numpy,
+    keep_mask,
+)
+from ..sparse.dispatch import candidate_kernels
 from ..sparse.formats import Encoded
+from ..sparse.modules import CSRLinear
 from ..sparse.validate import _PARTS, validate_encoded
 from .manifest import WEIGHTS_FILE, Manifest, TensorEntry, read_manifest
 from .refs import build_from_ref
-from .save import dtype_name, file_key
-from .state import restore_masks
+from .save import dtype_name, file_digest, file_key
 
 Stored = dict[str, Encoded]
+Masks = dict[str, tuple[torch.Tensor, bool]]  # key -> (keep-mask, weight already masked)
 
 
-def _check_file(path: Path, manifest: Manifest, verify: bool) -> None:
+def _checksum_to_verify(manifest: Manifest, verify: bool | str) -> str | None:
+    """The checksum ``load(verify=...)`` compares: CRC-32 by default (SHA-256 for artefacts
+    saved without one), ``"sha256"`` on request, none for ``verify=False``."""
+    if verify is False:
+        return None
+    if verify not in (True, "crc32", "sha256"):
+        raise SpecError(f"verify must be True, False, 'crc32' or 'sha256', got {verify!r}")
+    if verify == "sha256" or (verify is True and "crc32" not in manifest.weights):
+        return "sha256"
+    if "crc32" not in manifest.weights:
+        raise FormatError(
+            "the manifest has no crc32 checksum", "load with verify=True or verify='sha256'"
+        )
+    return "crc32"
+
+
+def _check_file(path: Path, manifest: Manifest, verify: bool | str) -> None:
     if not path.is_file():
         raise FormatError(f"{path} is missing", "the artefact folder is incomplete; save it again")
     size = path.stat().st_size
@@ -33,16 +58,12 @@ def _check_file(path: Path, manifest: Manifest, verify: bool) -> None:
             f"{path} has {size} bytes, the manifest says {manifest.weights.get('bytes')}",
             "the weights file is truncated or replaced; save it again",
         )
-    if verify:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-        if digest.hexdigest() != manifest.weights["sha256"]:
-            raise FormatError(
-                f"{path} does not match the checksum in the manifest",
-                "the weights file is corrupt or was modified; save it again",
-            )
+    algorithm = _checksum_to_verify(manifest, verify)
+    if algorithm is not None and file_digest(path, algorithm) != manifest.weights[algorithm]:
+        raise FormatError(
+            f"{path} does not match the {algorithm} checksum in the manifest",
+            "the weights file is corrupt or was modified; save it again",
+        )
 
 
 def _expected_keys(name: str, entry: TensorEntry, present: set[str]) -> set[str]:
@@ -75,9 +96,11 @@ def _read_parts(path: Path, manifest: Manifest) -> dict[str, torch.Tensor]:
 
 
 def read_tensors(
-    path: str | Path, manifest: Manifest | None = None, verify: bool = True
+    path: str | Path, manifest: Manifest | None = None, verify: bool | str = True
 ) -> dict[str, Encoded]:
     """``{state-dict key: Encoded}`` of a saved artefact, every part validated.
+
+    ``verify`` is as in :func:`load`.
 
     Raises:
         FormatError: anything in the files that does not fit the manifest.
@@ -163,27 +186,102 @@ def _match_dtype(model: nn.Module, stored: Stored) -> None:
         model.to(float_dtypes.pop())
 
 
-def _load_strict(model: nn.Module, stored: Stored) -> None:
-    """Write every stored tensor into the model (all keys and shapes already checked).
+def _tensor_slot(model: nn.Module, name: str) -> tuple[nn.Module, str, torch.Tensor | None]:
+    """``(module, attribute, own parameter or buffer or None)`` of a state-dict key."""
+    module_name, _, attr = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    own = module._parameters.get(attr)
+    return module, attr, own if own is not None else module._buffers.get(attr)
 
-    Parameters and buffers are decoded in place (no temporary dense copy); any other
-    state-dict entry goes through ``load_state_dict``.
-    """
-    own: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
-    own.update(model.named_buffers(remove_duplicate=False))
-    rest = {}
+
+def _check_masks(model: nn.Module, manifest: Manifest) -> None:
+    """Masked tensors must be parameters of layers that stay dense (checked before any write)."""
+    bad = [
+        name
+        for name, entry in manifest.tensors.items()
+        if entry.masked
+        and (
+            name.rpartition(".")[0] in manifest.sparse_modules
+            or not isinstance(_tensor_slot(model, name)[2], nn.Parameter)
+        )
+    ]
+    if bad:
+        raise FormatError(
+            f"tensors marked masked are not parameters of dense layers: {bad[:5]}",
+            "the manifest is corrupt or hand-edited; save again",
+        )
+
+
+def _csr_direct(model: nn.Module, manifest: Manifest, stored: Stored) -> set[str]:
+    """The ``csr`` layers to build straight from their stored parts (no dense weight in
+    between): weight stored as bitmask or CSR, in a dtype the CSR kernel runs here."""
+    direct = set()
+    for name, kernel in manifest.sparse_modules.items():
+        linear = model.get_submodule(name)
+        enc = stored.get(f"{name}.weight")
+        if (
+            kernel == "csr"
+            and name
+            and enc is not None
+            and enc.format in ("bitmask", "csr")
+            and isinstance(linear, nn.Linear)
+            and "csr" in candidate_kernels(linear)
+            and enc.parts["values"].dtype == linear.weight.dtype
+        ):
+            direct.add(name)
+    return direct
+
+
+def _decode_all(model: nn.Module, manifest: Manifest, stored: Stored, skip: set[str]) -> Masks:
+    """Decode every stored tensor but ``skip`` into the model's own memory; returns the
+    masks to put back. Entries that are not parameters or buffers of the stored dtype
+    go through ``load_state_dict``."""
+    rest, masks = {}, {}
     with torch.no_grad():
         for name, enc in stored.items():
-            target = own.get(name)
-            if target is not None and target.dtype == enc.parts["values"].dtype:
-                decode_into(enc, target)
-            else:
+            if name in skip:
+                continue
+            module, attr, target = _tensor_slot(model, name)
+            if target is None or target.dtype != enc.parts["values"].dtype:
                 rest[name] = decode(enc)[0]
+            elif not manifest.tensors[name].masked:
+                decode_into(enc, target, validate=False)
+            else:  # the float mask is filled from the same unpacked bits
+                mask = empty_like_numpy(enc.shape, target.dtype)
+                decode_masked_into(enc, target, mask, validate=False)
+                masks[name] = (mask, True)
     if rest:
         try:
             model.load_state_dict(rest, strict=False)
         except RuntimeError as exc:
             raise FormatError(f"the weights do not load into the model: {exc}") from exc
+    for name in rest:
+        if manifest.tensors[name].masked:
+            masks[name] = (keep_mask(stored[name], validate=False), False)
+    return masks
+
+
+def _load_strict(model: nn.Module, manifest: Manifest, stored: Stored) -> None:
+    """Write every stored tensor into the model and restore masks and sparse layers (all
+    keys, shapes and parts already checked).
+
+    Parameters and buffers are decoded in place (no temporary dense copy); a CSR layer
+    whose weight is stored as bitmask or CSR is built from the stored parts without
+    decoding its dense weight.
+    """
+    direct = _csr_direct(model, manifest, stored)
+    masks = _decode_all(model, manifest, stored, {f"{name}.weight" for name in direct})
+    for name in direct:
+        linear = model.get_submodule(name)
+        assert isinstance(linear, nn.Linear)  # checked by _csr_direct
+        parts = csr_parts(stored[f"{name}.weight"], validate=False)
+        assert parts is not None  # bitmask or csr, at least 2 dims
+        bias = None if linear.bias is None else linear.bias.detach()
+        model.set_submodule(name, CSRLinear(*parts, linear.in_features, bias))
+    apply_kernels(model, {k: v for k, v in manifest.sparse_modules.items() if k not in direct})
+    for name, (mask, zeros_applied) in masks.items():
+        module, attr, _ = _tensor_slot(model, name)
+        apply_mask(module, mask, attr, zeros_applied=zeros_applied)
 
 
 def load(
@@ -191,7 +289,7 @@ def load(
     build: Callable[[], nn.Module] | nn.Module | None = None,
     *,
     allow_import: bool = False,
-    verify: bool = True,
+    verify: bool | str = True,
 ) -> nn.Module:
     """Load an artefact written by :func:`save`, in the end state it was saved in.
 
@@ -203,7 +301,12 @@ def load(
         path: the artefact folder.
         build: zero-argument factory of the original (unpruned) model, or such a model.
         allow_import: allow ``package.module:factory`` references, which import code.
-        verify: check the weights file's SHA-256 against the manifest.
+        verify: check the weights file against the manifest's checksum: True (default)
+            uses CRC-32 (SHA-256 for artefacts saved without a CRC-32), ``"sha256"`` the
+            SHA-256, False none. CRC-32 is the default because the checksum guards against
+            accidental corruption only (whoever can edit the weights file can edit the
+            manifest's digest too), which CRC-32 detects at a quarter of SHA-256's cost;
+            the structure of every part is validated regardless.
 
     Returns:
         The model; its outputs equal those of the saved model.
@@ -230,9 +333,7 @@ def load(
         check_kernels(model, manifest.sparse_modules)
     except SpecError as exc:
         raise FormatError(f"manifest sparse_modules: {exc.message}", exc.hint) from exc
+    _check_masks(model, manifest)
     _match_dtype(model, stored)
-    _load_strict(model, stored)
-    apply_kernels(model, manifest.sparse_modules)
-    masked = {k: keep_mask(enc) for k, enc in stored.items() if manifest.tensors[k].masked}
-    restore_masks(model, masked)
+    _load_strict(model, manifest, stored)
     return model

@@ -10,7 +10,8 @@ Layout (``format_version`` 1)::
      "tensors": {"1.weight": {"format": "bitmask", "shape": [256, 784], "dtype": "float32",
                               "params": {}, "masked": true, "stored_bytes": 204912}},
      "sparse_modules": {"1": "csr"},                # layers that run a sparse kernel
-     "weights": {"file": "model.safetensors", "bytes": 123, "sha256": "..."},
+     "weights": {"file": "model.safetensors", "bytes": 123, "sha256": "...",
+                 "crc32": "1a2b3c4d"},                # crc32: optional (absent before 0.1.1)
      "versions": {"prunekit": "0.1.0", "torch": "2.14.1", "safetensors": "0.8.0"}}
 
 Masks are not stored twice: a masked tensor's mask is the kept-position structure of its
@@ -179,6 +180,9 @@ def parse_manifest(data: Any) -> Manifest:
     weights = _require(data, "weights", dict, "manifest")
     if weights.get("file") != WEIGHTS_FILE or not isinstance(weights.get("sha256"), str):
         raise _bad(f"weights must name {WEIGHTS_FILE!r} and carry its sha256")
+    crc = weights.get("crc32", "00000000")
+    if not isinstance(crc, str) or len(crc) != 8 or any(c not in "0123456789abcdef" for c in crc):
+        raise _bad("weights.crc32 must be 8 lowercase hex digits")
     versions = _require(data, "versions", dict, "manifest")
     return Manifest(
         end_state=[str(s) for s in end_state],

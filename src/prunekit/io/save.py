@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +59,24 @@ def _model_entry(model: nn.Module, model_ref: str | None, keys: set[str]) -> dic
     return {**infer_ref(model, None), "ref": normalize_ref(model_ref)}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str) -> str:
+    """``"crc32"`` (8 hex digits) or ``"sha256"`` hex digest of a file, read through mmap."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        if path.stat().st_size == 0:
+            data: bytes | mmap.mmap = b""
+        else:
+            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            if algorithm == "crc32":
+                return f"{zlib.crc32(data):08x}"
+            return hashlib.sha256(data).hexdigest()
+        finally:
+            if isinstance(data, mmap.mmap):
+                data.close()
+
+
+def _sha256(path: Path) -> str:
+    return file_digest(path, "sha256")
 
 
 def _plan_entry(plan: Plan | None) -> dict[str, Any] | None:
@@ -147,7 +161,8 @@ def save(
         weights = {
             "file": WEIGHTS_FILE,
             "bytes": (tmp / WEIGHTS_FILE).stat().st_size,
-            "sha256": _sha256(tmp / WEIGHTS_FILE),
+            "sha256": file_digest(tmp / WEIGHTS_FILE, "sha256"),
+            "crc32": file_digest(tmp / WEIGHTS_FILE, "crc32"),
         }
         manifest = Manifest(
             end_state=end_states(model, is_physical(plan)),

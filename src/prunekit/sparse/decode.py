@@ -2,7 +2,8 @@
 
 :func:`decode_into` writes into a model's own parameter (one pass, no temporary dense
 copy), which is what keeps loading a sparse artefact close to loading a dense file.
-Every function validates the parts first (:func:`.validate.validate_encoded`).
+Every function validates the parts first (:func:`.validate.validate_encoded`) unless the
+caller passes ``validate=False`` for parts it has already validated.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def unpack_bits(packed: torch.Tensor, count: int) -> torch.Tensor:
     return torch.from_numpy(np.unpackbits(packed.numpy(), count=count).view(bool))
 
 
-PARALLEL_MIN_NUMEL = 1 << 20
+PARALLEL_MIN_NUMEL = 1 << 22
 
 
 def _popcounts(packed: np.ndarray) -> np.ndarray:
@@ -33,32 +34,72 @@ def _popcounts(packed: np.ndarray) -> np.ndarray:
     return np.unpackbits(packed[:, None], axis=1).sum(axis=1)
 
 
-def _bitmask_into(flat: torch.Tensor, packed: np.ndarray, values: torch.Tensor) -> None:
-    """``flat[bits] = values``, zeros elsewhere; large tensors in byte-aligned chunks on
-    ``torch.get_num_threads()`` threads (``masked_scatter_`` itself runs on one core)."""
+def empty_like_numpy(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised CPU tensor in memory that numpy allocates.
+
+    numpy asks the kernel for transparent huge pages for large buffers, so writing a fresh
+    64 MB buffer (a keep-mask at load) costs a few page faults instead of ~16k; a torch
+    allocation of the same size takes several times longer to fill the first time.
+    """
+    nbytes = math.prod(shape) * dtype.itemsize
+    return torch.from_numpy(np.empty(nbytes, dtype=np.uint8)).view(dtype).view(shape)
+
+
+def _bits_into(out: torch.Tensor, bits: np.ndarray) -> None:
+    """``out[:] = bits`` (bool -> 0/1 in ``out``'s dtype); numpy converts fastest."""
+    target = out.numpy() if out.dtype in (torch.float16, torch.float32, torch.float64) else None
+    if target is not None:
+        np.copyto(target, bits)
+    else:
+        out.copy_(torch.from_numpy(bits))
+
+
+def _fill_bits(
+    flat: torch.Tensor, packed: np.ndarray, values: torch.Tensor, mask: torch.Tensor | None
+) -> None:
+    """``flat[bits] = values``, zeros elsewhere (and ``mask[:] = bits``) for one chunk.
+
+    The kept positions come from ``numpy.flatnonzero`` (branch-free) and are written with
+    one ``scatter_``: about 3x faster than ``masked_scatter_``, a branchy serial loop.
+    """
+    bits = np.unpackbits(packed, count=flat.numel()).view(bool)
+    index = torch.from_numpy(np.flatnonzero(bits))
+    flat.zero_()
+    flat.scatter_(0, index, values[: index.numel()])
+    if mask is not None:
+        _bits_into(mask, bits)
+
+
+def _bitmask_into(
+    flat: torch.Tensor, packed: np.ndarray, values: torch.Tensor, mask: torch.Tensor | None = None
+) -> None:
+    """``flat[bits] = values``, zeros elsewhere; optionally ``mask[:] = bits`` (flat, same
+    length). Large tensors go in byte-aligned chunks on ``torch.get_num_threads()`` threads.
+
+    The parts must be validated: ``values`` holds exactly one entry per set bit.
+    """
     numel = flat.numel()
     workers = max(1, torch.get_num_threads())
     if numel < PARALLEL_MIN_NUMEL or workers == 1:
-        flat.zero_()
-        flat.masked_scatter_(
-            torch.from_numpy(np.unpackbits(packed, count=numel).view(bool)), values
-        )
+        _fill_bits(flat, packed, values, mask)
         return
-    chunks = 4 * workers
-    step = -(-packed.size // chunks)  # bytes per chunk
-    offsets = np.concatenate([[0], np.cumsum(_popcounts(packed), dtype=np.int64)])
+    step = -(-packed.size // workers)  # bytes per chunk
+    firsts = np.arange(0, packed.size, step)
+    offsets = np.concatenate([[0], np.cumsum(np.add.reduceat(_popcounts(packed), firsts))])
 
     def fill(chunk: int) -> None:
         first, last = chunk * step, min(packed.size, (chunk + 1) * step)
         start, stop = first * 8, min(numel, last * 8)
-        bits = np.unpackbits(packed[first:last], count=stop - start).view(bool)
         with torch.no_grad():  # grad mode is per thread: a Parameter may be the target
-            segment = flat[start:stop]
-            segment.zero_()
-            segment.masked_scatter_(torch.from_numpy(bits), values[offsets[first] : offsets[last]])
+            _fill_bits(
+                flat[start:stop],
+                packed[first:last],
+                values[int(offsets[chunk]) : int(offsets[chunk + 1])],
+                None if mask is None else mask[start:stop],
+            )
 
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(fill, range(chunks)))
+        list(pool.map(fill, range(len(firsts))))
 
 
 def nm_positions(enc: Encoded) -> torch.Tensor:
@@ -82,39 +123,96 @@ def _csr_coordinates(enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def decode_into(enc: Encoded, out: torch.Tensor) -> None:
+def decode_into(enc: Encoded, out: torch.Tensor, *, validate: bool = True) -> None:
     """Write the dense value of ``enc`` into ``out`` (same shape; values cast to its dtype).
+
+    Args:
+        enc: the encoded tensor.
+        out: where to write.
+        validate: check the parts first; pass False only for parts that
+            :func:`.validate.validate_encoded` already accepted.
 
     Raises:
         FormatError: inconsistent parts, or ``out`` of another shape.
     """
-    validate_encoded(enc)
-    if tuple(out.shape) != enc.shape:
-        raise FormatError(f"cannot decode a {list(enc.shape)} tensor into {list(out.shape)}")
-    if not out.is_contiguous():
+    decode_masked_into(enc, out, None, validate=validate)
+
+
+def decode_masked_into(
+    enc: Encoded, out: torch.Tensor, mask: torch.Tensor | None, *, validate: bool = True
+) -> None:
+    """:func:`decode_into`, and also write the keep-mask as 0/1 into ``mask`` (if given).
+
+    A bitmask tensor is unpacked once for both; ``mask`` may have any dtype (a float mask
+    buffer is filled directly, without a bool intermediate tensor).
+
+    Raises:
+        FormatError: inconsistent parts, or ``out`` / ``mask`` of another shape.
+    """
+    if validate:
+        validate_encoded(enc)
+    for target in (out, mask):
+        if target is not None and tuple(target.shape) != enc.shape:
+            raise FormatError(
+                f"cannot decode a {list(enc.shape)} tensor into {list(target.shape)}"
+            )
+    if not out.is_contiguous() or (mask is not None and not mask.is_contiguous()):
         fresh = torch.empty(enc.shape, dtype=out.dtype)
-        decode_into(enc, fresh)
+        fresh_mask = None if mask is None else torch.empty(enc.shape, dtype=mask.dtype)
+        decode_masked_into(enc, fresh, fresh_mask, validate=False)
         out.copy_(fresh)
+        if mask is not None and fresh_mask is not None:
+            mask.copy_(fresh_mask)
         return
     values = enc.parts["values"].to(out.dtype)
+    if enc.format == "bitmask":
+        flat_mask = None if mask is None else mask.view(-1)
+        _bitmask_into(out.view(-1), enc.parts["bits"].numpy(), values, flat_mask)
+        return
     if enc.format == "dense":
         out.copy_(values)
-        return
-    if enc.format == "bitmask":
-        _bitmask_into(out.view(-1), enc.parts["bits"].numpy(), values)
-        return
-    out.zero_()
-    if enc.format == "csr":
+    elif enc.format == "csr":
+        out.zero_()
         rows, cols = matrix_shape(enc.shape)
         out.view(rows, cols).index_put_(_csr_coordinates(enc), values)
     else:
+        out.zero_()
         position = nm_positions(enc)
         out.view(position.shape[0], -1).scatter_(1, position, values.view(position.shape[0], -1))
+    if mask is not None:
+        mask.copy_(keep_mask(enc, validate=False))
 
 
-def keep_mask(enc: Encoded) -> torch.Tensor:
+def csr_parts(
+    enc: Encoded, *, validate: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``(crow, col, values)`` (int32 indices) of a ``bitmask`` or ``csr`` tensor of at
+    least 2 dims, without a dense intermediate; None for other formats.
+
+    The kept entries become the CSR entries, row by row in ascending column order (what
+    ``to_sparse_csr`` gives for a tensor whose kept entries are its nonzeros).
+
+    Raises:
+        FormatError: inconsistent parts.
+    """
+    if validate:
+        validate_encoded(enc)
+    if enc.format not in ("bitmask", "csr") or len(enc.shape) < 2:
+        return None
+    values = enc.parts["values"].clone()
+    if enc.format == "csr":
+        return enc.parts["crow"].clone(), enc.parts["col"].clone(), values
+    rows, cols = matrix_shape(enc.shape)
+    bits = np.unpackbits(enc.parts["bits"].numpy(), count=rows * cols).view(bool)
+    row, col = np.nonzero(bits.reshape(rows, cols))
+    crow = np.searchsorted(row, np.arange(rows + 1), side="left").astype(np.int32)
+    return torch.from_numpy(crow), torch.from_numpy(col.astype(np.int32)), values
+
+
+def keep_mask(enc: Encoded, *, validate: bool = True) -> torch.Tensor:
     """The keep-mask (True = kept) an encoding records (nonzeros for ``dense``)."""
-    validate_encoded(enc)
+    if validate:
+        validate_encoded(enc)
     numel = math.prod(enc.shape)
     if enc.format == "dense":
         values = enc.parts["values"]
@@ -141,5 +239,5 @@ def decode(enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
     """
     validate_encoded(enc)
     out = torch.empty(enc.shape, dtype=enc.parts["values"].dtype)
-    decode_into(enc, out)
-    return out, keep_mask(enc)
+    decode_into(enc, out, validate=False)
+    return out, keep_mask(enc, validate=False)
