@@ -139,3 +139,13 @@ def test_overrides_set_per_layer_sparsity() -> None:
                       overrides={"2": 0.75}, calibration=_calibration())
     assert float((~result.plan.masks["2.weight"]).float().mean()) == pytest.approx(0.75)
     assert float((~result.plan.masks["0.weight"]).float().mean()) == pytest.approx(0.5)
+
+
+def test_sparsegpt_result_saves_and_loads_with_prunekit(tmp_path) -> None:
+    model = build("bert")
+    inputs = batch()
+    result = pk.prune(model, pk.Unstructured(sparsity=0.5, importance="sparsegpt"),
+                      calibration=[batch(seed=1)])
+    pk.save(result, tmp_path / "bert")
+    loaded = pk.load(tmp_path / "bert").eval()
+    assert torch.equal(logits(loaded, inputs), logits(result.model, inputs))
