@@ -109,6 +109,18 @@ def test_plan_rebuilds_the_pruned_model(family: str, config_from: str) -> None:
     assert torch.allclose(logits(fresh, inputs), logits(result.model, inputs), atol=1e-6)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pk_save_then_load_reproduces_a_pruned_transformer(family: str, tmp_path) -> None:
+    model = build(family)
+    inputs = batch()
+    result = pk.prune(model, pk.TransformerStructured(heads=HEADS[family], neurons=0.25,
+                                                      layers=[1]))
+    pk.save(result, tmp_path / family)
+    loaded = pk.load(tmp_path / family).eval()
+    assert type(loaded) is type(model)
+    assert torch.equal(logits(loaded, inputs), logits(result.model.eval(), inputs))
+
+
 def test_plan_records_blocks_attributes_and_config() -> None:
     result = pk.prune(build("gpt2", layers=3), pk.TransformerStructured(heads=0.25, layers=[0]))
     plan = result.plan

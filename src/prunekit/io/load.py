@@ -10,7 +10,8 @@ from safetensors import safe_open
 from torch import nn
 
 from ..apply.masks import apply_mask
-from ..errors import FormatError, SpecError, UnsupportedModelError
+from ..apply.surgery.rebuild import rebuild_pruned_architecture
+from ..errors import FormatError, SpecError
 from ..plan import Plan
 from ..sparse.convert import apply_kernels, check_kernels
 from ..sparse.decode import (
@@ -148,17 +149,15 @@ def _build(
 def _rebuild_physical(model: nn.Module, manifest: Manifest) -> None:
     if "physical" not in manifest.end_state:
         return
-    try:
-        from ..apply.surgery.rebuild import rebuild_pruned_architecture
-    except ImportError as exc:
-        raise UnsupportedModelError(
-            "this prunekit cannot rebuild structured-pruned models",
-            "install a prunekit with structured pruning",
-        ) from exc
     plan = Plan.from_dict(manifest.plan or {})
     # The stored tensors' shapes are the truth; they fill any shape the plan does not list.
     plan.shapes = {**{k: list(t.shape) for k, t in manifest.tensors.items()}, **plan.shapes}
-    rebuild_pruned_architecture(model, plan)
+    if plan.spec.get("kind") == "transformer_structured":
+        from ..hf import rebuild_transformer  # imports transformers only when needed
+
+        rebuild_transformer(model, plan)
+    else:
+        rebuild_pruned_architecture(model, plan)
 
 
 def _check_fits(model: nn.Module, stored: Stored) -> None:

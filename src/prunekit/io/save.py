@@ -53,10 +53,17 @@ def is_physical(plan: Plan | None) -> bool:
     return plan is not None and bool(plan.kept or plan.attributes or plan.removed_modules)
 
 
-def _model_entry(model: nn.Module, model_ref: str | None, keys: set[str]) -> dict[str, Any]:
+def _model_entry(
+    model: nn.Module, model_ref: str | None, keys: set[str], plan: Plan | None
+) -> dict[str, Any]:
     if model_ref is None:
-        return infer_ref(model, keys)
-    return {**infer_ref(model, None), "ref": normalize_ref(model_ref)}
+        entry = infer_ref(model, keys)
+    else:
+        entry = {**infer_ref(model, None), "ref": normalize_ref(model_ref)}
+    if entry.get("config") and plan is not None:
+        # The entry describes the original architecture; the plan says how it was pruned.
+        entry["config"] = {**entry["config"], **plan.attributes.get("config_before", {})}
+    return entry
 
 
 def file_digest(path: Path, algorithm: str) -> str:
@@ -166,7 +173,7 @@ def save(
         }
         manifest = Manifest(
             end_state=end_states(model, is_physical(plan)),
-            model=_model_entry(model, model_ref, set(state)),
+            model=_model_entry(model, model_ref, set(state), plan),
             spec=spec,
             plan=_plan_entry(plan),
             tensors=tensors,
