@@ -175,6 +175,13 @@ def spec_from_dict(data: dict[str, Any]) -> Spec:
     """Rebuild a spec from :meth:`to_dict` output (validates again)."""
     fields = dict(data)
     kind = fields.pop("kind", None)
+    if kind == "transformer_structured":
+        from .hf.spec import TransformerStructured  # defined beside its Hugging Face code
+
+        try:
+            return TransformerStructured.from_dict(fields)  # type: ignore[return-value]
+        except TypeError as exc:
+            raise SpecError(f"bad fields for a {kind} spec: {exc}") from exc
     if kind not in _SPEC_KINDS:
         raise SpecError(f"unknown spec kind {kind!r}", f"expected one of {sorted(_SPEC_KINDS)}")
     try:

@@ -259,3 +259,8 @@ def test_bert_head_pruning_is_refused_by_from_pretrained_not_silently_reinitiali
     pruned.save_pretrained(tmp_path)
     with pytest.raises(RuntimeError, match="mismatch"):
         type(pruned).from_pretrained(tmp_path)
+
+
+def test_transformer_spec_round_trips_through_spec_from_dict() -> None:
+    spec = pk.TransformerStructured(heads={0: [1]}, neurons=0.25, layers=[1])
+    assert pk.spec_from_dict(spec.to_dict()) == spec
