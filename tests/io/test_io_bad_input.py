@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,49 @@ def test_missing_parent_folders_are_created(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(FormatError, match="not a folder"):
         pk.save(result, tmp_path / "file" / "mlp")
+
+
+def test_checksums_crc32_by_default_sha256_on_request(artefact):
+    folder, result, x = artefact
+    weights = folder / "model.safetensors"
+    stored = json.loads((folder / "manifest.json").read_text())["weights"]
+    assert stored["crc32"] == SAVE_MODULE.file_digest(weights, "crc32")
+    assert stored["sha256"] == SAVE_MODULE.file_digest(weights, "sha256")
+    assert_same_outputs(pk.load(folder, verify="sha256"), result.model, x)
+    with pytest.raises(pk.PrunekitError, match="verify must be"):
+        pk.load(folder, verify="md5")
+    # an artefact saved before CRC-32 was recorded is checked with its SHA-256
+    _edit_manifest(folder, lambda d: d["weights"].pop("crc32"))
+    assert_same_outputs(pk.load(folder), result.model, x)
+    with pytest.raises(FormatError, match="no crc32"):
+        pk.load(folder, verify="crc32")
+    _edit_manifest(folder, lambda d: d["weights"].update(sha256="0" * 64))
+    with pytest.raises(FormatError, match="sha256 checksum"):
+        pk.load(folder)
+    _edit_manifest(folder, lambda d: d["weights"].update(crc32="xyz"))
+    with pytest.raises(FormatError, match="crc32 must be"):
+        pk.load(folder, verify=False)
+
+
+def test_a_flipped_value_bit_is_caught_by_the_default_checksum(artefact):
+    """Validation cannot see a changed float value; the CRC-32 must."""
+    folder, *_ = artefact
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    key = next(k for k in header if k.endswith("::values"))
+    data[8 + length + header[key]["data_offsets"][0] + 2] ^= 0x01  # one value's mantissa bit
+    weights.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="crc32 checksum"):
+        pk.load(folder)
+    pk.load(folder, verify=False)  # loads (wrong value): only a checksum can tell
+
+
+def test_masked_tensor_in_a_sparse_layer_is_refused_before_writing(tmp_path):
+    result, x = masked_zoo("transformer", pk.Unstructured(sparsity=0.95))
+    conversion = pk.to_sparse(result, x, kernel={"head": "csr"})
+    folder = pk.save(conversion, tmp_path / "sparse", model_ref="zoo:transformer")
+    _edit_manifest(folder, lambda d: d["tensors"]["head.weight"].update(masked=True))
+    with pytest.raises(FormatError, match="not parameters of dense layers"):
+        pk.load(folder)

@@ -202,3 +202,26 @@ def test_structured_then_unstructured_round_trips(tmp_path):
     loaded = pk.load(folder)
     assert masked_modules(loaded)
     assert_same_outputs(loaded, result.model, x)
+
+
+def test_loaded_masks_and_csr_layers_equal_the_saved_ones(tmp_path):
+    """The fast load paths (mask filled from the stored bits, CSR built from the stored
+    parts) give exactly the tensors the saved model had."""
+    result, x = masked_zoo("transformer", pk.Unstructured(sparsity=0.9))
+    folder = pk.save(result, tmp_path / "masked", model_ref="zoo:transformer")
+    loaded = pk.load(folder)
+    for name, module, param in masked_modules(result.model):
+        mine = loaded.get_submodule(name)
+        mask = getattr(mine, f"{param}_mask")
+        assert mask.dtype == getattr(module, f"{param}_mask").dtype
+        assert torch.equal(mask, getattr(module, f"{param}_mask"))
+        assert torch.equal(getattr(mine, param), getattr(mine, f"{param}_orig") * mask)
+    assert_same_outputs(loaded, result.model, x)
+    conversion = to_sparse(result, x, kernel={"blocks.0.fc1": "csr", "head": "csr"})
+    folder = pk.save(conversion, tmp_path / "sparse", model_ref="zoo:transformer")
+    loaded = pk.load(folder)
+    for name in ("blocks.0.fc1", "head"):
+        got, want = loaded.get_submodule(name), conversion.model.get_submodule(name)
+        assert isinstance(got, CSRLinear)
+        for part in ("crow", "col", "values", "bias"):
+            assert torch.equal(getattr(got, part), getattr(want, part)), (name, part)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import FormatError
-from .formats import Encoded, matrix_shape
+from .formats import INT32_MAX, Encoded, matrix_shape
 from .validate import validate_encoded
 
 
@@ -85,7 +85,8 @@ def _bitmask_into(
         return
     step = -(-packed.size // workers)  # bytes per chunk
     firsts = np.arange(0, packed.size, step)
-    offsets = np.concatenate([[0], np.cumsum(np.add.reduceat(_popcounts(packed), firsts))])
+    per_chunk = np.add.reduceat(_popcounts(packed), firsts, dtype=np.int64)
+    offsets = [0, *np.cumsum(per_chunk).tolist()]
 
     def fill(chunk: int) -> None:
         first, last = chunk * step, min(packed.size, (chunk + 1) * step)
@@ -94,7 +95,7 @@ def _bitmask_into(
             _fill_bits(
                 flat[start:stop],
                 packed[first:last],
-                values[int(offsets[chunk]) : int(offsets[chunk + 1])],
+                values[offsets[chunk] : offsets[chunk + 1]],
                 None if mask is None else mask[start:stop],
             )
 
@@ -204,9 +205,16 @@ def csr_parts(
         return enc.parts["crow"].clone(), enc.parts["col"].clone(), values
     rows, cols = matrix_shape(enc.shape)
     bits = np.unpackbits(enc.parts["bits"].numpy(), count=rows * cols).view(bool)
-    row, col = np.nonzero(bits.reshape(rows, cols))
-    crow = np.searchsorted(row, np.arange(rows + 1), side="left").astype(np.int32)
-    return torch.from_numpy(crow), torch.from_numpy(col.astype(np.int32)), values
+    position = np.flatnonzero(bits)  # ascending flat positions: row-major CSR order
+    index_type = np.int32 if rows * cols <= INT32_MAX else np.int64
+    position = position.astype(index_type)
+    crow = np.searchsorted(position, np.arange(rows + 1, dtype=index_type) * cols)
+    position -= np.repeat(np.arange(rows, dtype=index_type) * cols, np.diff(crow))
+    return (
+        torch.from_numpy(crow.astype(np.int32)),
+        torch.from_numpy(position.astype(np.int32, copy=False)),
+        values,
+    )
 
 
 def keep_mask(enc: Encoded, *, validate: bool = True) -> torch.Tensor:
