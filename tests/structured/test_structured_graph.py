@@ -149,3 +149,13 @@ def test_overrides_set_a_layer_sparsity() -> None:
     result = pk.prune(model, pk.Structured(sparsity=0.5), x, overrides={"0.0": 0.25})
     assert result.model[0][0].out_channels == 24  # 25% of 32 removed
     assert result.model[1][0].out_channels == 16  # the default 50%
+
+
+def test_output_layer_keeps_width_and_the_values_of_kept_inputs() -> None:
+    model, x = pk.zoo.build("resnet"), pk.zoo.example_inputs("resnet")
+    result = pk.prune(model, pk.Structured(sparsity=0.5), x)
+    fc = result.model.fc
+    kept = result.plan.kept["fc.weight"][1]
+    assert fc.out_features == 10 and fc.in_features == len(kept) == 32
+    assert torch.equal(fc.weight.detach(), model.fc.weight.detach()[:, kept])
+    assert torch.equal(fc.bias.detach(), model.fc.bias.detach())
