@@ -92,3 +92,12 @@ def test_empty_like_numpy_gives_a_writable_tensor_of_any_float_dtype():
         tensor = empty_like_numpy((3, 5), dtype)
         tensor.fill_(1)
         assert tensor.shape == (3, 5) and tensor.dtype == dtype and bool((tensor == 1).all())
+
+
+@pytest.mark.parametrize("numel", [0, 5, 16, 17, 1000])
+def test_blockwise_zero_and_scatter_covers_every_entry(monkeypatch, numel):
+    monkeypatch.setattr(DECODE, "CACHE_BLOCK", 16)
+    value, keep = _sparse((numel,), 0.3) if numel else (torch.zeros(0), torch.zeros(0) > 0)
+    out, mask = torch.full((numel,), 9.0), torch.full((numel,), 9.0)
+    decode_masked_into(encode(value, "bitmask", keep), out, mask)
+    assert torch.equal(out, value) and torch.equal(mask, keep.float())

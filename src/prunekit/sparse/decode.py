@@ -8,6 +8,7 @@ caller passes ``validate=False`` for parts it has already validated.
 
 from __future__ import annotations
 
+import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,6 +26,7 @@ def unpack_bits(packed: torch.Tensor, count: int) -> torch.Tensor:
 
 
 PARALLEL_MIN_NUMEL = 1 << 22
+CACHE_BLOCK = 1 << 18  # entries zeroed and then scattered into while in cache
 
 
 def _popcounts(packed: np.ndarray) -> np.ndarray:
@@ -59,13 +61,27 @@ def _fill_bits(
 ) -> None:
     """``flat[bits] = values``, zeros elsewhere (and ``mask[:] = bits``) for one chunk.
 
-    The kept positions come from ``numpy.flatnonzero`` (branch-free) and are written with
-    one ``scatter_``: about 3x faster than ``masked_scatter_``, a branchy serial loop.
+    The kept positions come from ``numpy.flatnonzero`` (branch-free) and are written by
+    index, about 3x faster than ``masked_scatter_`` (a branchy serial loop). Zeroing and
+    writing go block by block (:data:`CACHE_BLOCK` entries), so the values land in a block
+    still in cache instead of the whole tensor being read back from memory. The blocks are
+    written with numpy where it has the dtype: per-block torch calls would each start and
+    join the torch thread pool, which on a busy machine costs more than the work.
     """
-    bits = np.unpackbits(packed, count=flat.numel()).view(bool)
-    index = torch.from_numpy(np.flatnonzero(bits))
-    flat.zero_()
-    flat.scatter_(0, index, values[: index.numel()])
+    numel = flat.numel()
+    bits = np.unpackbits(packed, count=numel).view(bool)
+    position = np.flatnonzero(bits)
+    cuts = np.searchsorted(position, np.arange(0, numel + CACHE_BLOCK, CACHE_BLOCK)).tolist()
+    if flat.dtype in (torch.float16, torch.float32, torch.float64):
+        target, source = flat.numpy(), values.numpy()
+        for block, (first, last) in enumerate(itertools.pairwise(cuts)):
+            target[block * CACHE_BLOCK : (block + 1) * CACHE_BLOCK] = 0
+            target[position[first:last]] = source[first:last]
+    else:
+        index = torch.from_numpy(position)
+        for block, (first, last) in enumerate(itertools.pairwise(cuts)):
+            flat[block * CACHE_BLOCK : (block + 1) * CACHE_BLOCK].zero_()
+            flat.scatter_(0, index[first:last], values[first:last])
     if mask is not None:
         _bits_into(mask, bits)
 
