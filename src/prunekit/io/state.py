@@ -4,7 +4,7 @@ The logical state uses the *original* state-dict keys (``fc.weight``, never
 ``fc.weight_orig`` / ``fc.weight_mask`` or CSR parts): a masked weight is its effective
 weight plus its keep-mask, a sparse layer its dense weight. So one saved file loads into a
 freshly built model with ``load_state_dict(strict=True)``; masks and sparse kernels are
-then put back on top.
+then put back on top (:func:`prunekit.io.load.load`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..apply.masks import apply_mask, effective_weight, masked_modules
+from ..apply.masks import effective_weight, masked_modules
 from ..errors import UnsupportedModelError
 from ..sparse.convert import sparse_kernels
 from ..sparse.modules import dense_weight
@@ -65,10 +65,3 @@ def end_states(model: nn.Module, physical: bool) -> list[str]:
     if sparse_kernels(model):
         states.append("sparse")
     return states or ["dense"]
-
-
-def restore_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
-    """Put the masked end state back: ``{"fc.weight": keep-mask}``."""
-    for key, mask in masks.items():
-        module_name, _, param = key.rpartition(".")
-        apply_mask(model.get_submodule(module_name), mask, param)
