@@ -71,3 +71,18 @@ def test_report_files_are_written(quick_run: Path) -> None:
     for png in ("accuracy_vs_compression.png", "speedup_vs_compression.png", "layers.png"):
         assert (quick_run / png).read_bytes()[:4] == b"\x89PNG"
     assert len((quick_run / "results.csv").read_text().splitlines()) == 1 + 1 + len(QUICK_VARIANTS)
+
+
+def test_saved_variants_load_back_with_the_measured_accuracy(quick_run: Path) -> None:
+    import prunekit.io as pkio
+    from prunekit.data import fashion_mnist
+    from prunekit.measure import evaluate_accuracy
+
+    data = json.loads((quick_run / "results.json").read_text())
+    test = fashion_mnist(train_limit=1, test_limit=1000, seed=0).test
+    for name in ("combined-50+80", "structured-50"):
+        loaded = pkio.load(quick_run / "models" / name)
+        model = getattr(loaded, "model", loaded)
+        measured = data["variants"][name]["accuracy"]
+        # same weights; memory layout may flip an argmax on a near tie, hence 2 in 1000
+        assert abs(evaluate_accuracy(model, test) - measured) <= 0.002, name
