@@ -18,6 +18,7 @@ SCOPES = ("layer", "global")
 UNSTRUCTURED_IMPORTANCE = ("l1", "l2", "random", "wanda", "sparsegpt")
 STRUCTURED_IMPORTANCE = ("l1", "l2", "bn_scale", "taylor", "random")
 CALIBRATED_IMPORTANCE = ("wanda", "sparsegpt", "taylor")
+ALLOCATIONS = ("uniform", "owl")
 
 
 def check_sparsity(sparsity: float, what: str = "sparsity") -> None:
@@ -72,22 +73,35 @@ class Unstructured:
         scope: ``"layer"`` or ``"global"``.
         importance: ``"l1"``, ``"l2"``, ``"random"``, or a calibrated score
             (``"wanda"``, ``"sparsegpt"``) that needs calibration data.
+        allocation: how ``sparsity`` is spread over the layers of a calibrated
+            (``"wanda"``/``"sparsegpt"``) prune: ``"uniform"`` (every layer the same) or
+            ``"owl"`` (outlier-weighted: blocks with more activation outliers keep more
+            weights; the overall fraction removed stays ``sparsity``).
 
     Example:
         >>> Unstructured(sparsity=0.9, scope="global")
-        Unstructured(sparsity=0.9, threshold=None, scope='global', importance='l1')
+        Unstructured(sparsity=0.9, threshold=None, scope='global', importance='l1',
+        allocation='uniform')
     """
 
     sparsity: float | None = None
     threshold: float | None = None
     scope: Scope = "layer"
     importance: str = "l1"
+    allocation: str = "uniform"
 
     def __post_init__(self) -> None:
         _check_amount(self.sparsity, self.threshold)
         _as_floats(self)
         _check_choice(self.scope, SCOPES, "scope")
         _check_choice(self.importance, UNSTRUCTURED_IMPORTANCE, "importance")
+        _check_choice(self.allocation, ALLOCATIONS, "allocation")
+        if self.allocation != "uniform" and self.importance not in ("wanda", "sparsegpt"):
+            raise SpecError(
+                f"allocation={self.allocation!r} needs a calibrated importance, "
+                f"got {self.importance!r}",
+                "use importance='wanda' or importance='sparsegpt'",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with a ``kind`` key (inverse: :func:`spec_from_dict`)."""

@@ -149,3 +149,34 @@ def test_sparsegpt_result_saves_and_loads_with_prunekit(tmp_path) -> None:
     pk.save(result, tmp_path / "bert")
     loaded = pk.load(tmp_path / "bert").eval()
     assert torch.equal(logits(loaded, inputs), logits(result.model, inputs))
+
+
+def _block_sparsity(masks: dict[str, torch.Tensor], block: int) -> float:
+    mine = [m for k, m in masks.items() if k.startswith(f"encoder.layer.{block}.")]
+    return sum(int((~m).sum()) for m in mine) / sum(m.numel() for m in mine)
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_owl_allocation_keeps_more_of_the_outlier_block_and_the_total(method: str) -> None:
+    model = build("bert")
+    with torch.no_grad():  # give block 1 a few huge weights: many outlier scores
+        model.encoder.layer[1].intermediate.dense.weight[:, :4] *= 30.0
+    spec = pk.Unstructured(sparsity=0.5, importance=method, allocation="owl")
+    result = pk.prune(model, spec, calibration=[batch(seed=1), batch(seed=2)],
+                      ignore=["pooler"])
+    masks = result.plan.masks
+    removed = sum(int((~m).sum()) for m in masks.values())
+    assert removed / sum(m.numel() for m in masks.values()) == pytest.approx(0.5, abs=0.01)
+    sparsities = [_block_sparsity(masks, b) for b in range(3)]
+    assert sparsities[1] == min(sparsities) and sparsities[1] < 0.45
+    assert result.plan.spec["allocation"] == "owl"
+
+
+def test_owl_allocation_needs_a_calibrated_score_and_no_overrides() -> None:
+    with pytest.raises(pk.SpecError, match="calibrated"):
+        pk.Unstructured(sparsity=0.5, allocation="owl")
+    with pytest.raises(pk.SpecError, match="allocation"):
+        pk.Unstructured(sparsity=0.5, importance="wanda", allocation="nope")
+    with pytest.raises(pk.SpecError, match="overrides"):
+        pk.prune(_mlp(), pk.Unstructured(sparsity=0.5, importance="wanda", allocation="owl"),
+                 overrides={"2": 0.75}, calibration=_calibration())

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from prunekit.errors import SpecError
+from prunekit.oneshot.allocation import outlier_ratio, owl_sparsities
 from prunekit.oneshot.sparsegpt import inverse_hessian_factor, sparsegpt_prune
 from prunekit.oneshot.wanda import wanda_mask
 from prunekit.select.nm import is_nm
@@ -98,3 +101,27 @@ def test_wanda_ties_still_remove_the_exact_count() -> None:
     keep = wanda_mask(w, torch.ones(8), sparsity=0.5)
     assert keep.sum(dim=1).tolist() == [4, 4, 4]
     assert keep[0].tolist() == [False] * 4 + [True] * 4
+
+
+def test_owl_sparsities_keep_the_weighted_total_and_favour_outliers() -> None:
+    ratios = {"a": 0.01, "b": 0.03, "c": 0.02}
+    sizes = {"a": 100, "b": 300, "c": 600}
+    result = owl_sparsities(ratios, sizes, 0.5, lam=0.08)
+    total = sum(result[k] * sizes[k] for k in sizes) / sum(sizes.values())
+    assert total == pytest.approx(0.5, abs=1e-12)
+    assert result["b"] < result["c"] < result["a"]
+    assert result["a"] - result["b"] == pytest.approx(0.16)
+
+
+def test_owl_sparsities_are_uniform_when_ratios_are_equal() -> None:
+    assert owl_sparsities({"a": 0.1, "b": 0.1}, {"a": 1, "b": 5}, 0.6) == {"a": 0.6, "b": 0.6}
+
+
+def test_owl_sparsities_out_of_range_is_a_spec_error() -> None:
+    with pytest.raises(SpecError, match="allocation"):
+        owl_sparsities({"a": 0.0, "b": 1.0}, {"a": 1, "b": 1}, 0.02, lam=0.08)
+
+
+def test_outlier_ratio_counts_scores_above_m_times_the_mean() -> None:
+    scores = [torch.ones(9), torch.tensor([100.0])]  # mean 10.9: one score above 5x mean
+    assert outlier_ratio(scores, m=5.0) == pytest.approx(0.1)

@@ -12,7 +12,7 @@ import copy
 import logging
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -34,6 +34,7 @@ from ..specs import NM, Unstructured
 from ..summary import count_parameters, layer_infos
 from ..targets import IgnoreEntry, Target, resolve_overrides, resolve_targets
 from ..unstructured import check_finite
+from .allocation import outlier_ratio, owl_sparsities
 from .blocks import find_blocks
 from .calibration import (
     Batch,
@@ -45,18 +46,19 @@ from .calibration import (
     token_mask,
 )
 from .sparsegpt import inverse_hessian_factor, sparsegpt_prune
-from .wanda import wanda_mask
+from .wanda import wanda_mask, wanda_scores
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class OneShotSettings:
-    """What to do to each layer: method, per-layer sparsity or N:M, SparseGPT knobs."""
+    """What to do to each layer: method, per-layer sparsity or N:M, allocation, SparseGPT knobs."""
 
     method: str
     sparsity: Mapping[str, float]
     nm: tuple[int, int] | None
+    allocation: str = "uniform"
     damp: float = 0.01
     block_size: int = 128
 
@@ -115,6 +117,12 @@ def _check_spec(spec: Unstructured | NM, overrides: Mapping[str, float] | None) 
             f"{spec.importance} compares weights within each layer; scope={spec.scope!r} "
             "is not supported",
             "use scope='layer' (per-layer sparsity can be set with overrides=)",
+        )
+    if isinstance(spec, Unstructured) and spec.allocation != "uniform" and overrides:
+        raise SpecError(
+            f"allocation={spec.allocation!r} chooses every layer's sparsity; "
+            "overrides= would fight it",
+            "drop overrides= or use allocation='uniform'",
         )
     if isinstance(spec, NM) and overrides:
         raise SpecError("per-layer overrides do not apply to N:M", "use ignore= to skip layers")
@@ -189,23 +197,69 @@ def _prune_stage(
     return {key: prune_layer(m, key, stats, settings) for key, m in modules.items()}
 
 
+def _run_calibration(model: nn.Module, stats: InputStats, batches: list[Batch]) -> None:
+    """Run every batch through the whole model while ``stats`` records; then detach it.
+
+    Raises:
+        CalibrationError: a batch does not run through the model.
+    """
+    try:
+        for i, batch in enumerate(batches):
+            stats.token_mask = token_mask(batch)
+            try:
+                call_model(model, batch)
+            except Exception as exc:  # noqa: BLE001 - user data/model failures are reported alike
+                raise CalibrationError(
+                    f"calibration batch {i} does not run through the model: "
+                    f"{type(exc).__name__}: {exc}",
+                    "calibration batches must be inputs the model accepts",
+                ) from exc
+    finally:
+        stats.remove()
+
+
 def _whole_model_stage(
     model: nn.Module, modules: Mapping[str, nn.Module], batches: list[Batch],
     settings: OneShotSettings,
 ) -> dict[str, torch.Tensor]:
     stats = InputStats(modules, gram=settings.method == "sparsegpt")
-    for i, batch in enumerate(batches):
-        stats.token_mask = token_mask(batch)
-        try:
-            call_model(model, batch)
-        except Exception as exc:  # noqa: BLE001 - user data/model failures are reported alike
-            stats.remove()
-            raise CalibrationError(
-                f"calibration batch {i} does not run through the model: "
-                f"{type(exc).__name__}: {exc}",
-                "calibration batches must be inputs the model accepts",
-            ) from exc
+    _run_calibration(model, stats, batches)
     return _prune_stage(modules, stats, settings)
+
+
+def owl_allocation(
+    model: nn.Module, modules: Mapping[str, nn.Module], block_names: list[str],
+    batches: list[Batch], sparsity: Mapping[str, float],
+) -> dict[str, float]:
+    """Outlier-weighted per-layer sparsities from one pass of the unpruned model.
+
+    Args:
+        model: the (still dense) model.
+        modules: ``{weight key: module}`` of the targeted layers.
+        block_names: names of the model's blocks; layers outside them form their own group.
+        batches: calibration batches.
+        sparsity: the uniform per-layer sparsities; their weighted mean is kept overall.
+
+    Returns:
+        ``{weight key: sparsity}``, equal within a block.
+    """
+    stats = InputStats(modules, gram=False)
+    _run_calibration(model, stats, batches)
+    groups: dict[str, list[str]] = {}
+    for key in modules:
+        group = next((b for b in block_names if key.startswith(b + ".")), key)
+        groups.setdefault(group, []).append(key)
+    sizes = {g: sum(_matrix(modules[k]).numel() for k in keys) for g, keys in groups.items()}
+    total = sum(sizes.values())
+    target = sum(sparsity[k] * _matrix(modules[k]).numel() for k in modules) / total
+    ratios = {
+        g: outlier_ratio([wanda_scores(_matrix(modules[k]), stats.sq_sum[k]) for k in keys])
+        for g, keys in groups.items()
+    }
+    per_group = owl_sparsities(ratios, sizes, target)
+    logger.info("outlier-weighted sparsities: %s",
+                {g: round(v, 4) for g, v in per_group.items()})
+    return {k: per_group[g] for g, keys in groups.items() for k in keys}
 
 
 def calibrate_and_prune(
@@ -226,6 +280,10 @@ def calibrate_and_prune(
     masks: dict[str, torch.Tensor] = {}
     with torch.no_grad(), eval_mode(model):
         blocks = find_blocks(model, keys, batches[0])
+        if settings.allocation == "owl":
+            sparsity = owl_allocation(model, modules, [n for n, _ in blocks], batches,
+                                      settings.sparsity)
+            settings = replace(settings, sparsity=sparsity)
         if blocks:
             inputs = capture_block_inputs(model, blocks[0][1], batches)
             for name, block in tqdm(blocks, desc=settings.method, unit="block", disable=None):
@@ -258,8 +316,8 @@ def prune_oneshot(
 
     Args:
         model: the model; Linear layers (and Hugging Face Conv1D) are pruned.
-        spec: ``Unstructured(sparsity=..., importance="wanda"|"sparsegpt")`` or
-            ``NM(2, 4, importance=...)``.
+        spec: ``Unstructured(sparsity=..., importance="wanda"|"sparsegpt")`` (optionally
+            ``allocation="owl"``) or ``NM(2, 4, importance=...)``.
         example_inputs: optional; checked to run with unchanged output shapes after.
         ignore: layers to leave alone.
         overrides: ``{name or regex: sparsity}`` per-layer sparsities (unstructured only).
@@ -289,6 +347,7 @@ def prune_oneshot(
         method=spec.importance,
         sparsity={t.key: resolved.get(t.key, default) for t in targets},
         nm=(spec.n_keep, spec.m) if isinstance(spec, NM) else None,
+        allocation=spec.allocation if isinstance(spec, Unstructured) else "uniform",
     )
     names = [t.module_name for t in targets]
     layers_before = layer_infos(model, names + list(skipped))
