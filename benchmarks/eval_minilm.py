@@ -10,6 +10,8 @@ Lee news corpus (a different source). For each method it prints
   ws353     Spearman vs WordSim-353 human ratings (cosine of single-word embeddings)
   simlex    Spearman vs SimLex-999 human ratings
   enc params  parameters of the encoder layers (embeddings excluded; pooler unused and not pruned)
+  sparsity    fraction removed over all pruned weights (the 36 encoder Linear layers; every
+              method prunes the same ones: embeddings and pooler excluded)
 Structured rows remove 25% of the heads and 25% of the MLP neurons of every layer
 (activation importance from the calibration text), without and with a short recovery:
 distilling the dense model's embeddings on 1024 other fortunes (AdamW, 2 epochs).
@@ -45,6 +47,10 @@ SPARSE_SPECS = [
     ("magnitude 50%", pk.Unstructured(sparsity=0.5)),
     ("Wanda 50%", pk.Unstructured(sparsity=0.5, importance="wanda")),
     ("SparseGPT 50%", pk.Unstructured(sparsity=0.5, importance="sparsegpt")),
+    ("Wanda 50%, OWL allocation", pk.Unstructured(sparsity=0.5, importance="wanda",
+                                                  allocation="owl")),
+    ("SparseGPT 50%, OWL allocation", pk.Unstructured(sparsity=0.5, importance="sparsegpt",
+                                                      allocation="owl")),
     ("magnitude 2:4", pk.NM(2, 4)),
     ("Wanda 2:4", pk.NM(2, 4, importance="wanda")),
     ("SparseGPT 2:4", pk.NM(2, 4, importance="sparsegpt")),
@@ -137,8 +143,11 @@ def evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
     for label, spec in SPARSE_SPECS:
         start = time.perf_counter()
         result = pk.prune(dense, spec, calibration=calibration, ignore=["pooler"])
+        masks = result.plan.masks.values()
+        removed = sum(int((~m).sum()) for m in masks) / sum(m.numel() for m in masks)
         rows.append({"method": label, "seconds": time.perf_counter() - start,
-                     "params": encoder_params(dense), **evaluate(result.model)})
+                     "params": encoder_params(dense), "sparsity": removed,
+                     **evaluate(result.model)})
     magnitude = pk.prune(dense, pk.TransformerStructured(heads=0.25, neurons=0.25)).model
     rows.append({"method": "structured 25% heads + 25% neurons, magnitude", "seconds": 0.0,
                  "params": encoder_params(magnitude), **evaluate(magnitude)})
@@ -160,11 +169,14 @@ def evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_report(report: dict[str, Any]) -> None:
     print(f"all-MiniLM-L6-v2, torch {report['torch']}, {report['threads']} thread(s)")
-    print("| method | cos vs dense | Lee-50 | WS-353 | SimLex | encoder params | prune s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| method | cos vs dense | Lee-50 | WS-353 | SimLex | encoder params | sparsity "
+          "| prune s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in report["rows"]:
+        sparsity = f"{r['sparsity']:.4f}" if "sparsity" in r else "-"
         print(f"| {r['method']} | {r['cos']:.4f} | {r['lee50']:.3f} | {r['ws353']:.3f} | "
-              f"{r['simlex']:.3f} | {r['params'] / 1e6:.2f}M | {r['seconds']:.1f} |")
+              f"{r['simlex']:.3f} | {r['params'] / 1e6:.2f}M | {sparsity} | "
+              f"{r['seconds']:.1f} |")
     if report["latency"]:
         print("\n| batch (seq 128) | dense ms (IQR) | structured ms (IQR) | speed-up |")
         print("|---|---|---|---|")

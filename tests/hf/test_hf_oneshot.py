@@ -10,6 +10,7 @@ from hf_models import FAMILIES, batch, build, logits
 from torch import nn
 
 import prunekit as pk
+from prunekit.oneshot.calibration import InputStats
 from prunekit.select.nm import is_nm
 
 
@@ -180,3 +181,21 @@ def test_owl_allocation_needs_a_calibrated_score_and_no_overrides() -> None:
     with pytest.raises(pk.SpecError, match="overrides"):
         pk.prune(_mlp(), pk.Unstructured(sparsity=0.5, importance="wanda", allocation="owl"),
                  overrides={"2": 0.75}, calibration=_calibration())
+
+
+def test_statistics_passes_stop_after_the_last_layer_and_change_nothing(monkeypatch) -> None:
+    model = build("bert")
+    calibration = [batch(seed=1), batch(seed=2), batch(seed=3)]
+    spec = pk.Unstructured(sparsity=0.5, importance="sparsegpt")
+    calls: list[int] = []
+    last = model.encoder.layer[0].output.dense
+    handle = last.register_forward_hook(lambda *_: calls.append(1))
+    fast = pk.prune(copy.deepcopy(model), spec, calibration=calibration, inplace=True,
+                    ignore=["pooler"])
+    handle.remove()
+    # the block-finding probe, the first statistics pass only (it learns the call order),
+    # and 3 replays that feed block 1
+    assert len(calls) == 1 + 1 + 3
+    monkeypatch.setattr(InputStats, "end_pass", lambda self: None)
+    full = pk.prune(model, spec, calibration=calibration, ignore=["pooler"]).plan.masks
+    assert all(torch.equal(fast.plan.masks[k], full[k]) for k in full)

@@ -36,8 +36,8 @@ class BlockInput:
     token_mask: torch.Tensor | None  # (batch, seq) True = real token, or None
 
 
-class _StopForward(Exception):
-    """Raised by the capture hook to stop the forward pass at the first block."""
+class StopForward(Exception):
+    """Raised by a hook to end a forward pass whose remaining work is not needed."""
 
 
 def check_calibration(calibration: Any, method: str) -> list[Batch]:
@@ -103,7 +103,7 @@ def capture_block_inputs(
     def hook(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         clean_args, clean_kwargs = _drop_caches(tuple(args), dict(kwargs))
         captured.append(BlockInput(clean_args, clean_kwargs, current["mask"]))
-        raise _StopForward
+        raise StopForward
 
     handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
     try:
@@ -111,7 +111,7 @@ def capture_block_inputs(
             current["mask"] = token_mask(batch)
             try:
                 call_model(model, batch)
-            except _StopForward:
+            except StopForward:
                 continue
             except Exception as exc:  # noqa: BLE001 - user data/model failures are reported alike
                 raise CalibrationError(
@@ -153,11 +153,15 @@ def _rows(x: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
 
 
 class InputStats:
-    """Forward hooks that accumulate input statistics of linear layers.
+    """Forward pre-hooks that accumulate input statistics of linear layers.
 
     Args:
         modules: ``{weight key: module}`` of the layers to watch.
         gram: also accumulate ``X^T X`` (for SparseGPT), not only per-feature sums of squares.
+
+    After :meth:`end_pass`, once every watched layer was seen exactly once in a forward
+    pass, the hook of the last one raises :class:`StopForward` after recording: the rest of
+    that pass (the last layer's own product and whatever follows it) is not needed.
     """
 
     def __init__(self, modules: Mapping[str, nn.Module], gram: bool) -> None:
@@ -166,10 +170,15 @@ class InputStats:
         self.xtx: dict[str, torch.Tensor] = {}
         self.count: dict[str, int] = {}
         self.token_mask: torch.Tensor | None = None
-        self._handles = [m.register_forward_hook(self._hook_for(k)) for k, m in modules.items()]
+        self.stop_after: str | None = None
+        self._n_modules = len(modules)
+        self._calls: list[str] = []  # keys seen in the current pass, in call order
+        self._handles = [m.register_forward_pre_hook(self._hook_for(k))
+                         for k, m in modules.items()]
 
     def _hook_for(self, key: str) -> Callable[..., None]:
-        def hook(_: nn.Module, inputs: tuple[Any, ...], __: Any) -> None:
+        def hook(_: nn.Module, inputs: tuple[Any, ...]) -> None:
+            self._calls.append(key)
             rows = _rows(inputs[0].detach(), self.token_mask).double()  # (tokens, in)
             self.count[key] = self.count.get(key, 0) + rows.shape[0]
             sq = rows.pow(2).sum(dim=0)
@@ -177,8 +186,17 @@ class InputStats:
             if self.gram:
                 xtx = rows.t() @ rows  # (in, in)
                 self.xtx[key] = self.xtx[key] + xtx if key in self.xtx else xtx
+            if key == self.stop_after:
+                raise StopForward
 
         return hook
+
+    def end_pass(self) -> None:
+        """Close one forward pass; learn the last layer called if each was called once."""
+        if (self.stop_after is None and len(self._calls) == self._n_modules
+                and len(set(self._calls)) == self._n_modules):
+            self.stop_after = self._calls[-1]
+        self._calls = []
 
     def remove(self) -> None:
         """Detach every hook."""

@@ -8,6 +8,7 @@ prunekit result: ``finalize``, saving and sparse conversion work unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import sys
@@ -38,7 +39,9 @@ from .allocation import outlier_ratio, owl_sparsities
 from .blocks import find_blocks
 from .calibration import (
     Batch,
+    BlockInput,
     InputStats,
+    StopForward,
     capture_block_inputs,
     check_calibration,
     check_token_ids,
@@ -262,6 +265,28 @@ def owl_allocation(
     return {k: per_group[g] for g, keys in groups.items() for k in keys}
 
 
+def _block_stats(
+    block: nn.Module, modules: Mapping[str, nn.Module], inputs: list[BlockInput],
+    settings: OneShotSettings,
+) -> InputStats:
+    """Input statistics of a block's targeted layers over its cached inputs.
+
+    Each pass stops once the last targeted layer's input was recorded (see
+    :class:`InputStats`), so the block's remaining work is skipped.
+    """
+    stats = InputStats(modules, gram=settings.method == "sparsegpt")
+    try:
+        for item in inputs:
+            stats.token_mask = item.token_mask
+            with contextlib.suppress(StopForward):
+                block(*item.args, **item.kwargs)
+            stats.end_pass()
+    except BaseException:
+        stats.remove()
+        raise
+    return stats
+
+
 def calibrate_and_prune(
     model: nn.Module, keys: list[str], batches: list[Batch], settings: OneShotSettings
 ) -> dict[str, torch.Tensor]:
@@ -289,11 +314,10 @@ def calibrate_and_prune(
             for name, block in tqdm(blocks, desc=settings.method, unit="block", disable=None):
                 inside = {k: m for k, m in modules.items() if k.startswith(name + ".")}
                 if inside:
-                    stats = InputStats(inside, gram=settings.method == "sparsegpt")
-                    for item in inputs:
-                        stats.token_mask = item.token_mask
-                        block(*item.args, **item.kwargs)
+                    stats = _block_stats(block, inside, inputs, settings)
                     masks.update(_prune_stage(inside, stats, settings))
+                if len(masks) == len(modules):
+                    break  # nothing left to calibrate: later outputs are not needed
                 inputs = run_block(block, inputs)
         rest = {k: m for k, m in modules.items() if k not in masks}
         if rest:
