@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import prunekit as pk
 from prunekit.errors import ShapeError, SpecError
 from prunekit.select.nm import is_nm, nm_mask
 from prunekit.select.unstructured import (
@@ -178,3 +179,13 @@ def test_a_sample_that_misses_falls_back_to_full_selection(monkeypatch: pytest.M
     values = [torch.rand(1000), torch.rand(500)]
     ordered = torch.cat(values).sort().values
     assert kth_smallest_of(values, 700) == float(ordered[699])
+
+
+def test_channels_last_weights_get_exact_counts_and_masks_in_logical_order() -> None:
+    model = pk.zoo.build("fmnist_resnet").to(memory_format=torch.channels_last)
+    reference = pk.zoo.build("fmnist_resnet")  # same seed, contiguous weights
+    spec = pk.Unstructured(sparsity=0.9, scope="global")
+    masks = pk.prune(model, spec).plan.masks
+    expected = pk.prune(reference, spec).plan.masks
+    assert masks.keys() == expected.keys()
+    assert all(torch.equal(masks[k], expected[k]) for k in masks)

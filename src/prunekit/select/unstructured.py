@@ -103,7 +103,7 @@ def _masks_below(
     scores: dict[str, torch.Tensor], kth: float, k: int
 ) -> dict[str, torch.Tensor]:
     """Remove every score below ``kth`` plus the first ties at ``kth`` until ``k`` are gone."""
-    masks = {name: s >= kth for name, s in scores.items()}
+    masks = {name: (s >= kth).contiguous() for name, s in scores.items()}  # row-major for ties
     remaining = k - sum(count_removed(mask) for mask in masks.values())
     for name, s in scores.items():
         if remaining <= 0:
