@@ -17,9 +17,9 @@ pruned weights with ``load_state_dict(strict=True)``.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from ..apply.surgery.rebuild import resize_tensor
 from ..errors import PlanError
 from ..plan import Plan
 from .arch import read_arch
@@ -30,17 +30,6 @@ CONFIG_KEYS = ("config", "config_before")
 def original_config_values(plan: Plan) -> dict[str, object]:
     """Config fields to set on a pruned model's config to get the original one back."""
     return dict(plan.attributes.get("config_before", {}))
-
-
-def _resize(module: nn.Module, leaf: str, shape: list[int]) -> None:
-    tensor = getattr(module, leaf)
-    if list(tensor.shape) == list(shape):
-        return
-    empty = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
-    if isinstance(tensor, nn.Parameter):
-        setattr(module, leaf, nn.Parameter(empty, requires_grad=tensor.requires_grad))
-    else:
-        module._buffers[leaf] = empty
 
 
 def _check_removed(model: nn.Module, plan: Plan) -> None:
@@ -87,7 +76,7 @@ def rebuild_transformer(model: nn.Module, plan: Plan) -> nn.Module:
             module = model.get_submodule(module_name)
         except AttributeError as exc:
             raise PlanError(f"the plan gives a shape for {key!r}, which the model lacks") from exc
-        _resize(module, leaf, shape)
+        resize_tensor(module, leaf, shape)
     return model
 
 

@@ -64,7 +64,8 @@ def _set_attribute(module: nn.Module, attr: str, value: Any) -> None:
     setattr(module, attr, value)
 
 
-def _resize(module: nn.Module, leaf: str, shape: list[int]) -> None:
+def resize_tensor(module: nn.Module, leaf: str, shape: list[int]) -> None:
+    """Give ``module.<leaf>`` (parameter or buffer) an uninitialised tensor of ``shape``."""
     tensor = getattr(module, leaf)
     if list(tensor.shape) == list(shape):
         return
@@ -118,5 +119,5 @@ def rebuild_pruned_architecture(model: nn.Module, plan: Plan) -> nn.Module:
             module = model.get_submodule(module_name)
         except AttributeError:
             continue  # inside a removed module
-        _resize(module, leaf, shape)
+        resize_tensor(module, leaf, shape)
     return model
