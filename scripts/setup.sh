@@ -5,17 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
-        || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; }
-fi
-# Real English text (quotations) for calibrating the transformer benchmarks and tests.
-if ! dpkg -s fortunes >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get install -y -q fortunes >/dev/null 2>&1 \
-        || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q fortunes >/dev/null; }
-fi
+# Install a Debian package unless present (apt lists refreshed only when needed).
+apt_install() {
+    dpkg -s "$1" >/dev/null 2>&1 && return 0
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get install -y -q "$1" >/dev/null 2>&1 \
+        || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$1" >/dev/null; }
+}
+apt_install dataset-fashion-mnist  # the default job's data (standard idx files)
+apt_install fortunes               # real English text for calibrating transformer pruning
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
