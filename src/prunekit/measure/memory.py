@@ -7,7 +7,11 @@ time order gives the peak of memory allocated during the forward pass.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import sys
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -22,9 +26,26 @@ def tensor_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: the profiler's C++ side logs start/stop lines
+    (and, on CUDA builds without a GPU, a device-count error) straight to it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _cpu_activation_peak(model: nn.Module, inputs: ExampleInputs) -> int:
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU],
-                                         profile_memory=True) as prof:
+    with _native_stderr_silenced(), torch.inference_mode(), profile(
+        activities=[ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
         call_model(model, inputs)
     # frees are "[memory]" events; an allocation is charged to the leaf op that made it
     events = [
