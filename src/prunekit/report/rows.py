@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import statistics
 from typing import Any
 
 COLUMNS = (
@@ -56,11 +57,28 @@ def flat_row(row: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _paired_dense_latency(dense_row: dict[str, Any], variants: dict[str, Any]) -> None:
+    """Show the dense model's latency as timed beside the variants, not in its own session.
+
+    The dense session runs once; a burst of load on a shared machine can inflate it many
+    times over. Each variant session times the dense model interleaved with the variant, so
+    the median over those pairs is the figure the speedups are relative to.
+    """
+    for batch in ("b1", "b64"):
+        pairs = [_get(v, "latency_cpu", batch) for v in variants.values()]
+        pairs = [p for p in pairs if isinstance(p, dict) and p.get("dense_median_ms")]
+        if pairs:
+            dense_row[f"{batch}_ms"] = statistics.median(p["dense_median_ms"] for p in pairs)
+            dense_row[f"{batch}_iqr_ms"] = statistics.median(p["dense_iqr_ms"] for p in pairs)
+
+
 def flat_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Dense first, then every recorded variant in the order they were requested."""
     dense = data.get("dense") or {}
-    rows = [flat_row(dense, dense)] if dense else []
     variants = data.get("variants", {})
+    rows = [flat_row(dense, dense)] if dense else []
+    if rows:
+        _paired_dense_latency(rows[0], variants)
     order = [n for n in data.get("requested", []) if n in variants]
     order += [n for n in variants if n not in order]
     rows += [flat_row(variants[n], dense) for n in order]
