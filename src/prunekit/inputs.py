@@ -66,6 +66,15 @@ def flat_tensors(output: Any) -> list[torch.Tensor]:
     return []
 
 
+def example_input_error(exc: Exception) -> ExampleInputError:
+    """The typed error for a forward pass on the user's example inputs that raised ``exc``."""
+    return ExampleInputError(
+        f"the model does not run on the example inputs: {type(exc).__name__}: {exc}",
+        "pass example_inputs the model accepts: a tensor, a tuple of positional "
+        "arguments, or a dict of keyword arguments",
+    )
+
+
 def run_example(model: nn.Module, example_inputs: ExampleInputs) -> list[torch.Tensor]:
     """Run ``model`` in eval mode without gradients; return its output tensors.
 
@@ -76,11 +85,7 @@ def run_example(model: nn.Module, example_inputs: ExampleInputs) -> list[torch.T
         with torch.no_grad(), eval_mode(model):
             out = call_model(model, example_inputs)
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported the same way
-        raise ExampleInputError(
-            f"the model does not run on the example inputs: {type(exc).__name__}: {exc}",
-            "pass example_inputs the model accepts: a tensor, a tuple of positional "
-            "arguments, or a dict of keyword arguments",
-        ) from exc
+        raise example_input_error(exc) from exc
     tensors = flat_tensors(out)
     if not tensors:
         raise ExampleInputError(f"the model returned no tensor (got {type(out).__name__})")

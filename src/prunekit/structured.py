@@ -36,7 +36,14 @@ from .errors import CouplingError, ExampleInputError, PrunekitError
 from .graph.groups import Analysis, analyze
 from .graph.state import OUT
 from .importance.channel import channel_scores
-from .inputs import ExampleInputs, call_model, check_same_output_shapes, eval_mode, flat_tensors
+from .inputs import (
+    ExampleInputs,
+    call_model,
+    check_same_output_shapes,
+    eval_mode,
+    example_input_error,
+    flat_tensors,
+)
 from .plan import Plan
 from .result import PruneResult
 from .select.structured import GroupChoice, kept_heads, select_channels
@@ -66,11 +73,7 @@ def _analyze(
     except PrunekitError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported the same way
-        raise ExampleInputError(
-            f"the model does not run on the example inputs: {type(exc).__name__}: {exc}",
-            "pass example_inputs the model accepts: a tensor, a tuple of positional "
-            "arguments, or a dict of keyword arguments",
-        ) from exc
+        raise example_input_error(exc) from exc
 
 
 def _choices(analysis: Analysis, overrides: dict[str, float]) -> list[GroupChoice]:
