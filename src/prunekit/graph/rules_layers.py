@@ -98,8 +98,7 @@ def conv(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> None
                 state.unite(row.view(groups, -1), in_atoms.view(1, -1))
         per_group = out_atoms.view(groups, -1)
         state.atoms.union(per_group[:1].expand_as(per_group), per_group)
-    if bias is not None and state.param_key(bias):
-        state.atoms.union(state.pdim(bias, 0, BIAS), out_atoms)
+    _couple_bias(state, bias, out_atoms)
     state.set_map(out, along(out_atoms, cdim, out.dim()))
 
 
