@@ -21,6 +21,11 @@ CORE_MODULES = [
     "prunekit.select.nm",
     "prunekit.importance.weight",
     "prunekit.zoo",
+    "prunekit.sparse.formats",
+    "prunekit.sparse.modules",
+    "prunekit.sparse.convert",
+    "prunekit.io.save",
+    "prunekit.io.load",
 ]
 README = Path(__file__).resolve().parents[2] / "README.md"
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
@@ -41,10 +46,14 @@ def readme_section(title: str) -> str:
     return match.group(1)
 
 
-def test_readme_pruning_section_examples_pass() -> None:
-    section = readme_section("Unstructured and N:M pruning")
+@pytest.mark.parametrize(
+    ("title", "min_examples"),
+    [("Unstructured and N:M pruning", 10), ("Saving, loading and sparse inference", 8)],
+)
+def test_readme_section_examples_pass(title: str, min_examples: int) -> None:
+    section = readme_section(title)
     test = doctest.DocTestParser().get_doctest(section, {}, "README", str(README), 0)
-    assert len(test.examples) >= 10
+    assert len(test.examples) >= min_examples
     runner = doctest.DocTestRunner(optionflags=FLAGS)
     runner.run(test)
     assert runner.failures == 0
