@@ -3,6 +3,7 @@
 from .batchnorm import recalibrate_batchnorm
 from .config import RecoveryConfig
 from .finetune import FinetuneReport, finetune
+from .gradual import GradualPruner, GradualSchedule
 from .invariants import Snapshot, check_unchanged, snapshot
 from .step import RecoveryStep, cosine_factor, distillation_loss
 
@@ -10,6 +11,8 @@ __all__ = [
     "RecoveryConfig",
     "FinetuneReport",
     "finetune",
+    "GradualSchedule",
+    "GradualPruner",
     "RecoveryStep",
     "cosine_factor",
     "distillation_loss",

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .batchnorm import recalibrate_batchnorm
 from .config import RecoveryConfig
+from .gradual import GradualPruner
 from .invariants import check_unchanged, snapshot
 from .step import RecoveryStep
 
@@ -56,8 +57,10 @@ def finetune(
     progress: bool = True,
     on_epoch_end: Callable[[int, float], None] | None = None,
     description: str = "fine-tune",
+    pruner: GradualPruner | None = None,
 ) -> FinetuneReport:
-    """Fine-tune ``model`` in place with masks and pruned shapes held fixed.
+    """Fine-tune ``model`` in place with masks and pruned shapes held fixed (or masks grown
+    on a gradual-pruning schedule).
 
     Args:
         model: a pruned (masked or physically smaller) or dense model.
@@ -67,21 +70,26 @@ def finetune(
         progress: show a tqdm bar.
         on_epoch_end: called with ``(epoch, mean loss)`` after every epoch.
         description: progress-bar label.
+        pruner: a :class:`GradualPruner`; its initial sparsity is applied before training
+            and the masks grow on its schedule (they only ever lose entries).
 
     Returns:
         A :class:`FinetuneReport`.
 
     Raises:
-        PlanError: fine-tuning changed a mask, a shape, or revived a pruned weight.
+        PlanError: fine-tuning changed a shape or a mask (other than by the pruner's
+            growth), or revived a pruned weight.
 
     Example:
         >>> report = finetune(result.model, loader, RecoveryConfig(epochs=1, distill=True),
         ...                   teacher=dense_model)
     """
     config = config or RecoveryConfig()
-    before = snapshot(model)
     total = _total_steps(train_loader, config)
-    step = RecoveryStep(model, config, total, teacher)
+    if pruner is not None:
+        pruner.start(model, total)
+    before = snapshot(model)
+    step = RecoveryStep(model, config, total, teacher, pruner)
     losses: list[float] = []
     start = time.perf_counter()
     with torch.random.fork_rng(), tqdm(total=total, desc=description, disable=not progress,
@@ -97,7 +105,7 @@ def finetune(
                 on_epoch_end(epoch, losses[-1])
     recalibrate_batchnorm(model, train_loader, config.bn_recalibration_batches)
     model.eval()
-    check_unchanged(model, before)
+    check_unchanged(model, before, may_shrink=pruner is not None)
     return FinetuneReport(step.steps_done, len(losses), time.perf_counter() - start, losses)
 
 

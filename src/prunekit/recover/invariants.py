@@ -13,7 +13,8 @@ from ..errors import PlanError
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Shapes of every parameter/buffer and the zero pattern of every masked weight."""
+    """Shapes of every parameter/buffer (by logical name: ``weight``, not ``weight_orig``)
+    and the zero pattern of every masked weight."""
 
     shapes: dict[str, tuple[int, ...]]
     masks: dict[str, torch.Tensor]
@@ -21,16 +22,24 @@ class Snapshot:
 
 def snapshot(model: nn.Module) -> Snapshot:
     """Record what fine-tuning must hold fixed."""
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    masked = {f"{name}.{param}" if name else param for name, _, param in masked_modules(model)}
+    shapes = {_logical(k, masked): tuple(v.shape) for k, v in model.state_dict().items()
+              if not (k.endswith("_mask") and k.removesuffix("_mask") in masked)}
     masks = {
-        f"{name}.{param}": getattr(module, f"{param}_mask").detach().bool().clone()
+        (f"{name}.{param}" if name else param):
+            getattr(module, f"{param}_mask").detach().bool().clone()
         for name, module, param in masked_modules(model)
     }
     return Snapshot(shapes, masks)
 
 
-def check_unchanged(model: nn.Module, before: Snapshot) -> None:
+def check_unchanged(model: nn.Module, before: Snapshot, *, may_shrink: bool = False) -> None:
     """Raise if a shape or mask changed or a pruned weight became nonzero.
+
+    Args:
+        model: the model after fine-tuning.
+        before: its :func:`snapshot` from before.
+        may_shrink: gradual pruning ran, so masks may have lost entries (never gained).
 
     Raises:
         PlanError: naming each tensor that moved.
@@ -41,13 +50,30 @@ def check_unchanged(model: nn.Module, before: Snapshot) -> None:
         for k in sorted(set(before.shapes) | set(after.shapes))
         if before.shapes.get(k) != after.shapes.get(k)
     ]
+    if not may_shrink:
+        added = [k for k in after.masks if k not in before.masks]
+        problems += [f"{k}: masked during fine-tuning" for k in added]
     for key, mask in before.masks.items():
-        if key not in after.masks or not torch.equal(after.masks[key], mask):
-            problems.append(f"{key}: mask changed")
+        if key not in after.masks or not _mask_ok(after.masks[key], mask, may_shrink):
+            problems.append(f"{key}: mask changed" + (" (revived weights)" if may_shrink else ""))
             continue
         module_name, _, param = key.rpartition(".")
         weight = effective_weight(model.get_submodule(module_name), param)
-        if bool((weight[~mask] != 0).any()):
+        if bool((weight[~after.masks[key]] != 0).any()):
             problems.append(f"{key}: pruned weights became nonzero")
     if problems:
         raise PlanError("fine-tuning changed the pruned structure: " + "; ".join(problems))
+
+
+def _logical(key: str, masked: set[str]) -> str:
+    """``conv.weight_orig`` -> ``conv.weight`` for masked parameters (their logical name)."""
+    stem = key.removesuffix("_orig")
+    return stem if key.endswith("_orig") and stem in masked else key
+
+
+def _mask_ok(after: torch.Tensor, before: torch.Tensor, may_shrink: bool) -> bool:
+    if after.shape != before.shape:
+        return False
+    if may_shrink:
+        return not bool((after & ~before).any())
+    return torch.equal(after, before)

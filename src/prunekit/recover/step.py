@@ -17,6 +17,7 @@ from torch import nn
 
 from ..inputs import ExampleInputs, call_model
 from .config import RecoveryConfig
+from .gradual import GradualPruner
 
 
 def distillation_loss(
@@ -64,13 +65,15 @@ class RecoveryStep:
 
     Masked weights stay zero because the masked end state multiplies by the mask in every
     forward (their gradient is zero); physically pruned shapes never change. The teacher,
-    if any, runs in eval mode without gradients.
+    if any, runs in eval mode without gradients. With a ``pruner`` the masks grow on its
+    schedule (it is called before each step), otherwise they stay fixed.
 
     Args:
         model: the model to train (put in train mode on every call).
         config: :class:`RecoveryConfig`.
-        total_steps: steps of the whole run (for the cosine schedule).
+        total_steps: steps of the whole run (for the cosine and pruning schedules).
         teacher: dense model to distil from (used when ``config.distill``).
+        pruner: a :class:`GradualPruner` that prunes further during the run.
     """
 
     def __init__(
@@ -79,8 +82,10 @@ class RecoveryStep:
         config: RecoveryConfig,
         total_steps: int,
         teacher: nn.Module | None = None,
+        pruner: GradualPruner | None = None,
     ) -> None:
         self.model = model
+        self.pruner = pruner
         self.config = config
         self.total_steps = max(1, total_steps)
         self.teacher = teacher if config.distill else None
@@ -112,6 +117,8 @@ class RecoveryStep:
     def __call__(self, inputs: ExampleInputs, targets: torch.Tensor) -> float:
         """Run one step; returns the batch loss as a float."""
         self.model.train()
+        if self.pruner is not None:
+            self.pruner(self.model, self.steps_done, self.total_steps)
         self._set_lr()
         loss = self.loss(inputs, targets)
         self.optimizer.zero_grad(set_to_none=True)
