@@ -82,6 +82,10 @@ def compare_command(
     distill: bool = typer.Option(False, help="distil from the dense model while fine-tuning"),
     epochs: int = typer.Option(1, help="fine-tuning epochs per variant (the same for all)"),
     lr: float = typer.Option(0.01, help="fine-tuning peak learning rate (cosine decay)"),
+    gradual: bool = typer.Option(
+        True, "--gradual/--one-shot",
+        help="unstructured stages: prune gradually during the fine-tuning epoch (cubic "
+        "schedule) or all at once before it"),
     model: str = typer.Option(DEFAULT_MODEL, help="zoo name or package.module:factory"),
     dataset: str | None = typer.Option(
         None, help="package.module:factory returning (train, test) Datasets or DataLoaders"),
@@ -111,7 +115,8 @@ def compare_command(
     settings = CompareSettings(
         variants=tuple(parse_variants(_variant_text(variants, variants_file), quick=quick)),
         out_dir=out, model_ref=model, dataset_ref=dataset, data_dir=data_dir, epochs=epochs,
-        distill=distill, quick=quick, seed=seed, threads=threads, lr=lr, progress=progress,
+        distill=distill, quick=quick, seed=seed, threads=threads, lr=lr, gradual=gradual,
+        progress=progress,
     )
     build_model(settings.model_ref)  # fail early on a broken factory
     if train_baseline_flag:

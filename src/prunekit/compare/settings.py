@@ -32,6 +32,9 @@ class CompareSettings:
         seed: seeds data order, augmentation and fine-tuning.
         threads: torch threads for training and timing.
         lr: fine-tuning peak learning rate (cosine decay).
+        gradual: prune the unstructured stage gradually inside the fine-tuning epoch
+            (cubic schedule, see :mod:`prunekit.compare.gradual`) instead of one-shot
+            before it; the budget is the same.
         progress: show progress bars.
     """
 
@@ -46,6 +49,7 @@ class CompareSettings:
     seed: int = 0
     threads: int = 1
     lr: float = FINETUNE_LR
+    gradual: bool = True
     progress: bool = True
 
     @property
@@ -73,4 +77,5 @@ class CompareSettings:
             "model": self.model_ref, "dataset": self.dataset_ref or "fashion-mnist",
             "epochs": self.epochs, "distill": self.distill, "quick": self.quick,
             "seed": self.seed, "threads": self.threads, "lr": self.lr,
+            "gradual": self.gradual,
         }
