@@ -1,9 +1,10 @@
 """Recovery fine-tuning: a loop (:func:`finetune`) and a step for your own loop."""
 
 from .batchnorm import recalibrate_batchnorm
+from .channel_fade import ChannelFade, faded_channels, transplant
 from .config import RecoveryConfig
 from .finetune import FinetuneReport, finetune
-from .gradual import GradualPruner, GradualSchedule
+from .gradual import GradualPruner, GradualSchedule, Pruner
 from .invariants import Snapshot, check_unchanged, snapshot
 from .step import RecoveryStep, cosine_factor, distillation_loss
 
@@ -13,6 +14,10 @@ __all__ = [
     "finetune",
     "GradualSchedule",
     "GradualPruner",
+    "Pruner",
+    "ChannelFade",
+    "faded_channels",
+    "transplant",
     "RecoveryStep",
     "cosine_factor",
     "distillation_loss",

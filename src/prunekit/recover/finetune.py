@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .batchnorm import recalibrate_batchnorm
 from .config import RecoveryConfig
-from .gradual import GradualPruner
+from .gradual import Pruner
 from .invariants import check_unchanged, snapshot
 from .step import RecoveryStep
 
@@ -57,7 +57,7 @@ def finetune(
     progress: bool = True,
     on_epoch_end: Callable[[int, float], None] | None = None,
     description: str = "fine-tune",
-    pruner: GradualPruner | None = None,
+    pruner: Pruner | None = None,
 ) -> FinetuneReport:
     """Fine-tune ``model`` in place with masks and pruned shapes held fixed (or masks grown
     on a gradual-pruning schedule).
@@ -70,8 +70,9 @@ def finetune(
         progress: show a tqdm bar.
         on_epoch_end: called with ``(epoch, mean loss)`` after every epoch.
         description: progress-bar label.
-        pruner: a :class:`GradualPruner`; its initial sparsity is applied before training
-            and the masks grow on its schedule (they only ever lose entries).
+        pruner: a :class:`GradualPruner` (its initial sparsity is applied before
+            training and the masks grow on its schedule; they only ever lose entries) or
+            a :class:`ChannelFade`.
 
     Returns:
         A :class:`FinetuneReport`.

@@ -20,6 +20,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from torch import nn
 
@@ -91,6 +92,16 @@ class GradualSchedule:
 
 
 SpecFactory = Callable[[float], Unstructured | NM]
+
+
+class Pruner(Protocol):
+    """What :func:`~prunekit.recover.finetune` calls to prune during training."""
+
+    def start(self, model: nn.Module, total: int) -> None:
+        """Prepare ``model`` before the first of ``total`` steps."""
+
+    def __call__(self, model: nn.Module, step: int, total: int) -> bool:
+        """Act before ``step``; returns whether the model changed."""
 
 
 class GradualPruner:

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..inputs import ExampleInputs, call_model
 from .config import RecoveryConfig
-from .gradual import GradualPruner
+from .gradual import Pruner
 
 
 def distillation_loss(
@@ -73,7 +73,7 @@ class RecoveryStep:
         config: :class:`RecoveryConfig`.
         total_steps: steps of the whole run (for the cosine and pruning schedules).
         teacher: dense model to distil from (used when ``config.distill``).
-        pruner: a :class:`GradualPruner` that prunes further during the run.
+        pruner: a :class:`GradualPruner` or :class:`ChannelFade` acting before each step.
     """
 
     def __init__(
@@ -82,7 +82,7 @@ class RecoveryStep:
         config: RecoveryConfig,
         total_steps: int,
         teacher: nn.Module | None = None,
-        pruner: GradualPruner | None = None,
+        pruner: Pruner | None = None,
     ) -> None:
         self.model = model
         self.pruner = pruner
