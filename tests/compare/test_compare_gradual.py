@@ -84,10 +84,28 @@ def test_runner_records_the_schedule_and_reaches_the_target(tmp_path: Path,
     data = run_comparison(settings, lambda: zoo.build("mlp"), _data())
     row = data["variants"]["unstructured-80"]
     assert row["status"] == "done"
-    schedule = row["finetune"]["gradual"]
+    schedule = row["finetune"]["schedule"]
     if gradual:
+        assert schedule["kind"] == "gradual"
         assert schedule["final_sparsity"] == pytest.approx(0.8)
     else:
-        assert schedule is None
+        assert schedule == {"kind": "one-shot"}
     dense_nonzero = data["dense"]["nonzero_params"]
     assert row["nonzero_params"] < 0.3 * dense_nonzero
+
+
+def test_structured_variants_fade_where_every_cut_channel_has_a_batchnorm(
+        tmp_path: Path) -> None:
+    settings = CompareSettings(tuple(parse_variants("structured-50")), tmp_path / "resnet",
+                               model_ref="fmnist_resnet", quick=True, progress=False)
+    data = run_comparison(settings, lambda: zoo.build("fmnist_resnet"), _data())
+    row = data["variants"]["structured-50"]
+    assert row["status"] == "done" and row["finetune"]["schedule"]["kind"] == "fade"
+    assert row["params"] < 0.3 * data["dense"]["params"]
+    loaded = pk.load(row["disk"]["path"])
+    assert sum(p.numel() for p in loaded.parameters()) == row["params"]
+
+    mlp = CompareSettings(tuple(parse_variants("structured-50")), tmp_path / "mlp",
+                          model_ref="mlp", quick=True, progress=False)
+    row = run_comparison(mlp, lambda: zoo.build("mlp"), _data())["variants"]["structured-50"]
+    assert row["status"] == "done" and row["finetune"]["schedule"] == {"kind": "one-shot"}

@@ -1,28 +1,101 @@
-"""Gradual pruning of a variant's unstructured stage during its fine-tuning epoch.
+"""Gradual pruning during a variant's fine-tuning epoch (the same budget as one-shot).
 
 The one-shot result (pruned at the target before fine-tuning) is still made, for the
-"accuracy before fine-tuning" column; training then starts from the dense model (or, for
-combined variants, from its structured stage) and the masks grow to the same target on a
-cubic schedule inside the same fine-tuning budget.
+"accuracy before fine-tuning" column and as the record of the plan. Then:
+
+- a variant whose last stage is unstructured trains from the dense model (combined: from its
+  structured stage) while its masks grow to the same target on a cubic schedule
+  (:class:`~prunekit.recover.GradualPruner`);
+- a structured variant trains the dense model while the channels its plan removes fade out
+  (:class:`~prunekit.recover.ChannelFade`); the trained kept slices then go into the cut
+  model (:func:`~prunekit.recover.transplant`), which computes the same function;
+- N:M variants are pruned one-shot.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..apply.masks import existing_mask, masked_modules
-from ..recover import GradualPruner, GradualSchedule
+from ..errors import PlanError
+from ..recover import ChannelFade, GradualPruner, GradualSchedule, faded_channels, transplant
 from ..result import PruneResult
-from ..specs import Unstructured
+from ..specs import Structured, Unstructured
 from .pipeline import prune_variant
 from .variants import Variant
 
+log = logging.getLogger(__name__)
 GRADUAL_END = 0.6  # fraction of the fine-tuning steps at which the target is reached
 GRADUAL_EVERY = 16  # steps between two mask updates on the ramp
+FADE_END = 0.5  # fraction of the fine-tuning steps after which faded channels are off
+
+
+@dataclass
+class TrainingStart:
+    """What to fine-tune for a variant, and how to turn it into the final result.
+
+    Attributes:
+        model: the model to hand to :func:`~prunekit.recover.finetune`.
+        pruner: its ``pruner=`` argument (None: one-shot, masks/shapes fixed).
+        kind: ``"one-shot"``, ``"gradual"`` (masks grow) or ``"fade"`` (channels fade).
+    """
+
+    model: nn.Module
+    pruner: GradualPruner | ChannelFade | None
+    kind: str
+
+    def describe(self) -> dict[str, Any]:
+        """The schedule, for the results file."""
+        if isinstance(self.pruner, GradualPruner):
+            return {"kind": self.kind, **dataclasses.asdict(self.pruner.schedule)}
+        if isinstance(self.pruner, ChannelFade):
+            return {"kind": self.kind, "end_fraction": self.pruner.end_fraction,
+                    "channels": sum(len(c) for c in self.pruner.channels.values())}
+        return {"kind": self.kind}
+
+    def finish(self, one_shot: PruneResult) -> PruneResult:
+        """The final result: the trained model with the one-shot result's plan."""
+        if isinstance(self.pruner, GradualPruner):
+            return with_trained_model(one_shot, self.model)
+        if isinstance(self.pruner, ChannelFade):
+            self.pruner.remove(self.model)
+            transplant(self.model, one_shot)
+        return one_shot
+
+
+def training_start(
+    dense: nn.Module, variant: Variant, one_shot: PruneResult, example: torch.Tensor,
+    *, gradual: bool = True, seed: int = 0,
+) -> TrainingStart:
+    """Choose how ``variant`` is trained (see the module docstring).
+
+    Args:
+        dense: the dense model (not modified; contiguous layout).
+        variant: the variant.
+        one_shot: ``prune_variant(dense, variant, ...)``.
+        example: example inputs.
+        gradual: False trains ``one_shot.model`` with fixed masks and shapes.
+        seed: pruning seed.
+    """
+    if gradual and gradual_stage(variant) is not None:
+        model, pruner = gradual_start(dense, variant, example, seed=seed)
+        return TrainingStart(model, pruner, "gradual")
+    if gradual and all(isinstance(s, Structured) for s in variant.specs):
+        model = copy.deepcopy(dense)
+        try:
+            channels = faded_channels(model, one_shot.plan)
+        except PlanError as exc:
+            log.info("%s: pruned one-shot (%s)", variant.name, exc.message)
+        else:
+            return TrainingStart(model, ChannelFade(channels, end_fraction=FADE_END), "fade")
+    return TrainingStart(one_shot.model, None, "one-shot")
 
 
 def gradual_stage(variant: Variant) -> Unstructured | None:

@@ -4,7 +4,6 @@ measure for each variant, keeping every finished result on disk."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import platform
 import time
@@ -21,7 +20,7 @@ from ..measure.accuracy import evaluate_accuracy
 from ..measure.latency import fixed_threads
 from ..recover import finetune
 from .baseline import ensure_baseline, shipped_stem
-from .gradual import gradual_stage, gradual_start, with_trained_model
+from .gradual import training_start
 from .measuring import MeasureContext, measure_model
 from .pipeline import deployable, layer_table, prune_variant, save_bytes
 from .settings import DEFAULT_MODEL, CompareSettings
@@ -91,19 +90,17 @@ def run_variant(variant: Variant, dense: nn.Module, data: DataBundle, ctx: Measu
                            "specs": [s.to_dict() for s in variant.specs]}
     row["accuracy_before"] = evaluate_accuracy(model, data.test, progress=settings.progress,
                                                description=f"evaluate {variant.name}")
-    pruner = None
-    if settings.gradual and gradual_stage(variant) is not None:
-        model, pruner = gradual_start(contiguous, variant, example, seed=settings.seed)
-        model = model.to(memory_format=torch.channels_last)
+    begin = training_start(contiguous, variant, result, example, gradual=settings.gradual,
+                           seed=settings.seed)
+    model = begin.model.to(memory_format=torch.channels_last)
     report = finetune(model, data.train, settings.recovery(), teacher=dense,
                       progress=settings.progress, description=f"fine-tune {variant.name}",
-                      pruner=pruner)
-    if pruner is not None:
-        result = with_trained_model(result, model)
+                      pruner=begin.pruner)
+    result = begin.finish(result)
+    model = result.model
     row["finetune"] = {"steps": report.steps, "epochs": report.epochs,
                        "seconds": round(report.seconds, 1), "losses": report.losses,
-                       "distill": settings.distill,
-                       "gradual": None if pruner is None else dataclasses.asdict(pruner.schedule)}
+                       "distill": settings.distill, "schedule": begin.describe()}
     row["accuracy"] = evaluate_accuracy(model, data.test, progress=settings.progress,
                                         description=f"evaluate {variant.name}")
     row["disk"] = save_bytes(result, settings.out_dir / "models" / variant.name,
