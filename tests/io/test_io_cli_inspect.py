@@ -27,12 +27,12 @@ def test_prune_output_loads_and_inspect_reports_it(tmp_path):
     assert info["end_state"] == ["masked"] and info["model"]["ref"] == "zoo:lenet"
     assert info["spec"]["sparsity"] == 0.9
     weight = next(t for t in info["tensors"] if t["name"] == "classifier.1.weight")
-    assert weight["format"] == "bitmask" and weight["masked"]
+    assert weight["format"] == "gaps" and weight["masked"]  # 90%: one byte per kept entry
     assert weight["stored_bytes"] < 0.15 * weight["dense_bytes"]
     assert info["bytes_on_disk"] == pk.artifact_bytes(out)
 
     res = runner.invoke(app, ["inspect", str(out)])
-    assert res.exit_code == 0 and "bitmask" in res.stdout and "zoo:lenet" in res.stdout
+    assert res.exit_code == 0 and "gaps" in res.stdout and "zoo:lenet" in res.stdout
 
 
 def test_inspect_and_prune_report_bad_paths_with_exit_code_2(tmp_path):

@@ -28,21 +28,27 @@ ODD_VALUES: list[Any] = [None, -1, 0, 1, 3, 2**40, 1.5, "x", "", [], {}, True, "
 
 def _factory() -> nn.Module:
     torch.manual_seed(1)
-    return nn.Sequential(nn.Linear(512, 8), nn.ReLU(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    return nn.Sequential(
+        nn.Linear(4096, 8), nn.ReLU(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4), nn.ReLU(),
+        nn.Linear(4, 64),
+    )
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> tuple[Path, nn.Module, torch.Tensor]:
-    """A masked model whose tensors use every format: CSR, N:M, bitmask and dense."""
+    """A masked model whose tensors use every format: CSR, N:M, bitmask, gaps and dense."""
     model = _factory()
     gen = torch.Generator().manual_seed(0)
-    apply_mask(model[0], torch.rand(8, 512, generator=gen) > 0.99)  # csr
+    far_apart = torch.zeros(8, 4096, dtype=torch.bool)
+    far_apart[0, 0] = far_apart[7, -1] = True
+    apply_mask(model[0], far_apart)  # csr
     apply_mask(model[2], nm_mask(model[2].weight.detach().abs(), 2, 4))  # nm
     apply_mask(model[4], torch.rand(4, 16, generator=gen) > 0.5)  # bitmask
+    apply_mask(model[6], torch.rand(64, 4, generator=gen) > 0.92)  # gaps
     folder = pk.save(model, tmp_path_factory.mktemp("fuzz") / "base")
     formats = {t.format for t in pk.io.read_manifest(folder).tensors.values()}
-    assert formats == {"csr", "nm", "bitmask", "dense"}
-    return folder, model, torch.randn(3, 512, generator=gen)
+    assert formats == {"csr", "nm", "bitmask", "gaps", "dense"}
+    return folder, model, torch.randn(3, 4096, generator=gen)
 
 
 def _copy(folder: Path, target: Path) -> Path:

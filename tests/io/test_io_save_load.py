@@ -43,9 +43,9 @@ def test_manifest_records_what_the_issue_asks_for(tmp_path):
     assert data["plan"]["masks"] == {}  # masks live in the storage structure
     assert {"prunekit", "torch", "safetensors"} <= set(data["versions"])
     weight = data["tensors"]["1.weight"]
-    assert weight["format"] == "bitmask" and weight["masked"] and weight["shape"] == [256, 784]
+    assert weight["format"] == "gaps" and weight["masked"] and weight["shape"] == [256, 784]
     assert data["tensors"]["1.bias"]["format"] == "dense"
-    assert set(load_file(folder / "model.safetensors")) >= {"1.bias", "1.weight::bits"}
+    assert set(load_file(folder / "model.safetensors")) >= {"1.bias", "1.weight::gaps"}
 
 
 def test_nm_masks_are_stored_in_nm_form_and_restored(tmp_path):

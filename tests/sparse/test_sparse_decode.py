@@ -48,9 +48,10 @@ def test_masked_decode_into_non_contiguous_targets():
     assert torch.equal(out, value) and torch.equal(mask, keep.float())
 
 
-def test_chunked_decode_on_several_threads_equals_one_pass(monkeypatch):
+@pytest.mark.parametrize("fmt", ["bitmask", "gaps"])
+def test_chunked_decode_on_several_threads_equals_one_pass(monkeypatch, fmt):
     value, keep = _sparse((37, 29), 0.1)  # 1073 entries: the last byte is partial
-    enc = encode(value, "bitmask", keep)
+    enc = encode(value, fmt, keep)
     one, one_mask = torch.empty(37, 29), torch.empty(37, 29)
     decode_masked_into(enc, one, one_mask)
     monkeypatch.setattr(DECODE, "PARALLEL_MIN_NUMEL", 64)
@@ -65,7 +66,7 @@ def test_chunked_decode_on_several_threads_equals_one_pass(monkeypatch):
     assert torch.equal(one, value) and torch.equal(one_mask, keep.float())
 
 
-@pytest.mark.parametrize("fmt", ["bitmask", "csr"])
+@pytest.mark.parametrize("fmt", ["bitmask", "gaps", "csr"])
 @pytest.mark.parametrize("shape", [(9, 20), (6, 2, 5)])
 def test_csr_parts_equal_the_parts_of_a_converted_layer(fmt, shape):
     value, _ = _sparse(shape, 0.15)
@@ -81,7 +82,7 @@ def test_csr_parts_equal_the_parts_of_a_converted_layer(fmt, shape):
     assert torch.equal(values, reference.values)
 
 
-def test_csr_parts_only_for_bitmask_and_csr():
+def test_csr_parts_only_for_bitmask_gaps_and_csr():
     value, keep = _sparse((8, 8), 0.5)
     assert csr_parts(encode(value, "dense")) is None
     assert csr_parts(encode(torch.ones(8), "bitmask")) is None  # 1-D
@@ -94,10 +95,13 @@ def test_empty_like_numpy_gives_a_writable_tensor_of_any_float_dtype():
         assert tensor.shape == (3, 5) and tensor.dtype == dtype and bool((tensor == 1).all())
 
 
+@pytest.mark.parametrize("mask_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("fmt", ["bitmask", "gaps"])
 @pytest.mark.parametrize("numel", [0, 5, 16, 17, 1000])
-def test_blockwise_zero_and_scatter_covers_every_entry(monkeypatch, numel):
+def test_blockwise_zero_and_scatter_covers_every_entry(monkeypatch, numel, fmt, mask_dtype):
     monkeypatch.setattr(DECODE, "CACHE_BLOCK", 16)
     value, keep = _sparse((numel,), 0.3) if numel else (torch.zeros(0), torch.zeros(0) > 0)
-    out, mask = torch.full((numel,), 9.0), torch.full((numel,), 9.0)
-    decode_masked_into(encode(value, "bitmask", keep), out, mask)
-    assert torch.equal(out, value) and torch.equal(mask, keep.float())
+    out = torch.full((numel,), 9.0, dtype=mask_dtype)  # bfloat16: the torch (not numpy) path
+    mask = torch.full((numel,), 9.0, dtype=mask_dtype)
+    decode_masked_into(encode(value.to(mask_dtype), fmt, keep), out, mask)
+    assert torch.equal(out, value.to(mask_dtype)) and torch.equal(mask, keep.to(mask_dtype))

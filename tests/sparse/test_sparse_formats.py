@@ -100,6 +100,10 @@ def test_decode_rejects_inconsistent_parts():
     bad_crow = csr.parts["crow"].clone()
     bad_crow[1], bad_crow[2] = bad_crow[2], bad_crow[1] + 100
     bitmask = encode(value, "bitmask", keep)
+    gaps = encode(value, "gaps", keep)
+    zero_gap, long_gap = gaps.parts["gaps"].clone(), gaps.parts["gaps"].clone()
+    zero_gap[1] = 0  # an escape: one value too many
+    long_gap[-1] = 255  # past the last entry
     nm_value = value * nm_mask(value.abs() + 1, 2, 4)
     nm = encode(nm_value, "nm")
     cases = [
@@ -108,6 +112,10 @@ def test_decode_rejects_inconsistent_parts():
         _corrupt(csr, "col", csr.parts["col"].to(torch.int64)),
         _corrupt(bitmask, "values", bitmask.parts["values"][:-1]),
         _corrupt(bitmask, "bits", bitmask.parts["bits"][:-1]),
+        _corrupt(gaps, "gaps", zero_gap),
+        _corrupt(gaps, "gaps", long_gap),
+        _corrupt(gaps, "values", gaps.parts["values"][:-1]),
+        _corrupt(gaps, "gaps", gaps.parts["gaps"].to(torch.int32)),
         _corrupt(nm, "index", torch.zeros_like(nm.parts["index"])),  # repeated positions
         Encoded("nm", nm.shape, nm.parts, {"n": 2, "m": 5}),
         Encoded("csr", (8, 16), {"values": value}, {}),
@@ -129,13 +137,26 @@ def test_all_zero_and_empty_tensors():
     assert math.prod(decode(encode(empty, "dense"))[0].shape) == 0
 
 
-def test_large_bitmask_decodes_exactly_on_several_threads():
+@pytest.mark.parametrize(("last", "escapes"), [(255, 0), (256, 1), (510, 1), (511, 2)])
+def test_gaps_escape_distances_over_255_exactly(last, escapes):
+    keep = torch.zeros(8, 128, dtype=torch.bool)
+    keep.view(-1)[[0, last, 1023]] = True
+    value = keep * torch.arange(1.0, 1025.0).view(8, 128)
+    enc = encode(value, "gaps", keep)
+    assert int((enc.parts["gaps"] == 0).sum()) == escapes + (1022 - last) // 255
+    assert enc.nbytes == format_bytes("gaps", keep, 4)
+    got, got_keep = decode(enc)
+    assert torch.equal(got, value) and torch.equal(got_keep, keep)
+
+
+@pytest.mark.parametrize("fmt", ["bitmask", "gaps"])
+def test_large_sparse_tensors_decode_exactly_on_several_threads(fmt):
     value, keep = _sparse((1024, 1100), 0.1, torch.float32, seed=4)  # > 1M entries: chunked
     param = torch.nn.Parameter(torch.randn(1024, 1100))  # decoding into a model's weight
     threads = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
-        enc = encode(value, "bitmask", keep)
+        enc = encode(value, fmt, keep)
         got, got_keep = decode(enc)
         with torch.no_grad():
             decode_into(enc, param)

@@ -1,7 +1,7 @@
 """The masked end state: ``weight = weight_orig * weight_mask``, recomputed every forward.
 
 Masking ``module.weight`` moves the trainable tensor to ``weight_orig`` (same Parameter
-object, so optimizers keep working) and adds a ``weight_mask`` buffer (1 = kept).
+object, so optimizers keep working) and adds a bool ``weight_mask`` buffer (True = kept).
 A forward pre-hook computes the masked weight for the forward pass, so pruned weights are
 exactly zero in every forward and receive zero gradient; a forward hook then leaves a
 detached copy behind, so the model deep-copies and pickles like any module.
@@ -86,8 +86,9 @@ def apply_mask(
 
     Args:
         module: the module that owns the parameter.
-        mask: keep-mask, bool or 0/1 values; one already in the parameter's dtype and device
-            becomes the ``<param>_mask`` buffer itself (no copy).
+        mask: keep-mask, bool or 0/1 values; a bool mask on the parameter's device becomes
+            the ``<param>_mask`` buffer itself (no copy). The buffer is bool: a quarter of
+            a float mask's memory, and ``orig * mask`` stays in the parameter's dtype.
         param: the parameter's name.
         zeros_applied: the caller guarantees that ``<param>`` is already zero wherever
             ``mask`` is 0 (weights just loaded from a pruned artefact), so ``orig * mask``
@@ -111,7 +112,7 @@ def apply_mask(
     orig = module._parameters[param]
     assert isinstance(orig, nn.Parameter), f"{param} is not a parameter"
     _rename_parameter(module, param, f"{param}_orig")
-    module.register_buffer(f"{param}_mask", mask.to(device=orig.device, dtype=orig.dtype))
+    module.register_buffer(f"{param}_mask", mask.to(device=orig.device, dtype=torch.bool))
     hook = MaskHook(param)
     module.register_forward_pre_hook(hook)
     module.register_forward_hook(hook, always_call=True)  # detach even if forward fails

@@ -213,7 +213,7 @@ def _check_masks(model: nn.Module, manifest: Manifest) -> None:
 
 def _csr_direct(model: nn.Module, manifest: Manifest, stored: Stored) -> set[str]:
     """The ``csr`` layers to build straight from their stored parts (no dense weight in
-    between): weight stored as bitmask or CSR, in a dtype the CSR kernel runs here."""
+    between): weight stored as bitmask, gaps or CSR, in a dtype the CSR kernel runs here."""
     direct = set()
     for name, kernel in manifest.sparse_modules.items():
         linear = model.get_submodule(name)
@@ -222,7 +222,7 @@ def _csr_direct(model: nn.Module, manifest: Manifest, stored: Stored) -> set[str
             kernel == "csr"
             and name
             and enc is not None
-            and enc.format in ("bitmask", "csr")
+            and enc.format in ("bitmask", "gaps", "csr")
             and isinstance(linear, nn.Linear)
             and "csr" in candidate_kernels(linear)
             and enc.parts["values"].dtype == linear.weight.dtype
@@ -245,8 +245,8 @@ def _decode_all(model: nn.Module, manifest: Manifest, stored: Stored, skip: set[
                 rest[name] = decode(enc)[0]
             elif not manifest.tensors[name].masked:
                 decode_into(enc, target, validate=False)
-            else:  # the float mask is filled from the same unpacked bits
-                mask = empty_like_numpy(enc.shape, target.dtype)
+            else:  # the bool mask is filled from the same positions
+                mask = empty_like_numpy(enc.shape, torch.bool)
                 decode_masked_into(enc, target, mask, validate=False)
                 masks[name] = (mask, True)
     if rest:
@@ -265,7 +265,7 @@ def _load_strict(model: nn.Module, manifest: Manifest, stored: Stored) -> None:
     keys, shapes and parts already checked).
 
     Parameters and buffers are decoded in place (no temporary dense copy); a CSR layer
-    whose weight is stored as bitmask or CSR is built from the stored parts without
+    whose weight is stored as bitmask, gaps or CSR is built from the stored parts without
     decoding its dense weight.
     """
     direct = _csr_direct(model, manifest, stored)
@@ -274,7 +274,7 @@ def _load_strict(model: nn.Module, manifest: Manifest, stored: Stored) -> None:
         linear = model.get_submodule(name)
         assert isinstance(linear, nn.Linear)  # checked by _csr_direct
         parts = csr_parts(stored[f"{name}.weight"], validate=False)
-        assert parts is not None  # bitmask or csr, at least 2 dims
+        assert parts is not None  # bitmask, gaps or csr, at least 2 dims
         bias = None if linear.bias is None else linear.bias.detach()
         model.set_submodule(name, CSRLinear(*parts, linear.in_features, bias))
     apply_kernels(model, {k: v for k, v in manifest.sparse_modules.items() if k not in direct})

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 from ..errors import FormatError
-from .formats import INT32_MAX, Encoded, matrix_shape
+from .formats import GAP_ESCAPE, INT32_MAX, Encoded, matrix_shape
 from .validate import validate_encoded
 
 
@@ -49,11 +50,62 @@ def empty_like_numpy(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor
 
 def _bits_into(out: torch.Tensor, bits: np.ndarray) -> None:
     """``out[:] = bits`` (bool -> 0/1 in ``out``'s dtype); numpy converts fastest."""
-    target = out.numpy() if out.dtype in (torch.float16, torch.float32, torch.float64) else None
+    target = out.numpy() if out.dtype in _NUMPY_DTYPES else None
     if target is not None:
         np.copyto(target, bits)
     else:
         out.copy_(torch.from_numpy(bits))
+
+
+_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64, torch.bool)
+
+
+def gap_positions(gaps: torch.Tensor) -> np.ndarray:
+    """The ascending flat positions (int64) a ``gaps`` part encodes: its running sum - 1,
+    with escape codes (0) counting :data:`.formats.GAP_ESCAPE` and then dropped."""
+    codes = gaps.numpy()
+    escape = codes == 0
+    if not escape.any():  # the common case: one running sum
+        position = np.cumsum(codes, dtype=np.int64)
+        position -= 1
+        return position
+    steps = codes.astype(np.int64)
+    steps[escape] = GAP_ESCAPE
+    position = np.cumsum(steps)
+    position -= 1
+    return position[~escape]
+
+
+def _put_blocks(
+    flat: torch.Tensor, position: np.ndarray, source: torch.Tensor | None, cuts: list[int]
+) -> None:
+    """``flat[position] = source`` (1 where ``source`` is None), zeros elsewhere.
+
+    Zeroing and writing go block by block (:data:`CACHE_BLOCK` entries; ``cuts[k]`` is the
+    first position in block ``k``), so the values land in a block still in cache instead of
+    the whole tensor being read back from memory. The blocks are written with numpy where it
+    has the dtype: per-block torch calls would each start and join the torch thread pool,
+    which on a busy machine costs more than the work.
+    """
+    blocks = enumerate(itertools.pairwise(cuts))
+    if flat.dtype in _NUMPY_DTYPES:
+        target = flat.numpy()
+        values = 1 if source is None else source.numpy()
+        for block, (first, last) in blocks:
+            target[block * CACHE_BLOCK : (block + 1) * CACHE_BLOCK] = 0
+            target[position[first:last]] = values if source is None else values[first:last]
+        return
+    index = torch.from_numpy(position)
+    for block, (first, last) in blocks:
+        flat[block * CACHE_BLOCK : (block + 1) * CACHE_BLOCK].zero_()
+        if source is None:
+            flat.index_fill_(0, index[first:last], 1)
+        else:
+            flat.scatter_(0, index[first:last], source[first:last])
+
+
+def _block_cuts(position: np.ndarray, numel: int) -> list[int]:
+    return np.searchsorted(position, np.arange(0, numel + CACHE_BLOCK, CACHE_BLOCK)).tolist()
 
 
 def _fill_bits(
@@ -62,28 +114,36 @@ def _fill_bits(
     """``flat[bits] = values``, zeros elsewhere (and ``mask[:] = bits``) for one chunk.
 
     The kept positions come from ``numpy.flatnonzero`` (branch-free) and are written by
-    index, about 3x faster than ``masked_scatter_`` (a branchy serial loop). Zeroing and
-    writing go block by block (:data:`CACHE_BLOCK` entries), so the values land in a block
-    still in cache instead of the whole tensor being read back from memory. The blocks are
-    written with numpy where it has the dtype: per-block torch calls would each start and
-    join the torch thread pool, which on a busy machine costs more than the work.
+    index, about 3x faster than ``masked_scatter_`` (a branchy serial loop).
     """
     numel = flat.numel()
     bits = np.unpackbits(packed, count=numel).view(bool)
     position = np.flatnonzero(bits)
-    cuts = np.searchsorted(position, np.arange(0, numel + CACHE_BLOCK, CACHE_BLOCK)).tolist()
-    if flat.dtype in (torch.float16, torch.float32, torch.float64):
-        target, source = flat.numpy(), values.numpy()
-        for block, (first, last) in enumerate(itertools.pairwise(cuts)):
-            target[block * CACHE_BLOCK : (block + 1) * CACHE_BLOCK] = 0
-            target[position[first:last]] = source[first:last]
-    else:
-        index = torch.from_numpy(position)
-        for block, (first, last) in enumerate(itertools.pairwise(cuts)):
-            flat[block * CACHE_BLOCK : (block + 1) * CACHE_BLOCK].zero_()
-            flat.scatter_(0, index[first:last], values[first:last])
+    _put_blocks(flat, position, values, _block_cuts(position, numel))
     if mask is not None:
         _bits_into(mask, bits)
+
+
+def _fill_positions(
+    flat: torch.Tensor, position: np.ndarray, values: torch.Tensor, mask: torch.Tensor | None
+) -> None:
+    """``flat[position] = values``, zeros elsewhere (and the same positions set in ``mask``)."""
+    cuts = _block_cuts(position, flat.numel())
+    _put_blocks(flat, position, values, cuts)
+    if mask is not None:
+        _put_blocks(mask, position, None, cuts)
+
+
+def _in_threads(fill: Callable[[int], None], chunks: int) -> None:
+    """``fill(0..chunks-1)`` on a thread pool (grad mode is per thread: a Parameter may be
+    the target, so every chunk runs under ``no_grad``)."""
+
+    def run(chunk: int) -> None:
+        with torch.no_grad():
+            fill(chunk)
+
+    with ThreadPoolExecutor(chunks) as pool:
+        list(pool.map(run, range(chunks)))
 
 
 def _bitmask_into(
@@ -107,16 +167,41 @@ def _bitmask_into(
     def fill(chunk: int) -> None:
         first, last = chunk * step, min(packed.size, (chunk + 1) * step)
         start, stop = first * 8, min(numel, last * 8)
-        with torch.no_grad():  # grad mode is per thread: a Parameter may be the target
-            _fill_bits(
-                flat[start:stop],
-                packed[first:last],
-                values[offsets[chunk] : offsets[chunk + 1]],
-                None if mask is None else mask[start:stop],
-            )
+        _fill_bits(
+            flat[start:stop],
+            packed[first:last],
+            values[offsets[chunk] : offsets[chunk + 1]],
+            None if mask is None else mask[start:stop],
+        )
 
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(fill, range(len(firsts))))
+    _in_threads(fill, len(firsts))
+
+
+def _positions_into(
+    flat: torch.Tensor, position: np.ndarray, values: torch.Tensor, mask: torch.Tensor | None
+) -> None:
+    """:func:`_bitmask_into` for ascending flat positions (``values[i]`` goes to
+    ``position[i]``); large tensors in equal chunks on ``torch.get_num_threads()`` threads."""
+    numel = flat.numel()
+    workers = max(1, torch.get_num_threads())
+    if numel < PARALLEL_MIN_NUMEL or workers == 1:
+        _fill_positions(flat, position, values, mask)
+        return
+    step = -(-numel // workers)
+    bounds = [*range(0, numel, step), numel]
+    cuts = np.searchsorted(position, bounds).tolist()
+
+    def fill(chunk: int) -> None:
+        start, stop = bounds[chunk], bounds[chunk + 1]
+        first, last = cuts[chunk], cuts[chunk + 1]
+        _fill_positions(
+            flat[start:stop],
+            position[first:last] - start,
+            values[first:last],
+            None if mask is None else mask[start:stop],
+        )
+
+    _in_threads(fill, len(bounds) - 1)
 
 
 def nm_positions(enc: Encoded) -> torch.Tensor:
@@ -182,9 +267,12 @@ def decode_masked_into(
             mask.copy_(fresh_mask)
         return
     values = enc.parts["values"].to(out.dtype)
+    flat_mask = None if mask is None else mask.view(-1)
     if enc.format == "bitmask":
-        flat_mask = None if mask is None else mask.view(-1)
         _bitmask_into(out.view(-1), enc.parts["bits"].numpy(), values, flat_mask)
+        return
+    if enc.format == "gaps":
+        _positions_into(out.view(-1), gap_positions(enc.parts["gaps"]), values, flat_mask)
         return
     if enc.format == "dense":
         out.copy_(values)
@@ -203,8 +291,8 @@ def decode_masked_into(
 def csr_parts(
     enc: Encoded, *, validate: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """``(crow, col, values)`` (int32 indices) of a ``bitmask`` or ``csr`` tensor of at
-    least 2 dims, without a dense intermediate; None for other formats.
+    """``(crow, col, values)`` (int32 indices) of a ``bitmask``, ``gaps`` or ``csr`` tensor
+    of at least 2 dims, without a dense intermediate; None for other formats.
 
     The kept entries become the CSR entries, row by row in ascending column order (what
     ``to_sparse_csr`` gives for a tensor whose kept entries are its nonzeros).
@@ -214,14 +302,13 @@ def csr_parts(
     """
     if validate:
         validate_encoded(enc)
-    if enc.format not in ("bitmask", "csr") or len(enc.shape) < 2:
+    if enc.format not in ("bitmask", "gaps", "csr") or len(enc.shape) < 2:
         return None
     values = enc.parts["values"].clone()
     if enc.format == "csr":
         return enc.parts["crow"].clone(), enc.parts["col"].clone(), values
     rows, cols = matrix_shape(enc.shape)
-    bits = np.unpackbits(enc.parts["bits"].numpy(), count=rows * cols).view(bool)
-    position = np.flatnonzero(bits)  # ascending flat positions: row-major CSR order
+    position = _kept_positions(enc)  # ascending flat positions: row-major CSR order
     index_type = np.int32 if rows * cols <= INT32_MAX else np.int64
     position = position.astype(index_type)
     crow = np.searchsorted(position, np.arange(rows + 1, dtype=index_type) * cols)
@@ -231,6 +318,14 @@ def csr_parts(
         torch.from_numpy(position.astype(np.int32, copy=False)),
         values,
     )
+
+
+def _kept_positions(enc: Encoded) -> np.ndarray:
+    """Ascending flat positions of the kept entries of a ``bitmask`` or ``gaps`` tensor."""
+    if enc.format == "gaps":
+        return gap_positions(enc.parts["gaps"])
+    bits = np.unpackbits(enc.parts["bits"].numpy(), count=math.prod(enc.shape))
+    return np.flatnonzero(bits.view(bool))
 
 
 def keep_mask(enc: Encoded, *, validate: bool = True) -> torch.Tensor:
@@ -245,6 +340,10 @@ def keep_mask(enc: Encoded, *, validate: bool = True) -> torch.Tensor:
         return values != 0
     if "bits" in enc.parts:
         return unpack_bits(enc.parts["bits"], numel).reshape(enc.shape)
+    if enc.format == "gaps":
+        keep = torch.zeros(numel, dtype=torch.bool)
+        keep[torch.from_numpy(gap_positions(enc.parts["gaps"]))] = True
+        return keep.reshape(enc.shape)
     if enc.format == "csr":
         rows, cols = matrix_shape(enc.shape)
         keep = torch.zeros(rows, cols, dtype=torch.bool)

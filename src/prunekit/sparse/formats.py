@@ -9,9 +9,15 @@ rest flattened; ``nnz`` = kept entries; ``b`` = bytes per value):
 
 - ``dense``: the tensor itself. ``numel * b`` bytes.
 - ``bitmask``: one bit per entry (row-major, ``numpy.packbits``) + kept values.
-  ``ceil(numel / 8) + nnz * b`` bytes; smallest from about 3% to about 95% density.
+  ``ceil(numel / 8) + nnz * b`` bytes; smallest from about 12.5% to about 95% density.
+- ``gaps``: the kept entries' flat (row-major) positions as the distance from the previous
+  kept entry (the first: its position + 1), one ``uint8`` code each, + kept values. A
+  distance over 255 is preceded by escape codes (``0``: skip 255 entries, no value).
+  ``nnz * (1 + b) + escapes`` bytes; smallest below about 12.5% density. Decoding is a
+  running sum, much cheaper than finding the set bits of a bitmask, so high-sparsity
+  models also load faster.
 - ``csr``: compressed sparse rows with int32 indices. ``(rows + 1) * 4 + nnz * (4 + b)``
-  bytes; smallest at very high sparsity.
+  bytes; smallest only when kept entries lie thousands of entries apart.
 - ``nm``: N:M compressed: in every group of ``m`` consecutive entries of a row, exactly
   ``n`` stored values and their in-group positions packed in ``ceil(log2 m)`` bits each.
   ``rows * cols / m * n * (b + bits / 8)`` bytes (2:4 fp16: 0.5625x of dense).
@@ -30,10 +36,11 @@ import torch
 
 from ..errors import FormatError
 
-FORMATS = ("dense", "bitmask", "csr", "nm")
-_TIE_ORDER = ("dense", "nm", "bitmask", "csr")  # on equal size: simplest, then N:M layout
+FORMATS = ("dense", "bitmask", "gaps", "csr", "nm")
+_TIE_ORDER = ("dense", "nm", "bitmask", "gaps", "csr")  # on equal size: simplest, then N:M layout
 NM_GROUP_SIZES = (4, 8, 16)
 INT32_MAX = 2**31 - 1
+GAP_ESCAPE = 255  # entries a 0 code skips; the largest distance one code holds
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,8 @@ class Encoded:
     Attributes:
         format: one of :data:`FORMATS`.
         shape: the logical (dense) shape.
-        parts: part name -> plain tensor (``values``, ``bits``, ``crow``, ``col``, ``index``).
+        parts: part name -> plain tensor (``values``, ``bits``, ``gaps``, ``crow``, ``col``,
+            ``index``).
         params: format parameters (``{"n": 2, "m": 4}`` for ``nm``), JSON values only.
     """
 
@@ -68,6 +76,27 @@ def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
 def _pack_bits(bits: torch.Tensor) -> torch.Tensor:
     packed = np.packbits(bits.detach().cpu().numpy().astype(bool).ravel())
     return torch.from_numpy(packed)
+
+
+def kept_gaps(keep: torch.Tensor) -> np.ndarray:
+    """Distances between consecutive kept flat positions (the first: its position + 1),
+    as int64; empty if nothing is kept."""
+    position = np.flatnonzero(keep.detach().cpu().numpy().ravel())
+    return np.diff(position, prepend=-1)
+
+
+def _gap_escapes(gaps: np.ndarray) -> np.ndarray:
+    """Escape codes needed before each distance (each skips :data:`GAP_ESCAPE` entries)."""
+    return (gaps - 1) // GAP_ESCAPE
+
+
+def gap_codes(keep: torch.Tensor) -> np.ndarray:
+    """The ``gaps`` part (uint8) for a keep-mask: per kept entry, its escapes then its code."""
+    gaps = kept_gaps(keep)
+    escapes = _gap_escapes(gaps)
+    codes = np.zeros(gaps.size + int(escapes.sum()), dtype=np.uint8)
+    codes[np.cumsum(escapes + 1) - 1] = gaps - escapes * GAP_ESCAPE
+    return codes
 
 
 def group_counts(keep: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -127,6 +156,7 @@ def format_sizes(
     rows, cols = matrix_shape(tuple(keep.shape))
     bitmask = (numel + 7) // 8
     sizes: dict[str, int | None] = {"dense": numel * itemsize, "bitmask": bitmask + nnz * itemsize}
+    sizes["gaps"] = nnz * (1 + itemsize) + int(_gap_escapes(kept_gaps(keep)).sum())
     csr_ok = keep.dim() >= 2 and nnz <= INT32_MAX and cols <= INT32_MAX
     sizes["csr"] = (rows + 1) * 4 + nnz * (4 + itemsize) if csr_ok else None
     choice = _nm_choice(group_counts(keep))
@@ -164,11 +194,15 @@ def choose_format(tensor: torch.Tensor, keep: torch.Tensor | None = None) -> str
         >>> choose_format(torch.tensor([[0.0, 0.0, 0.0, 1.5]] * 8))  # 1 of every 4 kept
         'nm'
         >>> w = torch.zeros(64, 64)
-        >>> w[::3, ::7] = 1.0  # 5% kept, scattered
+        >>> w[::2, ::3] = 1.0  # 17% kept, no N:M pattern
         >>> choose_format(w)
         'bitmask'
         >>> w = torch.zeros(64, 64)
-        >>> w[0, :5] = 1.0  # 0.1% kept
+        >>> w[::3, ::7] = 1.0  # 5% kept
+        >>> choose_format(w)
+        'gaps'
+        >>> w = torch.zeros(4, 100_000)
+        >>> w[0, 0] = w[3, -1] = 1.0  # 2 kept, 400k apart
         >>> choose_format(w)
         'csr'
     """
@@ -211,6 +245,9 @@ def encode(tensor: torch.Tensor, fmt: str, keep: torch.Tensor | None = None) -> 
         raise FormatError(f"format {fmt!r} does not apply to a tensor of shape {shape}")
     if fmt == "bitmask":
         return Encoded(fmt, shape, {"bits": _pack_bits(keep), "values": tensor[keep]}, {})
+    if fmt == "gaps":
+        gaps = torch.from_numpy(gap_codes(keep))
+        return Encoded(fmt, shape, {"gaps": gaps, "values": tensor[keep]}, {})
     if fmt == "csr":
         return _encode_csr(tensor, keep)
     return _encode_nm(tensor, keep, record_mask=explicit)

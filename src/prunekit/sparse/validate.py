@@ -12,11 +12,12 @@ import numpy as np
 import torch
 
 from ..errors import FormatError
-from .formats import Encoded, matrix_shape
+from .formats import GAP_ESCAPE, Encoded, matrix_shape
 
 _PARTS = {
     "dense": ({"values"}, set()),
     "bitmask": ({"bits", "values"}, set()),
+    "gaps": ({"gaps", "values"}, set()),
     "csr": ({"crow", "col", "values"}, set()),
     "nm": ({"index", "values"}, {"bits"}),
 }
@@ -68,10 +69,24 @@ def validate_encoded(enc: Encoded) -> None:
         raise _fail(enc, f"sparse values must be floating point, got {values.dtype}")
     if enc.format == "bitmask":
         _check_vector(enc, "values", None, _check_bits(enc, numel))
+    elif enc.format == "gaps":
+        _validate_gaps(enc, numel)
     elif enc.format == "csr":
         _validate_csr(enc)
     else:
         _validate_nm(enc, numel)
+
+
+def _validate_gaps(enc: Encoded, numel: int) -> None:
+    gaps = enc.parts["gaps"]
+    _check_vector(enc, "gaps", torch.uint8, gaps.numel() if gaps.dim() == 1 else -1)
+    codes = gaps.numpy()
+    escapes = int(np.count_nonzero(codes == 0))
+    _check_vector(enc, "values", None, codes.size - escapes)
+    if codes.size and codes[-1] == 0:
+        raise _fail(enc, "the distances must not end with an escape code")
+    if int(codes.sum(dtype=np.int64)) + escapes * GAP_ESCAPE > numel:
+        raise _fail(enc, f"kept positions run past the last of {numel} entries")
 
 
 def _validate_csr(enc: Encoded) -> None:
