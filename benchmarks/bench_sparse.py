@@ -85,12 +85,13 @@ def disk_sizes(tmp: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def load_times(
-    tmp: Path, folders: dict[str, str], repeats: int
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Median and minimum ms of loading into a freshly built model (build not timed), in
-    turns: the dense safetensors file, and ``pk.load`` of each artefact (with / without
-    checksum). On a shared machine the minimum is the steadier figure.
+def load_times(tmp: Path, folders: dict[str, str], repeats: int) -> dict[str, dict[str, float]]:
+    """Loading into a freshly built model (build not timed), in rounds: the dense
+    safetensors file, then ``pk.load`` of each artefact (with / without checksum).
+
+    Returns per loader the median and minimum ms and the median over rounds of its time
+    divided by the dense load's time *in the same round* (the steadiest figure on a shared
+    machine: a busy spell slows both sides of a ratio alike).
     """
     def dense(model: nn.Module) -> None:
         model.load_state_dict(load_file(tmp / "dense_fp32.safetensors"))
@@ -108,8 +109,15 @@ def load_times(
             if round_:  # the first round warms caches
                 times[label].append(time.perf_counter() - t0)
             del model
-    medians = {label: statistics.median(t) * 1e3 for label, t in times.items()}
-    return medians, {label: min(t) * 1e3 for label, t in times.items()}
+    dense_times = times["dense safetensors"]
+    return {
+        label: {
+            "median_ms": statistics.median(t) * 1e3,
+            "min_ms": min(t) * 1e3,
+            "ratio": statistics.median(a / b for a, b in zip(t, dense_times, strict=True)),
+        }
+        for label, t in times.items()
+    }
 
 
 def latency_rows(repeats: int) -> list[dict[str, Any]]:
@@ -154,12 +162,12 @@ def main() -> None:
         folders = {"pk.load 90% finalized": str(tmp / "90_finalized"),
                    "pk.load 90% masked": sizes[0]["folder"],
                    "pk.load 90% sparse-stored (CSR)": str(tmp / "90_csr")}
-        loads, fastest = load_times(tmp, folders, max(3, args.repeats // 3))
-    print("\nload time into a built model (ms and ratio to the dense safetensors load: "
-          "median, minimum)")
-    for label, ms in loads.items():
-        print(f"  {label:<40} {ms:8.1f} {ms / loads['dense safetensors']:5.2f}x"
-              f"  {fastest[label]:8.1f} {fastest[label] / fastest['dense safetensors']:5.2f}x")
+        loads = load_times(tmp, folders, max(3, args.repeats // 3))
+    print(f"\nload time into a built model ({max(3, args.repeats // 3)} rounds; ratio = median "
+          "over rounds of time / dense time in the same round)")
+    print(f"  {'':<48} {'median ms':>9} {'min ms':>7} {'ratio':>6}")
+    for label, row in loads.items():
+        print(f"  {label:<48} {row['median_ms']:9.1f} {row['min_ms']:7.1f} {row['ratio']:5.2f}x")
     latency = [] if args.no_latency else latency_rows(args.repeats)
     if latency:
         print("\nLinear latency, CPU fp32 (median ms; speed-up = dense / sparse)")
@@ -171,7 +179,7 @@ def main() -> None:
               f"{r['auto_ms']:>8.3f} {r['auto_speedup']:>6.2f}")
     if args.json:
         args.json.write_text(json.dumps({"threads": args.threads, "sizes": sizes,
-                                         "load": loads, "load_min": fastest,
+                                         "load": loads,
                                          "latency": latency}, indent=1))
 
 
