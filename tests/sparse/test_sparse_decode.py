@@ -18,9 +18,9 @@ DECODE = importlib.import_module("prunekit.sparse.decode")
 def _sparse(shape: tuple[int, ...], density: float, dtype: torch.dtype = torch.float32):
     gen = torch.Generator().manual_seed(0)
     keep = torch.rand(shape, generator=gen) < density
-    keep.view(-1)[0] = True  # a kept weight that is exactly zero
+    keep.view(-1)[:2] = True  # kept weights that are exactly zero (0.0 and -0.0)
     value = torch.randn(shape, generator=gen).to(dtype) * keep
-    value.view(-1)[0] = 0
+    value.view(-1)[0], value.view(-1)[1] = 0.0, -0.0
     return value, keep
 
 

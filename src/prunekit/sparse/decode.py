@@ -77,9 +77,14 @@ def gap_positions(gaps: torch.Tensor) -> np.ndarray:
 
 
 def _put_blocks(
-    flat: torch.Tensor, position: np.ndarray, source: torch.Tensor | None, cuts: list[int]
+    flat: torch.Tensor,
+    position: np.ndarray,
+    source: torch.Tensor | None,
+    cuts: list[int],
+    nonzero: np.ndarray | None = None,
 ) -> None:
-    """``flat[position] = source`` (1 where ``source`` is None), zeros elsewhere.
+    """``flat[position] = source`` (1 where ``source`` is None), zeros elsewhere; with
+    ``nonzero`` (numpy dtypes only), also ``nonzero[:] = flat != 0`` from the block in cache.
 
     Zeroing and writing go block by block (:data:`CACHE_BLOCK` entries; ``cuts[k]`` is the
     first position in block ``k``), so the values land in a block still in cache instead of
@@ -92,8 +97,11 @@ def _put_blocks(
         target = flat.numpy()
         values = 1 if source is None else source.numpy()
         for block, (first, last) in blocks:
-            target[block * CACHE_BLOCK : (block + 1) * CACHE_BLOCK] = 0
+            span = slice(block * CACHE_BLOCK, (block + 1) * CACHE_BLOCK)
+            target[span] = 0
             target[position[first:last]] = values if source is None else values[first:last]
+            if nonzero is not None:
+                np.not_equal(target[span], 0, out=nonzero[span])
         return
     index = torch.from_numpy(position)
     for block, (first, last) in blocks:
@@ -127,8 +135,18 @@ def _fill_bits(
 def _fill_positions(
     flat: torch.Tensor, position: np.ndarray, values: torch.Tensor, mask: torch.Tensor | None
 ) -> None:
-    """``flat[position] = values``, zeros elsewhere (and the same positions set in ``mask``)."""
+    """``flat[position] = values``, zeros elsewhere (and the same positions set in ``mask``).
+
+    A bool mask next to a numpy-typed ``flat`` is filled as ``flat != 0`` while each block is
+    still in cache, then set at the kept positions whose value is 0 (rare); otherwise it gets
+    its own indexed write.
+    """
     cuts = _block_cuts(position, flat.numel())
+    if mask is not None and mask.dtype == torch.bool and flat.dtype in _NUMPY_DTYPES:
+        nonzero = mask.numpy()
+        _put_blocks(flat, position, values, cuts, nonzero)
+        nonzero[position[(values == 0).numpy()]] = True
+        return
     _put_blocks(flat, position, values, cuts)
     if mask is not None:
         _put_blocks(mask, position, None, cuts)
