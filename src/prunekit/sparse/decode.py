@@ -65,15 +65,13 @@ def gap_positions(gaps: torch.Tensor) -> np.ndarray:
     with escape codes (0) counting :data:`.formats.GAP_ESCAPE` and then dropped."""
     codes = gaps.numpy()
     escape = codes == 0
-    if not escape.any():  # the common case: one running sum
-        position = np.cumsum(codes, dtype=np.int64)
-        position -= 1
-        return position
-    steps = codes.astype(np.int64)
-    steps[escape] = GAP_ESCAPE
-    position = np.cumsum(steps)
+    escaped = bool(escape.any())
+    position = codes.astype(np.int64)  # then summed in place: faster than a casting cumsum
+    if escaped:
+        position[escape] = GAP_ESCAPE
+    np.cumsum(position, out=position)
     position -= 1
-    return position[~escape]
+    return position[~escape] if escaped else position
 
 
 def _put_blocks(
