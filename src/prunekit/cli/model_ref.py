@@ -2,58 +2,23 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .. import zoo
-from ..errors import ExampleInputError, FormatError, TargetError
-
-
-def _import_factory(ref: str) -> nn.Module:
-    module_name, _, attr = ref.partition(":")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like ``python -m``: the user's project is importable
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise TargetError(
-            f"cannot import model factory {ref!r}: {exc}",
-            "use package.module:function, where function() returns an nn.Module",
-        ) from exc
-    try:
-        model = factory()
-    except Exception as exc:  # noqa: BLE001 - user code
-        raise TargetError(f"model factory {ref!r} failed: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(model, nn.Module):
-        raise TargetError(f"model factory {ref!r} returned {type(model).__name__}, not nn.Module")
-    return model
-
-
-def _torchvision_model(name: str) -> nn.Module:
-    try:
-        import torchvision
-    except ImportError as exc:
-        raise TargetError("torchvision is not installed", "pip install torchvision") from exc
-    try:
-        model: nn.Module = torchvision.models.get_model(name, weights=None)
-    except ValueError as exc:
-        raise TargetError(f"unknown torchvision model {name!r}") from exc
-    return model
+from ..errors import ExampleInputError, FormatError
+from ..io.refs import build_from_ref, normalize_ref
 
 
 def build_model(ref: str, weights: Path | None = None) -> nn.Module:
-    """Build the model ``ref`` names and optionally load safetensors weights strictly."""
-    if ref.startswith("torchvision:"):
-        model = _torchvision_model(ref.split(":", 1)[1])
-    elif ":" in ref:
-        model = _import_factory(ref)
-    else:
-        model = zoo.build(ref)
+    """Build the model ``ref`` names and optionally load safetensors weights strictly.
+
+    The same builders as :func:`prunekit.load` (``zoo``, ``torchvision``, an importable
+    factory: naming one on the command line is consent to import it).
+    """
+    model = build_from_ref({"ref": normalize_ref(ref)}, allow_import=True)
     if weights is not None:
         load_weights(model, weights)
     return model

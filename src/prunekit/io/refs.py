@@ -15,6 +15,8 @@ Other libraries add prefixes with :func:`register_builder`.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -119,16 +121,34 @@ def _zoo(name: str, entry: Mapping[str, Any]) -> nn.Module:
 
 
 def _torchvision(name: str, entry: Mapping[str, Any]) -> nn.Module:
-    import torchvision
-
-    model: nn.Module = torchvision.models.get_model(name, weights=None)
+    try:
+        import torchvision
+    except ImportError as exc:
+        raise TargetError("torchvision is not installed", "pip install torchvision") from exc
+    try:
+        model: nn.Module = torchvision.models.get_model(name, weights=None)
+    except ValueError as exc:
+        raise TargetError(f"unknown torchvision model {name!r}") from exc
     return model
 
 
 def _import(name: str, entry: Mapping[str, Any]) -> nn.Module:
     module_name, _, attr = name.partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
-    model: nn.Module = factory()
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like ``python -m``: the user's project is importable
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise TargetError(
+            f"cannot import model factory {name!r}: {exc}",
+            "use package.module:function, where function() returns an nn.Module",
+        ) from exc
+    try:
+        model = factory()
+    except Exception as exc:  # noqa: BLE001 - user code
+        raise TargetError(f"model factory {name!r} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise TargetError(f"model factory {name!r} returned {type(model).__name__}, not nn.Module")
     return model
 
 
