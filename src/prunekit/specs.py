@@ -49,6 +49,25 @@ def _check_amount(sparsity: float | None, threshold: float | None) -> None:
         raise SpecError(f"threshold must be a finite number >= 0, got {threshold!r}")
 
 
+def _check_bias_correction(value: object, importance: str) -> None:
+    if not isinstance(value, bool):
+        raise SpecError(f"bias_correction must be True or False, got {value!r}")
+    if value and importance not in ("wanda", "sparsegpt"):
+        raise SpecError(
+            f"bias_correction needs calibration data (a calibrated importance), "
+            f"got importance={importance!r}",
+            "use importance='wanda' or importance='sparsegpt'",
+        )
+
+
+def _fields(spec: Any) -> dict[str, Any]:
+    """The spec's fields; ``bias_correction`` only when set (older plans stay identical)."""
+    fields = asdict(spec)
+    if not fields.get("bias_correction"):
+        fields.pop("bias_correction", None)
+    return fields
+
+
 def _as_floats(spec: object) -> None:
     """Store numpy / int amounts as plain floats (JSON-friendly, equal-comparable)."""
     for name in ("sparsity", "threshold"):
@@ -77,11 +96,14 @@ class Unstructured:
             (``"wanda"``/``"sparsegpt"``) prune: ``"uniform"`` (every layer the same) or
             ``"owl"`` (outlier-weighted: blocks with more activation outliers keep more
             weights; the overall fraction removed stays ``sparsity``).
+        bias_correction: after a calibrated prune, add to each layer's bias the mean output
+            shift the pruning caused on the calibration tokens (layers without a bias are
+            left as they are).
 
     Example:
         >>> Unstructured(sparsity=0.9, scope="global")
         Unstructured(sparsity=0.9, threshold=None, scope='global', importance='l1',
-        allocation='uniform')
+        allocation='uniform', bias_correction=False)
     """
 
     sparsity: float | None = None
@@ -89,6 +111,7 @@ class Unstructured:
     scope: Scope = "layer"
     importance: str = "l1"
     allocation: str = "uniform"
+    bias_correction: bool = False
 
     def __post_init__(self) -> None:
         _check_amount(self.sparsity, self.threshold)
@@ -102,17 +125,19 @@ class Unstructured:
                 f"got {self.importance!r}",
                 "use importance='wanda' or importance='sparsegpt'",
             )
+        _check_bias_correction(self.bias_correction, self.importance)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with a ``kind`` key (inverse: :func:`spec_from_dict`)."""
-        return {"kind": "unstructured", **asdict(self)}
+        return {"kind": "unstructured", **_fields(self)}
 
 
 @dataclass(frozen=True)
 class NM:
     """Keep ``n_keep`` of every ``m`` consecutive weights along the input dimension.
 
-    ``NM(2, 4)`` is the 2:4 pattern that sparse tensor cores run.
+    ``NM(2, 4)`` is the 2:4 pattern that sparse tensor cores run. ``bias_correction`` is
+    as for :class:`Unstructured` (calibrated importance only).
 
     Example:
         >>> NM(n_keep=2, m=4).sparsity
@@ -122,6 +147,7 @@ class NM:
     n_keep: int = 2
     m: int = 4
     importance: str = "l1"
+    bias_correction: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_keep", "m"):
@@ -134,6 +160,7 @@ class NM:
                 "NM(n_keep=2, m=4) keeps 2 of every 4 weights",
             )
         _check_choice(self.importance, UNSTRUCTURED_IMPORTANCE, "importance")
+        _check_bias_correction(self.bias_correction, self.importance)
 
     @property
     def sparsity(self) -> float:
@@ -142,7 +169,7 @@ class NM:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with a ``kind`` key (inverse: :func:`spec_from_dict`)."""
-        return {"kind": "nm", **asdict(self)}
+        return {"kind": "nm", **_fields(self)}
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ by one block's inputs plus one statistic per targeted layer:
    first block, keeping that block's positional and keyword arguments;
 2. :class:`InputStats` hooks record, for each targeted layer of the current block, the
    sum of squares of its input features (Wanda) or its input Gram matrix ``X^T X``
-   (SparseGPT), skipping padded tokens;
+   (SparseGPT), and the sum of its inputs (for bias correction), skipping padded tokens;
 3. :func:`run_block` replays the cached inputs through a block to get the next block's
    inputs.
 """
@@ -167,6 +167,7 @@ class InputStats:
     def __init__(self, modules: Mapping[str, nn.Module], gram: bool) -> None:
         self.gram = gram
         self.sq_sum: dict[str, torch.Tensor] = {}
+        self.x_sum: dict[str, torch.Tensor] = {}
         self.xtx: dict[str, torch.Tensor] = {}
         self.count: dict[str, int] = {}
         self.token_mask: torch.Tensor | None = None
@@ -183,6 +184,8 @@ class InputStats:
             self.count[key] = self.count.get(key, 0) + rows.shape[0]
             sq = rows.pow(2).sum(dim=0)
             self.sq_sum[key] = self.sq_sum[key] + sq if key in self.sq_sum else sq
+            total = rows.sum(dim=0)
+            self.x_sum[key] = self.x_sum[key] + total if key in self.x_sum else total
             if self.gram:
                 xtx = rows.t() @ rows  # (in, in)
                 self.xtx[key] = self.xtx[key] + xtx if key in self.xtx else xtx
@@ -197,6 +200,10 @@ class InputStats:
                 and len(set(self._calls)) == self._n_modules):
             self.stop_after = self._calls[-1]
         self._calls = []
+
+    def mean(self, key: str) -> torch.Tensor:
+        """Mean input of one layer over the real (unpadded) calibration tokens, (in,)."""
+        return self.x_sum[key] / max(self.count[key], 1)
 
     def remove(self) -> None:
         """Detach every hook."""

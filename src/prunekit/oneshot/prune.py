@@ -48,6 +48,7 @@ from .calibration import (
     run_block,
     token_mask,
 )
+from .correction import corrected_bias
 from .sparsegpt import inverse_hessian_factor, sparsegpt_prune
 from .wanda import wanda_mask, wanda_scores
 
@@ -64,6 +65,7 @@ class OneShotSettings:
     allocation: str = "uniform"
     damp: float = 0.01
     block_size: int = 128
+    bias_correction: bool = False
 
 
 def _hf_conv1d_type() -> tuple[type[nn.Module], ...]:
@@ -160,8 +162,12 @@ def _removed(module: nn.Module) -> torch.Tensor | None:
 def prune_layer(
     module: nn.Module, key: str, stats: InputStats, settings: OneShotSettings
 ) -> torch.Tensor:
-    """Prune one layer from its calibration statistics; return its keep-mask (storage order)."""
-    weight = _matrix(module)
+    """Prune one layer from its calibration statistics; return its keep-mask (storage order).
+
+    With ``settings.bias_correction`` the layer's bias (if it has one) then absorbs the mean
+    output shift the pruning caused on the calibration tokens (see :mod:`.correction`).
+    """
+    weight = _matrix(module).clone()  # (out, in), before pruning
     sparsity = settings.sparsity.get(key)
     removed = _removed(module)
     if settings.method == "wanda":
@@ -183,7 +189,18 @@ def prune_layer(
         with torch.no_grad():
             target.copy_(new_weight.to(dtype=target.dtype))
     apply_mask(module, keep)
+    if settings.bias_correction:
+        correct_bias(module, weight, stats.mean(key))
     return keep
+
+
+def correct_bias(module: nn.Module, dense_weight: torch.Tensor, input_mean: torch.Tensor) -> None:
+    """Add ``(W_dense - W_pruned) @ mean(x)`` to the module's bias; no bias, no change."""
+    bias = getattr(module, "bias", None)
+    if not isinstance(bias, torch.Tensor):
+        return
+    with torch.no_grad():
+        bias.copy_(corrected_bias(bias, dense_weight, _matrix(module), input_mean))
 
 
 def effective_weight_param(module: nn.Module) -> nn.Parameter:
@@ -372,6 +389,7 @@ def prune_oneshot(
         sparsity={t.key: resolved.get(t.key, default) for t in targets},
         nm=(spec.n_keep, spec.m) if isinstance(spec, NM) else None,
         allocation=spec.allocation if isinstance(spec, Unstructured) else "uniform",
+        bias_correction=spec.bias_correction,
     )
     names = [t.module_name for t in targets]
     layers_before = layer_infos(model, names + list(skipped))
