@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.bundle import DataBundle
+from ..data.loaders import TensorLoader
 from ..errors import PrunekitError
 from ..measure.accuracy import evaluate_accuracy
 from ..measure.latency import fixed_threads
@@ -94,6 +95,8 @@ def run_variant(variant: Variant, dense: nn.Module, data: DataBundle, ctx: Measu
                            seed=settings.seed)
     model = begin.model.to(memory_format=torch.channels_last)
     dense.to(memory_format=torch.channels_last)  # the teacher, in its faster layout
+    if isinstance(data.train, TensorLoader):
+        data.train.epoch = 0  # every variant sees the same batches, whatever ran before it
     report = finetune(model, data.train, settings.recovery(), teacher=dense,
                       progress=settings.progress, description=f"fine-tune {variant.name}",
                       pruner=begin.pruner)

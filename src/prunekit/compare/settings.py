@@ -16,6 +16,13 @@ QUICK_MAX_STEPS = 8
 FINETUNE_LR = 0.01
 
 
+def recipe_constants() -> dict[str, float]:
+    """The gradual-pruning schedule constants (part of the resume fingerprint)."""
+    from .gradual import FADE_END, GRADUAL_END, GRADUAL_EVERY
+
+    return {"gradual_end": GRADUAL_END, "gradual_every": GRADUAL_EVERY, "fade_end": FADE_END}
+
+
 @dataclass(frozen=True)
 class CompareSettings:
     """Settings of one ``prunekit compare`` run.
@@ -77,5 +84,5 @@ class CompareSettings:
             "model": self.model_ref, "dataset": self.dataset_ref or "fashion-mnist",
             "epochs": self.epochs, "distill": self.distill, "quick": self.quick,
             "seed": self.seed, "threads": self.threads, "lr": self.lr,
-            "gradual": self.gradual,
+            "gradual": self.gradual and recipe_constants(),
         }
