@@ -1,7 +1,9 @@
 """Quality and CPU latency of pruned all-MiniLM-L6-v2 (the real pretrained sentence encoder).
 
-Run:  .venv/bin/python benchmarks/eval_minilm.py                 (1 thread, full table, ~3 min)
+Run:  .venv/bin/python benchmarks/eval_minilm.py                 (1 thread, full table, ~20 min)
       .venv/bin/python benchmarks/eval_minilm.py --json out.json --skip-latency
+      .venv/bin/python benchmarks/eval_minilm.py --skip-structured --sparse-epochs 0 \
+          --only "bias correction"                       (a subset of the one-shot rows)
 
 Calibration: 128 Debian fortunes quotations. Evaluation: 512 held-out sentences of gensim's
 Lee news corpus (a different source). For each method it prints
@@ -16,6 +18,9 @@ Structured rows remove 25% of the heads and 25% of the MLP neurons of every laye
 (activation importance from the calibration text), without and with a short recovery:
 distilling the dense model's embeddings on 1024 other fortunes (AdamW, 2 epochs).
 A magnitude-ranked structured row shows what the activation ranking buys.
+One-shot rows: magnitude, Wanda and SparseGPT at 50% and 2:4, with OWL allocation and with
+bias correction; SparseGPT 50% and 2:4 are then distilled the same way (masks fixed,
+``--sparse-epochs``), reported as separate rows (the time is the distillation's alone).
 Latency: median (IQR) ms of one forward pass at batch 1 and 32, sequence length 128.
 """
 
@@ -25,6 +30,7 @@ import argparse
 import copy
 import json
 import platform
+import re
 import statistics
 import time
 from typing import Any
@@ -42,6 +48,7 @@ from minilm_data import (
 from scipy.stats import spearmanr
 
 import prunekit as pk
+from prunekit.apply.masks import effective_weight, is_masked
 
 SPARSE_SPECS = [
     ("magnitude 50%", pk.Unstructured(sparsity=0.5)),
@@ -54,7 +61,16 @@ SPARSE_SPECS = [
     ("magnitude 2:4", pk.NM(2, 4)),
     ("Wanda 2:4", pk.NM(2, 4, importance="wanda")),
     ("SparseGPT 2:4", pk.NM(2, 4, importance="sparsegpt")),
+    ("Wanda 50%, bias correction", pk.Unstructured(sparsity=0.5, importance="wanda",
+                                                   bias_correction=True)),
+    ("SparseGPT 50%, bias correction", pk.Unstructured(sparsity=0.5, importance="sparsegpt",
+                                                       bias_correction=True)),
+    ("Wanda 2:4, bias correction", pk.NM(2, 4, importance="wanda", bias_correction=True)),
+    ("SparseGPT 2:4, bias correction", pk.NM(2, 4, importance="sparsegpt",
+                                             bias_correction=True)),
 ]
+# One-shot results followed by a short recovery (masks fixed), reported as separate rows.
+RECOVERED_SPECS = ["SparseGPT 50%", "SparseGPT 2:4"]
 STRUCTURED = pk.TransformerStructured(heads=0.25, neurons=0.25, importance="activation")
 
 
@@ -131,16 +147,13 @@ def latency_rows(tokenizer: Any, dense: Any, pruned: Any) -> list[dict[str, Any]
     return rows
 
 
-def evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
-    tokenizer, dense = load_minilm()
-    texts = fortunes()
-    calibration = batches(tokenizer, texts[: args.calibration], size=32)
-    train = batches(tokenizer, texts[args.calibration : args.calibration + 1024], size=32,
-                    max_length=64)
-    evaluate = Evaluator(tokenizer, dense, args.eval)
-    rows = [{"method": "dense", "seconds": 0.0, "params": encoder_params(dense),
-             **evaluate(dense)}]
+def sparse_rows(dense: Any, calibration: list[Any], evaluate: Evaluator, only: str | None,
+                recover: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One row per one-shot spec; also the pruned models named in ``recover``."""
+    rows, keep = [], {}
     for label, spec in SPARSE_SPECS:
+        if only and not re.search(only, label) and label not in recover:
+            continue
         start = time.perf_counter()
         result = pk.prune(dense, spec, calibration=calibration, ignore=["pooler"])
         masks = result.plan.masks.values()
@@ -148,9 +161,33 @@ def evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
         rows.append({"method": label, "seconds": time.perf_counter() - start,
                      "params": encoder_params(dense), "sparsity": removed,
                      **evaluate(result.model)})
+        if label in recover:
+            keep[label] = result.model
+    return rows, keep
+
+
+def recovered_rows(pruned: dict[str, Any], dense: Any, train: list[Any], evaluate: Evaluator,
+                   args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The one-shot models after distillation (masks fixed: pruned weights stay zero)."""
+    rows = []
+    for label, model in pruned.items():
+        start = time.perf_counter()
+        recovered = distill(model, dense, train, args.sparse_epochs, args.lr)
+        weights = [effective_weight(m) for m in recovered.encoder.modules() if is_masked(m)]
+        removed = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+        rows.append({"method": f"{label} + distillation ({args.sparse_epochs} epochs, "
+                               f"{args.sparse_epochs * len(train)} steps)",
+                     "seconds": time.perf_counter() - start, "params": encoder_params(dense),
+                     "sparsity": removed, **evaluate(recovered)})
+    return rows
+
+
+def structured_rows(dense: Any, calibration: list[Any], train: list[Any],
+                    evaluate: Evaluator, args: argparse.Namespace) -> tuple[list[dict], Any]:
+    """Magnitude and activation-ranked head/neuron removal, then distillation."""
     magnitude = pk.prune(dense, pk.TransformerStructured(heads=0.25, neurons=0.25)).model
-    rows.append({"method": "structured 25% heads + 25% neurons, magnitude", "seconds": 0.0,
-                 "params": encoder_params(magnitude), **evaluate(magnitude)})
+    rows = [{"method": "structured 25% heads + 25% neurons, magnitude", "seconds": 0.0,
+             "params": encoder_params(magnitude), **evaluate(magnitude)}]
     start = time.perf_counter()
     pruned = pk.prune(dense, STRUCTURED, calibration=calibration).model
     seconds = time.perf_counter() - start
@@ -161,7 +198,28 @@ def evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
     rows.append({"method": f"  + distillation ({args.epochs} epochs)",
                  "seconds": time.perf_counter() - start, "params": encoder_params(recovered),
                  **evaluate(recovered)})
-    latency = [] if args.skip_latency else latency_rows(tokenizer, dense, pruned)
+    return rows, pruned
+
+
+def evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
+    tokenizer, dense = load_minilm()
+    texts = fortunes()
+    calibration = batches(tokenizer, texts[: args.calibration], size=32)
+    train = batches(tokenizer, texts[args.calibration : args.calibration + 1024], size=32,
+                    max_length=64)
+    evaluate = Evaluator(tokenizer, dense, args.eval)
+    rows = [{"method": "dense", "seconds": 0.0, "params": encoder_params(dense),
+             **evaluate(dense)}]
+    recover = RECOVERED_SPECS if args.sparse_epochs else []
+    sparse, to_recover = sparse_rows(dense, calibration, evaluate, args.only, recover)
+    rows += sparse
+    if args.sparse_epochs:
+        rows += recovered_rows(to_recover, dense, train, evaluate, args)
+    latency = []
+    if not args.skip_structured:
+        structured, pruned = structured_rows(dense, calibration, train, evaluate, args)
+        rows += structured
+        latency = [] if args.skip_latency else latency_rows(tokenizer, dense, pruned)
     return {"threads": torch.get_num_threads(), "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(), "rows": rows,
             "latency": latency}
@@ -192,6 +250,12 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=512, help="held-out sentences")
     parser.add_argument("--epochs", type=int, default=2, help="distillation epochs")
     parser.add_argument("--lr", type=float, default=1e-4, help="distillation learning rate")
+    parser.add_argument("--sparse-epochs", type=int, default=2,
+                        help="distillation epochs after SparseGPT 50%% and 2:4 (0: none)")
+    parser.add_argument("--only", help="regular expression: one-shot rows to run (those "
+                                       "distilled run whenever --sparse-epochs is not 0)")
+    parser.add_argument("--skip-structured", action="store_true",
+                        help="no structured rows (and so no latency)")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--json", help="also write the report to this JSON file")
     args = parser.parse_args()
