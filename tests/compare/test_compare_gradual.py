@@ -90,6 +90,7 @@ def test_runner_records_the_schedule_and_reaches_the_target(tmp_path: Path,
         assert schedule["final_sparsity"] == pytest.approx(0.8)
     else:
         assert schedule == {"kind": "one-shot"}
+    assert row["finetune"]["augment"] is False
     dense_nonzero = data["dense"]["nonzero_params"]
     assert row["nonzero_params"] < 0.3 * dense_nonzero
 

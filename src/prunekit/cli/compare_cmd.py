@@ -82,10 +82,17 @@ def compare_command(
     distill: bool = typer.Option(False, help="distil from the dense model while fine-tuning"),
     epochs: int = typer.Option(1, help="fine-tuning epochs per variant (the same for all)"),
     lr: float = typer.Option(0.01, help="fine-tuning peak learning rate (cosine decay)"),
+    fade: bool = typer.Option(
+        True, "--fade/--no-fade",
+        help="structured variants: fade the removed channels out during fine-tuning, then "
+        "cut them (--no-fade: cut before fine-tuning)"),
     gradual: bool = typer.Option(
-        True, "--gradual/--one-shot",
-        help="unstructured stages: prune gradually during the fine-tuning epoch (cubic "
-        "schedule) or all at once before it"),
+        False, "--gradual/--no-gradual",
+        help="unstructured stages: grow the masks during fine-tuning (cubic schedule) "
+        "instead of pruning all at once before it"),
+    augment: bool = typer.Option(
+        False, "--augment/--no-augment",
+        help="random crop + flip while fine-tuning (the baseline is trained with them)"),
     model: str = typer.Option(DEFAULT_MODEL, help="zoo name or package.module:factory"),
     dataset: str | None = typer.Option(
         None, help="package.module:factory returning (train, test) Datasets or DataLoaders"),
@@ -115,8 +122,8 @@ def compare_command(
     settings = CompareSettings(
         variants=tuple(parse_variants(_variant_text(variants, variants_file), quick=quick)),
         out_dir=out, model_ref=model, dataset_ref=dataset, data_dir=data_dir, epochs=epochs,
-        distill=distill, quick=quick, seed=seed, threads=threads, lr=lr, gradual=gradual,
-        progress=progress,
+        distill=distill, quick=quick, seed=seed, threads=threads, lr=lr, fade=fade,
+        gradual=gradual, augment=augment, progress=progress,
     )
     build_model(settings.model_ref)  # fail early on a broken factory
     if train_baseline_flag:

@@ -72,7 +72,7 @@ class TrainingStart:
 
 def training_start(
     dense: nn.Module, variant: Variant, one_shot: PruneResult, example: torch.Tensor,
-    *, gradual: bool = True, seed: int = 0,
+    *, gradual: bool = False, fade: bool = True, seed: int = 0,
 ) -> TrainingStart:
     """Choose how ``variant`` is trained (see the module docstring).
 
@@ -81,13 +81,16 @@ def training_start(
         variant: the variant.
         one_shot: ``prune_variant(dense, variant, ...)``.
         example: example inputs.
-        gradual: False trains ``one_shot.model`` with fixed masks and shapes.
+        gradual: grow the masks of an unstructured last stage during fine-tuning.
+        fade: fade out the channels of purely structured variants during fine-tuning.
         seed: pruning seed.
+
+    Otherwise ``one_shot.model`` is trained with its masks and shapes fixed.
     """
     if gradual and gradual_stage(variant) is not None:
         model, pruner = gradual_start(dense, variant, example, seed=seed)
         return TrainingStart(model, pruner, "gradual")
-    if gradual and all(isinstance(s, Structured) for s in variant.specs):
+    if fade and all(isinstance(s, Structured) for s in variant.specs):
         model = copy.deepcopy(dense)
         try:
             channels = faded_channels(model, one_shot.plan)

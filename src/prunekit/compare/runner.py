@@ -92,11 +92,12 @@ def run_variant(variant: Variant, dense: nn.Module, data: DataBundle, ctx: Measu
     row["accuracy_before"] = evaluate_accuracy(model, data.test, progress=settings.progress,
                                                description=f"evaluate {variant.name}")
     begin = training_start(contiguous, variant, result, example, gradual=settings.gradual,
-                           seed=settings.seed)
+                           fade=settings.fade, seed=settings.seed)
     model = begin.model.to(memory_format=torch.channels_last)
     dense.to(memory_format=torch.channels_last)  # the teacher, in its faster layout
     if isinstance(data.train, TensorLoader):
         data.train.epoch = 0  # every variant sees the same batches, whatever ran before it
+        data.train.augment = settings.augment
     report = finetune(model, data.train, settings.recovery(), teacher=dense,
                       progress=settings.progress, description=f"fine-tune {variant.name}",
                       pruner=begin.pruner)
@@ -104,7 +105,8 @@ def run_variant(variant: Variant, dense: nn.Module, data: DataBundle, ctx: Measu
     model = result.model
     row["finetune"] = {"steps": report.steps, "epochs": report.epochs,
                        "seconds": round(report.seconds, 1), "losses": report.losses,
-                       "distill": settings.distill, "schedule": begin.describe()}
+                       "distill": settings.distill, "schedule": begin.describe(),
+                       "augment": settings.augment}
     row["accuracy"] = evaluate_accuracy(model, data.test, progress=settings.progress,
                                         description=f"evaluate {variant.name}")
     row["disk"] = save_bytes(result, settings.out_dir / "models" / variant.name,

@@ -39,9 +39,11 @@ class CompareSettings:
         seed: seeds data order, augmentation and fine-tuning.
         threads: torch threads for training and timing.
         lr: fine-tuning peak learning rate (cosine decay).
-        gradual: prune the unstructured stage gradually inside the fine-tuning epoch
-            (cubic schedule, see :mod:`prunekit.compare.gradual`) instead of one-shot
-            before it; the budget is the same.
+        fade: structured variants: fade the removed channels out during the fine-tuning
+            epoch, then cut them (:mod:`prunekit.compare.gradual`); the budget is the same.
+        gradual: unstructured stages: grow the masks to the target during the epoch
+            (cubic schedule) instead of pruning one-shot before it.
+        augment: random crop + flip on the fine-tuning batches of the built-in data.
         progress: show progress bars.
     """
 
@@ -56,7 +58,9 @@ class CompareSettings:
     seed: int = 0
     threads: int = 1
     lr: float = FINETUNE_LR
-    gradual: bool = True
+    fade: bool = True
+    gradual: bool = False
+    augment: bool = False
     progress: bool = True
 
     @property
@@ -84,5 +88,6 @@ class CompareSettings:
             "model": self.model_ref, "dataset": self.dataset_ref or "fashion-mnist",
             "epochs": self.epochs, "distill": self.distill, "quick": self.quick,
             "seed": self.seed, "threads": self.threads, "lr": self.lr,
-            "gradual": self.gradual and recipe_constants(),
+            "fade": self.fade, "gradual": self.gradual, "augment": self.augment,
+            "schedules": recipe_constants(),
         }
