@@ -19,6 +19,7 @@ Deciding (score + select) produces a plan; applying it mutates a model. A plan h
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,36 @@ def decode_mask(data: dict[str, Any]) -> torch.Tensor:
     return torch.from_numpy(bits.copy()).reshape(shape)
 
 
+def encode_indices(indices: list[int]) -> list[int] | dict[str, str]:
+    """Kept indices as JSON: ascending unique ones as base64 of one bit per index up to the
+    largest (about 24x shorter than the list for a 128-channel layer); any other order
+    stays a list, because the order of kept indices is the order of the kept channels.
+
+    Example:
+        >>> encode_indices([0, 2, 3])
+        {'bits': 'sA=='}
+        >>> decode_indices(encode_indices([0, 2, 3])), encode_indices([3, 1])
+        ([0, 2, 3], [3, 1])
+    """
+    ascending = all(a < b for a, b in itertools.pairwise(indices))
+    if not ascending or (indices and indices[0] < 0):
+        return list(indices)
+    bits = np.zeros(indices[-1] + 1 if indices else 0, dtype=bool)
+    bits[indices] = True
+    return {"bits": base64.b64encode(np.packbits(bits).tobytes()).decode("ascii")}
+
+
+def decode_indices(data: Any) -> list[int]:
+    """Inverse of :func:`encode_indices` (a plain list, as older plans store, too)."""
+    if isinstance(data, list):
+        return [int(i) for i in data]
+    try:
+        raw = np.frombuffer(base64.b64decode(data["bits"], validate=True), dtype=np.uint8)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlanError(f"malformed kept-index entry: {exc}") from exc
+    return [int(i) for i in np.flatnonzero(np.unpackbits(raw))]
+
+
 @dataclass
 class Plan:
     """What to remove. See the module docstring for the fields.
@@ -91,13 +122,14 @@ class Plan:
     notes: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (masks bit-packed, see :func:`encode_mask`)."""
+        """JSON-ready dict (masks and kept indices bit-packed: :func:`encode_mask`,
+        :func:`encode_indices`)."""
         return {
             "format_version": PLAN_FORMAT_VERSION,
             "spec": self.spec,
             "masks": {name: encode_mask(mask) for name, mask in self.masks.items()},
             "kept": {
-                name: {str(dim): list(idx) for dim, idx in dims.items()}
+                name: {str(dim): encode_indices(list(idx)) for dim, idx in dims.items()}
                 for name, dims in self.kept.items()
             },
             "shapes": {name: list(shape) for name, shape in self.shapes.items()},
@@ -133,7 +165,7 @@ class Plan:
                 spec=dict(data["spec"]),
                 masks={name: decode_mask(m) for name, m in data.get("masks", {}).items()},
                 kept={
-                    name: {int(dim): [int(i) for i in idx] for dim, idx in dims.items()}
+                    name: {int(dim): decode_indices(idx) for dim, idx in dims.items()}
                     for name, dims in data.get("kept", {}).items()
                 },
                 shapes={n: [int(d) for d in s] for n, s in data.get("shapes", {}).items()},

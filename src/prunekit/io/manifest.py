@@ -98,7 +98,8 @@ class Manifest:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+        """Compact JSON (it counts in the artefact's bytes; `prunekit inspect` reads it)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
 
 
 def _bad(problem: str) -> FormatError:
