@@ -103,7 +103,7 @@ def save(
 ) -> Path:
     """Save a pruned result or model as ``path/model.safetensors`` + ``path/manifest.json``.
 
-    Each tensor is stored in its smallest exact format (dense, bitmask, CSR, N:M); masks,
+    Each tensor is stored in its smallest exact format (dense, bitmask, gaps, CSR, N:M); masks,
     sparse layers and structured changes are recorded so :func:`load` restores the same end
     state. No pickle is written; the folder appears atomically.
 
