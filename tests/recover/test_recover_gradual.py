@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from toy_task import toy_problem
 
 import prunekit as pk
 from prunekit.apply.masks import effective_weight, existing_mask
@@ -22,13 +23,7 @@ from prunekit.recover import (
 
 
 def _problem(seed: int = 0) -> tuple[nn.Module, TensorLoader]:
-    """The label is which of 4 input blocks has the largest sum (learnable in a few epochs)."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(512, 16, generator=gen)
-    y = x.view(512, 4, 4).sum(-1).argmax(-1)
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
-    return model, TensorLoader(x, y, 32, shuffle=True, seed=seed)
+    return toy_problem(seed, batch=32)
 
 
 def _sparsity(model: nn.Module) -> float:
