@@ -27,7 +27,7 @@ from ..sparse.formats import Encoded
 from ..sparse.modules import CSRLinear
 from ..sparse.validate import _PARTS, validate_encoded
 from .manifest import WEIGHTS_FILE, Manifest, TensorEntry, read_manifest
-from .refs import build_from_ref
+from .refs import build_from_ref, call_factory
 from .save import dtype_name, file_digest, file_key
 
 Stored = dict[str, Encoded]
@@ -137,13 +137,7 @@ def _build(
         return build_from_ref(manifest.model, allow_import)
     if isinstance(build, nn.Module):
         return build
-    try:
-        model = build()
-    except Exception as exc:  # noqa: BLE001 - user code
-        raise FormatError(f"build() failed: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(model, nn.Module):
-        raise FormatError(f"build() returned {type(model).__name__}, not an nn.Module")
-    return model
+    return call_factory(build, "build()", FormatError)
 
 
 def _rebuild_physical(model: nn.Module, manifest: Manifest) -> None:

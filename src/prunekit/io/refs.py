@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import FormatError, TargetError
+from ..errors import FormatError, PrunekitError, TargetError
 
 BuildFn = Callable[[str, Mapping[str, Any]], nn.Module]
 
@@ -143,12 +143,20 @@ def _import(name: str, entry: Mapping[str, Any]) -> nn.Module:
             f"cannot import model factory {name!r}: {exc}",
             "use package.module:function, where function() returns an nn.Module",
         ) from exc
+    return call_factory(factory, f"model factory {name!r}", TargetError)
+
+
+def call_factory(
+    factory: Callable[[], object], label: str, error: type[PrunekitError]
+) -> nn.Module:
+    """``factory()``, which must return an ``nn.Module``; anything else raises ``error``
+    naming ``label`` (user code fails in many ways, each becomes one typed error)."""
     try:
         model = factory()
     except Exception as exc:  # noqa: BLE001 - user code
-        raise TargetError(f"model factory {name!r} failed: {type(exc).__name__}: {exc}") from exc
+        raise error(f"{label} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
-        raise TargetError(f"model factory {name!r} returned {type(model).__name__}, not nn.Module")
+        raise error(f"{label} returned {type(model).__name__}, not an nn.Module")
     return model
 
 
