@@ -12,7 +12,7 @@ from rich.console import Console
 
 from ..compare import CompareSettings, parse_variants, run_comparison
 from ..compare.baseline import save_checkpoint, shipped_stem, train_baseline
-from ..compare.settings import DEFAULT_MODEL
+from ..compare.settings import DEFAULT_MODEL, FINETUNE_LR
 from ..compare.store import RESULTS_FILE
 from ..data import DataBundle, fashion_mnist, load_factory
 from ..errors import SpecError
@@ -81,7 +81,7 @@ def compare_command(
     quick: bool = typer.Option(False, help="small subsets and short timings (smoke run)"),
     distill: bool = typer.Option(False, help="distil from the dense model while fine-tuning"),
     epochs: int = typer.Option(1, help="fine-tuning epochs per variant (the same for all)"),
-    lr: float = typer.Option(0.01, help="fine-tuning peak learning rate (cosine decay)"),
+    lr: float = typer.Option(FINETUNE_LR, help="fine-tuning peak learning rate (cosine decay)"),
     fade: bool = typer.Option(
         True, "--fade/--no-fade",
         help="structured variants: fade the removed channels out during fine-tuning, then "

@@ -13,7 +13,7 @@ DEFAULT_MODEL = "fmnist_resnet"
 QUICK_TRAIN_SAMPLES = 1024
 QUICK_TEST_SAMPLES = 1000
 QUICK_MAX_STEPS = 8
-FINETUNE_LR = 0.01
+FINETUNE_LR = 0.02  # measured best of 0.01 / 0.02 for a 1-epoch recovery (README)
 
 
 def recipe_constants() -> dict[str, float]:
