@@ -48,6 +48,9 @@ def empty_like_numpy(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor
     return torch.from_numpy(np.empty(nbytes, dtype=np.uint8)).view(dtype).view(shape)
 
 
+_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64, torch.bool)  # written via numpy
+
+
 def _bits_into(out: torch.Tensor, bits: np.ndarray) -> None:
     """``out[:] = bits`` (bool -> 0/1 in ``out``'s dtype); numpy converts fastest."""
     target = out.numpy() if out.dtype in _NUMPY_DTYPES else None
@@ -55,9 +58,6 @@ def _bits_into(out: torch.Tensor, bits: np.ndarray) -> None:
         np.copyto(target, bits)
     else:
         out.copy_(torch.from_numpy(bits))
-
-
-_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64, torch.bool)
 
 
 def gap_positions(gaps: torch.Tensor) -> np.ndarray:
