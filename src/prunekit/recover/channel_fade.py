@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from ..apply.surgery.slicing import sliced_tensors
 from ..errors import PlanError, SpecError
 from ..plan import Plan
 from ..result import PruneResult
@@ -146,13 +147,12 @@ def transplant(trained: nn.Module, pruned: PruneResult) -> nn.Module:
         PlanError: the two models' tensors do not correspond.
     """
     source = trained.state_dict()
+    sliced = sliced_tensors(trained, pruned.plan.kept)
     state = {}
     for key, target in pruned.model.state_dict().items():
         if key not in source:
             raise PlanError(f"{key}: not in the trained model")
-        value = source[key]
-        for dim, kept in pruned.plan.kept.get(key, {}).items():
-            value = value.index_select(int(dim), torch.as_tensor(kept, dtype=torch.long))
+        value = sliced.get(key, source[key])
         if tuple(value.shape) != tuple(target.shape):
             raise PlanError(f"{key}: {tuple(value.shape)} after slicing, the pruned model "
                             f"has {tuple(target.shape)}")
