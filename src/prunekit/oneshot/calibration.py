@@ -237,3 +237,24 @@ def check_token_ids(model: nn.Module, batches: list[Batch]) -> None:
                 "tokenize calibration text with the model's own tokenizer "
                 "(AutoTokenizer.from_pretrained(<the model's path>))",
             )
+
+
+def run_calibration(model: nn.Module, stats: InputStats, batches: list[Batch]) -> None:
+    """Run every batch through the whole model while ``stats`` records; then detach it.
+
+    Raises:
+        CalibrationError: a batch does not run through the model.
+    """
+    try:
+        for i, batch in enumerate(batches):
+            stats.token_mask = token_mask(batch)
+            try:
+                call_model(model, batch)
+            except Exception as exc:  # noqa: BLE001 - user data/model failures are reported alike
+                raise CalibrationError(
+                    f"calibration batch {i} does not run through the model: "
+                    f"{type(exc).__name__}: {exc}",
+                    "calibration batches must be inputs the model accepts",
+                ) from exc
+    finally:
+        stats.remove()

@@ -21,10 +21,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..apply.masks import apply_mask, effective_weight, existing_mask
-from ..errors import CalibrationError, ShapeError, SpecError, TargetError
+from ..errors import ShapeError, SpecError, TargetError
 from ..inputs import (
     ExampleInputs,
-    call_model,
     check_same_output_shapes,
     eval_mode,
     run_example,
@@ -46,7 +45,7 @@ from .calibration import (
     check_calibration,
     check_token_ids,
     run_block,
-    token_mask,
+    run_calibration,
 )
 from .correction import corrected_bias
 from .sparsegpt import inverse_hessian_factor, sparsegpt_prune
@@ -167,7 +166,8 @@ def prune_layer(
     With ``settings.bias_correction`` the layer's bias (if it has one) then absorbs the mean
     output shift the pruning caused on the calibration tokens (see :mod:`.correction`).
     """
-    weight = _matrix(module).clone()  # (out, in), before pruning
+    weight = _matrix(module)  # (out, in); neither method writes into it
+    dense = weight.clone() if settings.bias_correction else None  # before pruning
     sparsity = settings.sparsity.get(key)
     removed = _removed(module)
     if settings.method == "wanda":
@@ -189,8 +189,8 @@ def prune_layer(
         with torch.no_grad():
             target.copy_(new_weight.to(dtype=target.dtype))
     apply_mask(module, keep)
-    if settings.bias_correction:
-        correct_bias(module, weight, stats.mean(key))
+    if dense is not None:
+        correct_bias(module, dense, stats.mean(key))
     return keep
 
 
@@ -217,33 +217,12 @@ def _prune_stage(
     return {key: prune_layer(m, key, stats, settings) for key, m in modules.items()}
 
 
-def _run_calibration(model: nn.Module, stats: InputStats, batches: list[Batch]) -> None:
-    """Run every batch through the whole model while ``stats`` records; then detach it.
-
-    Raises:
-        CalibrationError: a batch does not run through the model.
-    """
-    try:
-        for i, batch in enumerate(batches):
-            stats.token_mask = token_mask(batch)
-            try:
-                call_model(model, batch)
-            except Exception as exc:  # noqa: BLE001 - user data/model failures are reported alike
-                raise CalibrationError(
-                    f"calibration batch {i} does not run through the model: "
-                    f"{type(exc).__name__}: {exc}",
-                    "calibration batches must be inputs the model accepts",
-                ) from exc
-    finally:
-        stats.remove()
-
-
 def _whole_model_stage(
     model: nn.Module, modules: Mapping[str, nn.Module], batches: list[Batch],
     settings: OneShotSettings,
 ) -> dict[str, torch.Tensor]:
     stats = InputStats(modules, gram=settings.method == "sparsegpt")
-    _run_calibration(model, stats, batches)
+    run_calibration(model, stats, batches)
     return _prune_stage(modules, stats, settings)
 
 
@@ -264,7 +243,7 @@ def owl_allocation(
         ``{weight key: sparsity}``, equal within a block.
     """
     stats = InputStats(modules, gram=False)
-    _run_calibration(model, stats, batches)
+    run_calibration(model, stats, batches)
     groups: dict[str, list[str]] = {}
     for key in modules:
         group = next((b for b in block_names if key.startswith(b + ".")), key)
