@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 
 import torch
@@ -22,14 +23,13 @@ class Snapshot:
 
 def snapshot(model: nn.Module) -> Snapshot:
     """Record what fine-tuning must hold fixed."""
-    masked = {f"{name}.{param}" if name else param for name, _, param in masked_modules(model)}
-    shapes = {_logical(k, masked): tuple(v.shape) for k, v in model.state_dict().items()
-              if not (k.endswith("_mask") and k.removesuffix("_mask") in masked)}
     masks = {
         (f"{name}.{param}" if name else param):
             getattr(module, f"{param}_mask").detach().bool().clone()
         for name, module, param in masked_modules(model)
     }
+    shapes = {_logical(k, masks): tuple(v.shape) for k, v in model.state_dict().items()
+              if not (k.endswith("_mask") and k.removesuffix("_mask") in masks)}
     return Snapshot(shapes, masks)
 
 
@@ -65,7 +65,7 @@ def check_unchanged(model: nn.Module, before: Snapshot, *, may_shrink: bool = Fa
         raise PlanError("fine-tuning changed the pruned structure: " + "; ".join(problems))
 
 
-def _logical(key: str, masked: set[str]) -> str:
+def _logical(key: str, masked: Container[str]) -> str:
     """``conv.weight_orig`` -> ``conv.weight`` for masked parameters (their logical name)."""
     stem = key.removesuffix("_orig")
     return stem if key.endswith("_orig") and stem in masked else key
