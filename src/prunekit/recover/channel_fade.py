@@ -23,6 +23,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -132,7 +134,7 @@ class ChannelFade:
         self._scales.clear()
 
 
-def _scaler(scale: torch.Tensor):  # noqa: ANN202 - a forward hook
+def _scaler(scale: torch.Tensor) -> Callable[[nn.Module, object, torch.Tensor], torch.Tensor]:
     def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
         shape = [1, -1] + [1] * (output.dim() - 2)
         return output * scale.view(shape).to(output.dtype)

@@ -93,11 +93,11 @@ def _put_blocks(
     blocks = enumerate(itertools.pairwise(cuts))
     if flat.dtype in _NUMPY_DTYPES:
         target = flat.numpy()
-        values = 1 if source is None else source.numpy()
+        values = None if source is None else source.numpy()
         for block, (first, last) in blocks:
             span = slice(block * CACHE_BLOCK, (block + 1) * CACHE_BLOCK)
             target[span] = 0
-            target[position[first:last]] = values if source is None else values[first:last]
+            target[position[first:last]] = 1 if values is None else values[first:last]
             if nonzero is not None:
                 np.not_equal(target[span], 0, out=nonzero[span])
         return
