@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import prunekit as pk
-from prunekit.sparse import CSRLinear
+from prunekit.sparse import CSRLinear, kernels
 
 SHAPES = ((4096, 4096), (768, 3072))  # (out_features, in_features)
 
@@ -120,6 +120,11 @@ def load_times(tmp: Path, folders: dict[str, str], repeats: int) -> dict[str, di
     }
 
 
+def torch_csr(layer: CSRLinear, x: torch.Tensor) -> torch.Tensor:
+    """torch's own CSR product alone (what ``CSRLinear`` runs below ``kernels.MIN_ROWS``)."""
+    return torch.sparse.mm(layer.weight_csr(), x.t().contiguous()).t() + layer.bias
+
+
 def latency_rows(repeats: int) -> list[dict[str, Any]]:
     rows = []
     for out_f, in_f in SHAPES:
@@ -131,11 +136,12 @@ def latency_rows(repeats: int) -> list[dict[str, Any]]:
                 x = torch.randn(batch, in_f)
                 auto = pk.to_sparse(nn.Sequential(lin), batch_size=batch)
                 chosen = auto.model[0]
-                calls = [partial(lin, x), partial(csr, x),
+                calls = [partial(lin, x), partial(torch_csr, csr, x), partial(csr, x),
                          partial(chosen, x)]
-                dense_ms, csr_ms, auto_ms = interleaved_ms(calls, repeats)
+                dense_ms, torch_ms, csr_ms, auto_ms = interleaved_ms(calls, repeats)
                 rows.append({"shape": f"{out_f}x{in_f}", "sparsity": sparsity, "batch": batch,
-                             "dense_ms": dense_ms, "csr_ms": csr_ms,
+                             "dense_ms": dense_ms, "torch_csr_ms": torch_ms,
+                             "torch_csr_speedup": dense_ms / torch_ms, "csr_ms": csr_ms,
                              "csr_speedup": dense_ms / csr_ms, "auto_kernel": auto.layers[0].kernel,
                              "auto_ms": auto_ms, "auto_speedup": dense_ms / auto_ms})
     return rows
@@ -170,12 +176,15 @@ def main() -> None:
         print(f"  {label:<48} {row['median_ms']:9.1f} {row['min_ms']:7.1f} {row['ratio']:5.2f}x")
     latency = [] if args.no_latency else latency_rows(args.repeats)
     if latency:
-        print("\nLinear latency, CPU fp32 (median ms; speed-up = dense / sparse)")
-        print(f"  {'weight':<10} {'sparsity':>8} {'batch':>5} {'dense':>8} {'csr':>8} "
-              f"{'csr x':>6}  {'auto':>6} {'auto ms':>8} {'auto x':>6}")
+        print("\nLinear latency, CPU fp32 (median ms; x = dense / sparse; torch = torch.sparse.mm "
+              f"alone, CSRLinear = compiled kernel from {kernels.MIN_ROWS} rows"
+              f"{'' if kernels.available() else ' (numba missing: torch)'})")
+        print(f"  {'weight':<10} {'sparsity':>8} {'batch':>5} {'dense':>8} {'torch':>8} "
+              f"{'x':>5} {'CSRLinear':>9} {'x':>5}  {'auto':>6} {'auto ms':>8} {'auto x':>6}")
     for r in latency:
         print(f"  {r['shape']:<10} {r['sparsity']:>8.0%} {r['batch']:>5} {r['dense_ms']:>8.3f} "
-              f"{r['csr_ms']:>8.3f} {r['csr_speedup']:>6.2f}  {r['auto_kernel']:>6} "
+              f"{r['torch_csr_ms']:>8.3f} {r['torch_csr_speedup']:>5.2f} "
+              f"{r['csr_ms']:>9.3f} {r['csr_speedup']:>5.2f}  {r['auto_kernel']:>6} "
               f"{r['auto_ms']:>8.3f} {r['auto_speedup']:>6.2f}")
     if args.json:
         args.json.write_text(json.dumps({"threads": args.threads, "sizes": sizes,

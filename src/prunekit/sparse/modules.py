@@ -1,7 +1,8 @@
 """Linear layers that compute with a sparse weight.
 
 - :class:`CSRLinear`: ``y = (W_csr @ x^T)^T + b`` with ``torch.sparse.mm`` and int32
-  indices (the fastest stock CPU path; ``F.linear`` with a sparse weight is slower).
+  indices (the fastest stock CPU path; ``F.linear`` with a sparse weight is slower), or
+  from :data:`.kernels.MIN_ROWS` input rows on, the compiled kernel of :mod:`.kernels`.
 - :class:`SemiStructuredLinear`: a 2:4 weight as torch's semi-structured sparse tensor
   (cuSPARSELt / CUTLASS), CUDA with fp16 / bf16 only.
 
@@ -16,6 +17,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import kernels
 
 
 def _csr(
@@ -91,6 +94,9 @@ class CSRLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)  # (N, in)
+        if kernels.usable(rows, self.values):
+            y = kernels.csr_linear(rows, self.crow, self.col, self.values, self.bias)
+            return y.reshape(*x.shape[:-1], self.out_features)
         out = torch.sparse.mm(self.weight_csr(), rows.t().contiguous()).t()  # (N, out)
         if self.bias is not None:
             out = out + self.bias
