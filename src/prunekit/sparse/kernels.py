@@ -29,7 +29,7 @@ try:
     import numba
     from numba import njit, prange
 except ImportError:  # the kernels extra is not installed
-    numba = None
+    numba = None  # type: ignore[assignment]
 
 
 def available() -> bool:
@@ -107,7 +107,8 @@ def csr_linear(
     Call only where :func:`usable` is True. Threads: ``torch.get_num_threads()``.
     """
     assert numba is not None
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), most)))
     rows, in_features = x.shape
     out_features = crow.numel() - 1
     xt = torch.empty(in_features, rows, dtype=x.dtype)
