@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
+import xxhash
 from io_helpers import assert_same_outputs, masked_zoo
 
 import prunekit as pk
@@ -43,8 +44,8 @@ def _rewrite_weights(folder: Path, edit) -> None:
 def _resync(folder: Path) -> None:
     weights = folder / "model.safetensors"
     _edit_manifest(folder, lambda d: d["weights"].update(
-        bytes=weights.stat().st_size, sha256=SAVE_MODULE.file_digest(weights, "sha256"),
-        crc32=SAVE_MODULE.file_digest(weights, "crc32")))
+        bytes=weights.stat().st_size,
+        **{a: SAVE_MODULE.file_digest(weights, a) for a in ("sha256", "crc32", "xxh3_64")}))
 
 
 def test_existing_path_is_refused_and_left_untouched(artefact):
@@ -171,30 +172,36 @@ def test_missing_parent_folders_are_created(tmp_path):
         pk.save(result, tmp_path / "file" / "mlp")
 
 
-def test_checksums_crc32_by_default_sha256_on_request(artefact):
+def test_checksums_xxh3_by_default_the_others_on_request(artefact):
     folder, result, x = artefact
     weights = folder / "model.safetensors"
     stored = json.loads((folder / "manifest.json").read_text())["weights"]
-    assert stored["crc32"] == SAVE_MODULE.file_digest(weights, "crc32")
-    assert stored["sha256"] == SAVE_MODULE.file_digest(weights, "sha256")
-    assert_same_outputs(pk.load(folder, verify="sha256"), result.model, x)
+    for algorithm, digits in (("xxh3_64", 16), ("crc32", 8), ("sha256", 64)):
+        assert stored[algorithm] == SAVE_MODULE.file_digest(weights, algorithm)
+        assert len(stored[algorithm]) == digits
+        assert_same_outputs(pk.load(folder, verify=algorithm), result.model, x)
+    assert stored["xxh3_64"] == xxhash.xxh3_64_hexdigest(weights.read_bytes())
     with pytest.raises(pk.PrunekitError, match="verify must be"):
         pk.load(folder, verify="md5")
-    # an artefact saved before CRC-32 was recorded is checked with its SHA-256
-    _edit_manifest(folder, lambda d: d["weights"].pop("crc32"))
-    assert_same_outputs(pk.load(folder), result.model, x)
-    with pytest.raises(FormatError, match="no crc32"):
-        pk.load(folder, verify="crc32")
+    # older artefacts: without XXH3-64 the CRC-32 is checked, without both the SHA-256
+    _edit_manifest(folder, lambda d: d["weights"].pop("xxh3_64"))
     _edit_manifest(folder, lambda d: d["weights"].update(sha256="0" * 64))
+    assert_same_outputs(pk.load(folder), result.model, x)  # the crc32 is right
+    _edit_manifest(folder, lambda d: d["weights"].pop("crc32"))
     with pytest.raises(FormatError, match="sha256 checksum"):
         pk.load(folder)
+    with pytest.raises(FormatError, match="no crc32"):
+        pk.load(folder, verify="crc32")
     _edit_manifest(folder, lambda d: d["weights"].update(crc32="xyz"))
     with pytest.raises(FormatError, match="crc32 must be"):
+        pk.load(folder, verify=False)
+    _edit_manifest(folder, lambda d: d["weights"].update(crc32="0" * 8, xxh3_64="0" * 15))
+    with pytest.raises(FormatError, match="xxh3_64 must be 16"):
         pk.load(folder, verify=False)
 
 
 def test_a_flipped_value_bit_is_caught_by_the_default_checksum(artefact):
-    """Validation cannot see a changed float value; the CRC-32 must."""
+    """Validation cannot see a changed float value; the checksum must."""
     folder, *_ = artefact
     weights = folder / "model.safetensors"
     data = bytearray(weights.read_bytes())
@@ -203,8 +210,9 @@ def test_a_flipped_value_bit_is_caught_by_the_default_checksum(artefact):
     key = next(k for k in header if k.endswith("::values"))
     data[8 + length + header[key]["data_offsets"][0] + 2] ^= 0x01  # one value's mantissa bit
     weights.write_bytes(bytes(data))
-    with pytest.raises(FormatError, match="crc32 checksum"):
-        pk.load(folder)
+    for verify in (True, "crc32"):
+        with pytest.raises(FormatError, match="checksum"):
+            pk.load(folder, verify=verify)
     pk.load(folder, verify=False)  # loads (wrong value): only a checksum can tell
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+import xxhash
 from torch import nn
 
 import prunekit as pk
@@ -62,7 +63,8 @@ def _resync(folder: Path) -> None:
     data = json.loads((folder / "manifest.json").read_text())
     weights = (folder / "model.safetensors").read_bytes()
     data["weights"].update(bytes=len(weights), sha256=hashlib.sha256(weights).hexdigest(),
-                           crc32=f"{zlib.crc32(weights):08x}")
+                           crc32=f"{zlib.crc32(weights):08x}",
+                           xxh3_64=xxhash.xxh3_64_hexdigest(weights))
     (folder / "manifest.json").write_text(json.dumps(data))
 
 

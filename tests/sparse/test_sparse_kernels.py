@@ -1,12 +1,16 @@
-"""The compiled CSR kernel: same outputs as dense, and torch's kernel where it cannot run."""
+"""The compiled kernels: the CSR product equals dense (torch's kernel runs where it cannot),
+the gaps decoder and gaps-to-CSR equal the plain paths for any split across threads."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from prunekit.sparse import CSRLinear, kernels
+from prunekit.sparse.decode import csr_parts, decode_masked_into
+from prunekit.sparse.formats import encode
 
 needs_numba = pytest.mark.skipif(not kernels.available(), reason="numba not installed")
 
@@ -87,3 +91,77 @@ def test_torch_kernel_below_min_rows_with_gradients_and_without_numba(monkeypatc
     half = CSRLinear.from_linear(lin).to(torch.float16)  # fp16 is not a kernel dtype
     assert not kernels.usable(torch.randn(64, 64, dtype=torch.float16), half.values)
     assert calls == []
+
+
+def _gaps_case(numel: int, density: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A flat tensor whose kept entries include long runs of zeros (escape codes), the first
+    and the last entry, and a kept weight that is exactly 0."""
+    gen = torch.Generator().manual_seed(seed)
+    keep = torch.rand(numel, generator=gen) < density
+    if numel:
+        keep[0] = keep[-1] = True
+        keep[numel // 3 : numel // 3 + min(numel // 3, 700)] = False  # a gap over 255
+    value = torch.randn(numel, generator=gen, dtype=torch.float64) * keep
+    if numel > 5:
+        keep[5], value[5] = True, 0.0
+    return value, keep
+
+
+@needs_numba
+@pytest.mark.parametrize("numel", [0, 1, 300, 2000, 5000])
+@pytest.mark.parametrize("density", [0.002, 0.1, 0.9])
+def test_gaps_decoder_writes_every_entry_for_any_thread_split(numel, density):
+    value, keep = _gaps_case(numel, density, seed=numel)
+    enc = encode(value, "gaps", keep)
+    codes, values = enc.parts["gaps"].numpy(), enc.parts["values"]
+    for dtype in (torch.float32, torch.float64):
+        for shares in (1, 2, 3, 7):
+            out = torch.full((numel,), 9.0, dtype=dtype)
+            mask = torch.zeros(numel, dtype=torch.bool) | (torch.arange(numel) % 2 == 0)
+            kernels._gaps_into(codes, values.to(dtype).numpy(), out.numpy(), mask.numpy(), shares)
+            assert torch.equal(out, value.to(dtype)) and torch.equal(mask, keep), (dtype, shares)
+            out.fill_(9.0)
+            kernels._gaps_into(codes, values.to(dtype).numpy(), out.numpy(), np.empty(0, bool), shares)
+            assert torch.equal(out, value.to(dtype))
+
+
+@needs_numba
+@pytest.mark.parametrize("shape", [(1, 1), (9, 20), (40, 3), (7, 600), (300, 4)])
+@pytest.mark.parametrize("density", [0.0, 0.003, 0.2])
+def test_gaps_to_csr_equals_torch_csr_for_any_thread_split(shape, density):
+    gen = torch.Generator().manual_seed(shape[0] * 1000 + shape[1])
+    weight = torch.randn(shape, generator=gen) * (torch.rand(shape, generator=gen) < density)
+    weight[shape[0] // 2] = 0  # an empty row
+    reference = weight.to_sparse_csr()
+    codes = encode(weight, "gaps").parts["gaps"].numpy()
+    for shares in (1, 2, 3, 7):
+        crow = np.full(shape[0] + 1, -5, dtype=np.int32)
+        col = np.full(int(np.count_nonzero(codes)), -5, dtype=np.int32)
+        kernels._gaps_csr(codes, shape[1], crow, col, shares)
+        assert torch.equal(torch.from_numpy(crow).long(), reference.crow_indices()), shares
+        assert torch.equal(torch.from_numpy(col).long(), reference.col_indices()), shares
+
+
+@needs_numba
+@pytest.mark.parametrize("mask_dtype", [None, torch.bool, torch.float32])
+def test_large_gaps_decode_and_csr_parts_equal_the_numpy_paths(monkeypatch, mask_dtype):
+    value, keep = _gaps_case(1 << 20, 0.05, seed=1)  # large enough to use every thread
+    value, keep = value.float().reshape(1024, 1024), keep.reshape(1024, 1024)
+    enc = encode(value, "gaps", keep)
+
+    def decoded() -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
+        out = torch.empty(1024, 1024)
+        mask = None if mask_dtype is None else torch.empty(1024, 1024, dtype=mask_dtype)
+        decode_masked_into(enc, out, mask)
+        parts = csr_parts(encode(value, "gaps"))
+        assert parts is not None
+        return out, mask, parts
+
+    compiled = decoded()
+    monkeypatch.setattr(kernels, "numba", None)
+    plain = decoded()
+    assert torch.equal(compiled[0], value) and torch.equal(plain[0], value)
+    if mask_dtype is not None:
+        assert torch.equal(compiled[1], keep.to(mask_dtype))
+        assert torch.equal(plain[1], keep.to(mask_dtype))
+    assert all(torch.equal(a, b) for a, b in zip(compiled[2], plain[2], strict=True))

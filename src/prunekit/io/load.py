@@ -26,7 +26,7 @@ from ..sparse.dispatch import candidate_kernels
 from ..sparse.formats import Encoded
 from ..sparse.modules import CSRLinear
 from ..sparse.validate import _PARTS, validate_encoded
-from .manifest import WEIGHTS_FILE, Manifest, TensorEntry, read_manifest
+from .manifest import DIGEST_HEX_DIGITS, WEIGHTS_FILE, Manifest, TensorEntry, read_manifest
 from .refs import build_from_ref, call_factory
 from .save import dtype_name, file_digest, file_key
 
@@ -35,19 +35,21 @@ Masks = dict[str, tuple[torch.Tensor, bool]]  # key -> (keep-mask, weight alread
 
 
 def _checksum_to_verify(manifest: Manifest, verify: bool | str) -> str | None:
-    """The checksum ``load(verify=...)`` compares: CRC-32 by default (SHA-256 for artefacts
-    saved without one), ``"sha256"`` on request, none for ``verify=False``."""
+    """The checksum ``load(verify=...)`` compares: by default the fastest one the manifest
+    has (XXH3-64, then CRC-32, then SHA-256 for the oldest artefacts), or the one named;
+    none for ``verify=False``."""
     if verify is False:
         return None
-    if verify not in (True, "crc32", "sha256"):
-        raise SpecError(f"verify must be True, False, 'crc32' or 'sha256', got {verify!r}")
-    if verify == "sha256" or (verify is True and "crc32" not in manifest.weights):
-        return "sha256"
-    if "crc32" not in manifest.weights:
+    if verify is not True and verify not in DIGEST_HEX_DIGITS:
+        names = ", ".join(repr(a) for a in DIGEST_HEX_DIGITS)
+        raise SpecError(f"verify must be True, False or one of {names}, got {verify!r}")
+    if verify is True:
+        return next(a for a in DIGEST_HEX_DIGITS if a in manifest.weights)  # sha256 always is
+    if verify not in manifest.weights:
         raise FormatError(
-            "the manifest has no crc32 checksum", "load with verify=True or verify='sha256'"
+            f"the manifest has no {verify} checksum", "load with verify=True or verify='sha256'"
         )
-    return "crc32"
+    return str(verify)
 
 
 def _check_file(path: Path, manifest: Manifest, verify: bool | str) -> None:
@@ -295,11 +297,11 @@ def load(
         build: zero-argument factory of the original (unpruned) model, or such a model.
         allow_import: allow ``package.module:factory`` references, which import code.
         verify: check the weights file against the manifest's checksum: True (default)
-            uses CRC-32 (SHA-256 for artefacts saved without a CRC-32), ``"sha256"`` the
-            SHA-256, False none. CRC-32 is the default because the checksum guards against
+            uses XXH3-64 (CRC-32, then SHA-256, for older artefacts that lack it);
+            ``"xxh3_64"``, ``"crc32"`` or ``"sha256"`` that one; False none. A fast
+            non-cryptographic hash is the default because the checksum guards against
             accidental corruption only (whoever can edit the weights file can edit the
-            manifest's digest too), which CRC-32 detects at a quarter of SHA-256's cost;
-            the structure of every part is validated regardless.
+            manifest's digest too); the structure of every part is validated regardless.
 
     Returns:
         The model; its outputs equal those of the saved model.

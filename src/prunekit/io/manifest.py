@@ -11,7 +11,8 @@ Layout (``format_version`` 1)::
                               "params": {}, "masked": true, "stored_bytes": 204912}},
      "sparse_modules": {"1": "csr"},                # layers that run a sparse kernel
      "weights": {"file": "model.safetensors", "bytes": 123, "sha256": "...",
-                 "crc32": "1a2b3c4d"},                # crc32: optional (absent before 0.1.1)
+                 "crc32": "1a2b3c4d",                 # optional (absent before 0.1.1)
+                 "xxh3_64": "0123456789abcdef"},      # optional (absent before 0.1.2)
      "versions": {"prunekit": "0.1.0", "torch": "2.14.1", "safetensors": "0.8.0"}}
 
 Masks are not stored twice: a masked tensor's mask is the kept-position structure of its
@@ -32,6 +33,7 @@ FORMAT_NAME = "prunekit"
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "model.safetensors"
+DIGEST_HEX_DIGITS = {"xxh3_64": 16, "crc32": 8, "sha256": 64}  # checksums of the weights file
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 END_STATES = ("dense", "masked", "sparse", "physical")
 DTYPES = (
@@ -181,9 +183,10 @@ def parse_manifest(data: Any) -> Manifest:
     weights = _require(data, "weights", dict, "manifest")
     if weights.get("file") != WEIGHTS_FILE or not isinstance(weights.get("sha256"), str):
         raise _bad(f"weights must name {WEIGHTS_FILE!r} and carry its sha256")
-    crc = weights.get("crc32", "00000000")
-    if not isinstance(crc, str) or len(crc) != 8 or any(c not in "0123456789abcdef" for c in crc):
-        raise _bad("weights.crc32 must be 8 lowercase hex digits")
+    for algorithm, digits in DIGEST_HEX_DIGITS.items():
+        digest = weights.get(algorithm, "0" * digits)
+        if not isinstance(digest, str) or len(digest) != digits or digest.strip("0123456789abcdef"):
+            raise _bad(f"weights.{algorithm} must be {digits} lowercase hex digits")
     versions = _require(data, "versions", dict, "manifest")
     return Manifest(
         end_state=[str(s) for s in end_state],

@@ -11,6 +11,7 @@ from typing import Any
 
 import safetensors
 import torch
+import xxhash
 from safetensors.torch import save_file
 from torch import nn
 
@@ -20,7 +21,7 @@ from ..result import PruneResult
 from ..sparse.convert import SparseConversion, sparse_kernels
 from ..sparse.formats import Encoded, choose_format, encode
 from .atomic import atomic_file, atomic_folder, check_target
-from .manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest, TensorEntry
+from .manifest import DIGEST_HEX_DIGITS, MANIFEST_FILE, WEIGHTS_FILE, Manifest, TensorEntry
 from .refs import infer_ref, normalize_ref
 from .state import LogicalTensor, end_states, logical_state
 
@@ -67,13 +68,16 @@ def _model_entry(
 
 
 def file_digest(path: Path, algorithm: str) -> str:
-    """``"crc32"`` (8 hex digits) or ``"sha256"`` hex digest of a file, read through mmap."""
+    """Hex digest of a file, read through mmap: ``"xxh3_64"`` (the fast default check, about
+    20x faster than CRC-32 here), ``"crc32"`` or ``"sha256"``."""
     with open(path, "rb") as handle:
         if path.stat().st_size == 0:
             data: bytes | mmap.mmap = b""
         else:
             data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         try:
+            if algorithm == "xxh3_64":
+                return xxhash.xxh3_64_hexdigest(data)
             if algorithm == "crc32":
                 return f"{zlib.crc32(data):08x}"
             return hashlib.sha256(data).hexdigest()
@@ -168,8 +172,7 @@ def save(
         weights = {
             "file": WEIGHTS_FILE,
             "bytes": (tmp / WEIGHTS_FILE).stat().st_size,
-            "sha256": file_digest(tmp / WEIGHTS_FILE, "sha256"),
-            "crc32": file_digest(tmp / WEIGHTS_FILE, "crc32"),
+            **{a: file_digest(tmp / WEIGHTS_FILE, a) for a in DIGEST_HEX_DIGITS},
         }
         manifest = Manifest(
             end_state=end_states(model, is_physical(plan)),

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import FormatError
+from . import kernels
 from .formats import GAP_ESCAPE, INT32_MAX, Encoded, matrix_shape
 from .validate import validate_encoded
 
@@ -288,7 +289,10 @@ def decode_masked_into(
         _bitmask_into(out.view(-1), enc.parts["bits"].numpy(), values, flat_mask)
         return
     if enc.format == "gaps":
-        _positions_into(out.view(-1), gap_positions(enc.parts["gaps"]), values, flat_mask)
+        if kernels.gaps_usable(out, mask):
+            kernels.gaps_into(enc.parts["gaps"], values, out, mask)
+        else:
+            _positions_into(out.view(-1), gap_positions(enc.parts["gaps"]), values, flat_mask)
         return
     if enc.format == "dense":
         out.copy_(values)
@@ -324,6 +328,8 @@ def csr_parts(
     if enc.format == "csr":
         return enc.parts["crow"].clone(), enc.parts["col"].clone(), values
     rows, cols = matrix_shape(enc.shape)
+    if enc.format == "gaps" and kernels.available() and rows * cols <= INT32_MAX:
+        return (*kernels.gaps_csr(enc.parts["gaps"], rows, cols), values)
     position = _kept_positions(enc)  # ascending flat positions: row-major CSR order
     index_type = np.int32 if rows * cols <= INT32_MAX else np.int64
     position = position.astype(index_type)

@@ -1,6 +1,6 @@
-"""A compiled CSR x dense kernel for batched CPU inference (numba, optional).
+"""Compiled CPU kernels (numba, optional): a CSR x dense product and a ``gaps`` decoder.
 
-torch's CPU CSR product (MKL) is fast for a few input rows but falls behind from about 32
+**CSR product.** torch's CPU CSR product (MKL) is fast for a few input rows but falls behind from about 32
 rows on, where it reaches only 1.5-1.9x of dense at 90% sparsity on a 768x3072 layer. This
 kernel computes ``y = x W^T + b`` row of ``W`` by row: the input is first transposed to
 ``(in, rows)`` so that every kept weight ``W[i, j]`` adds ``W[i, j] * x[:, j]`` (one
@@ -8,8 +8,13 @@ contiguous vector) into output row ``i``, four kept weights per pass over the ac
 Output rows are split across threads. On these CPUs it is 3.1x dense at 90% and 5.0x at 95%
 for a 768x3072 layer at 64 rows and 2 threads (``benchmarks/bench_sparse.py``).
 
-numba is an optional dependency (the ``kernels`` extra): without it, or for dtypes other
-than float32 / float64, :class:`.modules.CSRLinear` keeps torch's kernel.
+**gaps decoder.** Writes a ``gaps``-stored tensor (and its keep-mask) in one pass, each
+entry written once in ascending order, zeros included; threads split the codes after a
+first pass that sums each share's distances. The numpy path it replaces builds an int64
+position array and writes through it.
+
+numba is an optional dependency (the ``kernels`` extra): without it, or for dtypes the
+kernels do not cover, callers keep their torch / numpy paths.
 """
 
 from __future__ import annotations
@@ -19,11 +24,14 @@ import logging
 import numpy as np
 import torch
 
+from .formats import GAP_ESCAPE
+
 log = logging.getLogger(__name__)
 
 MIN_ROWS = 32  # below this many input rows torch's CSR kernel is as fast or faster
 DTYPES = (torch.float32, torch.float64)
 ROWS_PER_TASK = 16  # output rows per parallel task
+ZERO_BLOCK = 1 << 14  # entries the gaps decoder zeroes and fills while they are in cache
 
 try:
     import numba
@@ -80,6 +88,143 @@ if numba is not None:
                     y[b, i] = acc[b]
 
 
+if numba is not None:
+
+    @njit(parallel=True, cache=True)
+    def _share_starts(  # pragma: no cover - jit
+        codes: np.ndarray, shares: int, step: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per share of ``step`` codes (and one past the last): the position reached before
+        it (-1 before the first), the index of its first value, and the position of the
+        last kept entry before it (-1 if none)."""
+        count = codes.size
+        advance = np.zeros(shares + 1, dtype=np.int64)
+        kept = np.zeros(shares + 1, dtype=np.int64)
+        last_kept = np.full(shares + 1, -1, dtype=np.int64)  # first: within each share
+        for share in prange(shares):
+            total, n = 0, 0
+            for t in range(share * step, min(count, (share + 1) * step)):
+                code = codes[t]
+                total += GAP_ESCAPE if code == 0 else code
+                if code != 0:
+                    n += 1
+                    last_kept[share + 1] = total
+            advance[share + 1], kept[share + 1] = total, n
+        advance[0] = -1
+        for share in range(shares):
+            within = last_kept[share + 1]
+            last_kept[share + 1] = last_kept[share] if within < 0 else advance[share] + within
+            advance[share + 1] += advance[share]
+            kept[share + 1] += kept[share]
+        return advance, kept, last_kept
+
+    @njit(parallel=True, cache=True)
+    def _gaps_csr(  # pragma: no cover - jit
+        codes: np.ndarray, cols: int, crow: np.ndarray, col: np.ndarray, shares: int
+    ) -> None:
+        """CSR row pointers and column indices of a validated ``(rows, cols)`` gaps part.
+
+        Each kept entry ``v`` in row ``r`` sets ``crow[k] = v`` for the rows ``k`` after the
+        previous kept entry's row up to ``r``; the rows after the last kept entry get nnz.
+        """
+        count, rows = codes.size, crow.size - 1
+        step = (count + shares - 1) // shares
+        advance, kept, last_kept = _share_starts(codes, shares, step)
+        for share in prange(shares):
+            start, before = advance[share], last_kept[share]
+            row, column = (start // cols, start % cols) if start >= 0 else (-1, cols - 1)
+            previous_row = before // cols if before >= 0 else -1
+            v = kept[share]
+            for t in range(share * step, min(count, (share + 1) * step)):
+                code = codes[t]
+                column += GAP_ESCAPE if code == 0 else code
+                while column >= cols:
+                    column -= cols
+                    row += 1
+                if code != 0:
+                    for k in range(previous_row + 1, row + 1):
+                        crow[k] = v
+                    previous_row = row
+                    col[v] = column
+                    v += 1
+        last = last_kept[shares]
+        for k in range(last // cols + 1 if last >= 0 else 0, rows + 1):
+            crow[k] = kept[shares]
+
+    @njit(parallel=True, cache=True)
+    def _gaps_into(  # pragma: no cover - jit
+        codes: np.ndarray, values: np.ndarray, out: np.ndarray, mask: np.ndarray, shares: int
+    ) -> None:
+        count, numel, with_mask = codes.size, out.size, mask.size > 0
+        step = (count + shares - 1) // shares
+        advance, kept, _ = _share_starts(codes, shares, step)
+        for share in prange(shares):
+            t, stop = share * step, min(count, (share + 1) * step)
+            position, v = advance[share], kept[share]
+            last = numel - 1 if share == shares - 1 else advance[share + 1]
+            block = position + 1
+            while block <= last:  # zero a cache-sized block, then write its kept entries
+                block_end = min(last + 1, block + ZERO_BLOCK)
+                out[block:block_end] = 0
+                if with_mask:
+                    mask[block:block_end] = False
+                while t < stop:
+                    code = codes[t]
+                    ahead = position + (GAP_ESCAPE if code == 0 else code)
+                    if ahead >= block_end:
+                        break
+                    if code != 0:
+                        out[ahead] = values[v]
+                        if with_mask:
+                            mask[ahead] = True
+                        v += 1
+                    position, t = ahead, t + 1
+                block = block_end
+
+
+def gaps_usable(out: torch.Tensor, mask: torch.Tensor | None) -> bool:
+    """True if :func:`gaps_into` can write into ``out`` (and ``mask``)."""
+    return (
+        numba is not None
+        and out.device.type == "cpu"
+        and out.dtype in DTYPES
+        and out.is_contiguous()
+        and (mask is None or (mask.dtype == torch.bool and mask.is_contiguous()))
+    )
+
+
+def gaps_into(
+    codes: torch.Tensor, values: torch.Tensor, out: torch.Tensor, mask: torch.Tensor | None
+) -> None:
+    """Decode validated ``gaps`` parts into ``out`` (values already in its dtype) and the
+    keep-mask into ``mask``. Call only where :func:`gaps_usable` is True and the parts passed
+    :func:`.validate.validate_encoded`: the kernel does not check bounds."""
+    assert numba is not None
+    shares = _set_threads() if out.numel() >= 1 << 20 else 1
+    flags = np.empty(0, dtype=bool) if mask is None else mask.detach().view(-1).numpy()
+    target = out.detach().view(-1).numpy()
+    _gaps_into(codes.numpy(), values.detach().numpy(), target, flags, shares)
+
+
+def gaps_csr(codes: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(crow, col)`` (int32) of a validated ``gaps`` part of a ``(rows, cols)`` matrix."""
+    assert numba is not None
+    shares = _set_threads() if codes.numel() >= 1 << 18 else 1
+    crow = np.empty(rows + 1, dtype=np.int32)
+    col = np.empty(int(np.count_nonzero(codes.numpy())), dtype=np.int32)
+    _gaps_csr(codes.numpy(), cols, crow, col, shares)
+    return torch.from_numpy(crow), torch.from_numpy(col)
+
+
+def _set_threads() -> int:
+    """Give numba ``torch.get_num_threads()`` threads (within its own maximum); returns it."""
+    assert numba is not None
+    most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    threads = max(1, min(torch.get_num_threads(), most))
+    numba.set_num_threads(threads)
+    return threads
+
+
 def usable(x: torch.Tensor, values: torch.Tensor) -> bool:
     """True if :func:`csr_linear` should run for input rows ``x`` (2-D) and these values:
     numba present, CPU, a supported dtype, at least :data:`MIN_ROWS` rows, and no gradient
@@ -106,9 +251,7 @@ def csr_linear(
 
     Call only where :func:`usable` is True. Threads: ``torch.get_num_threads()``.
     """
-    assert numba is not None
-    most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), most)))
+    _set_threads()
     rows, in_features = x.shape
     out_features = crow.numel() - 1
     xt = torch.empty(in_features, rows, dtype=x.dtype)
