@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import statistics
 import tempfile
 import time
@@ -46,16 +47,21 @@ def build() -> nn.Module:
 
 
 def interleaved_ms(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Median ms of each function, measured in alternating rounds (fair under drift)."""
+    """Median ms of each function, measured in rounds that run each once in a shuffled order
+    (fair under drift, and no function always runs right after the same other one: torch's
+    threads spin for a while after each op and slow whatever runs next on these 2 cores)."""
     times: list[list[float]] = [[] for _ in fns]
+    order = list(range(len(fns)))
+    rng = random.Random(0)
     with torch.inference_mode():
         for fn in fns:
             fn()
         for _ in range(repeats):
-            for fn, bucket in zip(fns, times, strict=True):
+            rng.shuffle(order)
+            for index in order:
                 t0 = time.perf_counter()
-                fn()
-                bucket.append(time.perf_counter() - t0)
+                fns[index]()
+                times[index].append(time.perf_counter() - t0)
     return [statistics.median(t) * 1e3 for t in times]
 
 

@@ -1,12 +1,12 @@
 """Compiled CPU kernels (numba, optional): a CSR x dense product and a ``gaps`` decoder.
 
-**CSR product.** torch's CPU CSR product (MKL) is fast for a few input rows but falls behind from about 32
-rows on, where it reaches only 1.5-1.9x of dense at 90% sparsity on a 768x3072 layer. This
-kernel computes ``y = x W^T + b`` row of ``W`` by row: the input is first transposed to
-``(in, rows)`` so that every kept weight ``W[i, j]`` adds ``W[i, j] * x[:, j]`` (one
-contiguous vector) into output row ``i``, four kept weights per pass over the accumulator.
-Output rows are split across threads. On these CPUs it is 3.1x dense at 90% and 5.0x at 95%
-for a 768x3072 layer at 64 rows and 2 threads (``benchmarks/bench_sparse.py``).
+**CSR product.** torch's CPU CSR product (MKL) is fast for a few input rows but falls
+behind from about 32 rows on: 1.7x dense at 90% sparsity for a 768x3072 layer at 64 rows.
+This kernel computes ``y = x W^T + b`` row of ``W`` by row: the input is first transposed
+to ``(in, rows)``, so every kept weight ``W[i, j]`` adds ``W[i, j] * x[:, j]`` (one
+contiguous vector) into output row ``i``'s accumulator, eight kept weights per pass over
+it. Output rows are split across threads. For a 768x3072 layer at 64 rows and 2 threads it
+is 2.3x dense at 90% and 3.3x at 95% (``benchmarks/bench_sparse.py``).
 
 **gaps decoder.** Writes a ``gaps``-stored tensor (and its keep-mask) in one pass, each
 entry written once in ascending order, zeros included; threads split the codes after a
@@ -73,12 +73,17 @@ if numba is not None:
             for i in range(task * ROWS_PER_TASK, min(out_rows, (task + 1) * ROWS_PER_TASK)):
                 acc[:] = bias[i] if bias.size else 0
                 k, end = crow[i], crow[i + 1]
-                while k + 4 <= end:  # four kept weights per pass over acc
+                while k + 8 <= end:  # eight kept weights per pass over acc
                     v0, v1, v2, v3 = values[k], values[k + 1], values[k + 2], values[k + 3]
+                    v4, v5, v6, v7 = values[k + 4], values[k + 5], values[k + 6], values[k + 7]
                     x0, x1, x2, x3 = xt[col[k]], xt[col[k + 1]], xt[col[k + 2]], xt[col[k + 3]]
+                    x4, x5 = xt[col[k + 4]], xt[col[k + 5]]
+                    x6, x7 = xt[col[k + 6]], xt[col[k + 7]]
                     for b in range(n):
-                        acc[b] += v0 * x0[b] + v1 * x1[b] + v2 * x2[b] + v3 * x3[b]
-                    k += 4
+                        acc[b] += (v0 * x0[b] + v1 * x1[b] + v2 * x2[b] + v3 * x3[b]) + (
+                            v4 * x4[b] + v5 * x5[b] + v6 * x6[b] + v7 * x7[b]
+                        )
+                    k += 8
                 while k < end:
                     v0, x0 = values[k], xt[col[k]]
                     for b in range(n):
