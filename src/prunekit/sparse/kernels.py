@@ -1,4 +1,4 @@
-"""Compiled CPU kernels (numba, optional): a CSR x dense product and a ``gaps`` decoder.
+"""Compiled CPU kernels (numba, optional): a CSR x dense product and ``gaps`` decoders.
 
 **CSR product.** torch's CPU CSR product (MKL) is fast for a few input rows but falls
 behind from about 32 rows on: 1.7x dense at 90% sparsity for a 768x3072 layer at 64 rows.
@@ -8,10 +8,12 @@ contiguous vector) into output row ``i``'s accumulator, eight kept weights per p
 it. Output rows are split across threads. For a 768x3072 layer at 64 rows and 2 threads it
 is 2.3x dense at 90% and 3.3x at 95% (``benchmarks/bench_sparse.py``).
 
-**gaps decoder.** Writes a ``gaps``-stored tensor (and its keep-mask) in one pass, each
-entry written once in ascending order, zeros included; threads split the codes after a
-first pass that sums each share's distances. The numpy path it replaces builds an int64
-position array and writes through it.
+**gaps decoders.** One writes a ``gaps``-stored tensor (and its keep-mask) into place,
+zeroing a cache-sized block and then writing its kept entries while it is still in cache;
+the other turns the codes into CSR row pointers and column indices directly. Threads split
+the codes after a first pass that sums each share's distances. The numpy paths they
+replace build an int64 position array first and write through it (numpy's indexed write,
+about 2.5 ns per kept weight, single-threaded).
 
 numba is an optional dependency (the ``kernels`` extra): without it, or for dtypes the
 kernels do not cover, callers keep their torch / numpy paths.
@@ -19,14 +21,10 @@ kernels do not cover, callers keep their torch / numpy paths.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 
 from .formats import GAP_ESCAPE
-
-log = logging.getLogger(__name__)
 
 MIN_ROWS = 32  # below this many input rows torch's CSR kernel is as fast or faster
 DTYPES = (torch.float32, torch.float64)
@@ -39,11 +37,9 @@ try:
 except ImportError:  # the kernels extra is not installed
     numba = None  # type: ignore[assignment]
 
-
 def available() -> bool:
     """True if the compiled kernel can run (numba is installed)."""
     return numba is not None
-
 
 if numba is not None:
 
@@ -91,7 +87,6 @@ if numba is not None:
                     k += 1
                 for b in range(n):  # the task's rows fill whole cache lines of y together
                     y[b, i] = acc[b]
-
 
 if numba is not None:
 
@@ -186,7 +181,6 @@ if numba is not None:
                     position, t = ahead, t + 1
                 block = block_end
 
-
 def gaps_usable(out: torch.Tensor, mask: torch.Tensor | None) -> bool:
     """True if :func:`gaps_into` can write into ``out`` (and ``mask``)."""
     return (
@@ -196,7 +190,6 @@ def gaps_usable(out: torch.Tensor, mask: torch.Tensor | None) -> bool:
         and out.is_contiguous()
         and (mask is None or (mask.dtype == torch.bool and mask.is_contiguous()))
     )
-
 
 def gaps_into(
     codes: torch.Tensor, values: torch.Tensor, out: torch.Tensor, mask: torch.Tensor | None
@@ -210,7 +203,6 @@ def gaps_into(
     target = out.detach().view(-1).numpy()
     _gaps_into(codes.numpy(), values.detach().numpy(), target, flags, shares)
 
-
 def gaps_csr(codes: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(crow, col)`` (int32) of a validated ``gaps`` part of a ``(rows, cols)`` matrix."""
     assert numba is not None
@@ -220,7 +212,6 @@ def gaps_csr(codes: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, t
     _gaps_csr(codes.numpy(), cols, crow, col, shares)
     return torch.from_numpy(crow), torch.from_numpy(col)
 
-
 def _set_threads() -> int:
     """Give numba ``torch.get_num_threads()`` threads (within its own maximum); returns it."""
     assert numba is not None
@@ -228,7 +219,6 @@ def _set_threads() -> int:
     threads = max(1, min(torch.get_num_threads(), most))
     numba.set_num_threads(threads)
     return threads
-
 
 def usable(x: torch.Tensor, values: torch.Tensor) -> bool:
     """True if :func:`csr_linear` should run for input rows ``x`` (2-D) and these values:
@@ -243,7 +233,6 @@ def usable(x: torch.Tensor, values: torch.Tensor) -> bool:
         and x.shape[0] >= MIN_ROWS
         and not (torch.is_grad_enabled() and x.requires_grad)
     )
-
 
 def csr_linear(
     x: torch.Tensor,
