@@ -37,9 +37,11 @@ try:
 except ImportError:  # the kernels extra is not installed
     numba = None  # type: ignore[assignment]
 
+
 def available() -> bool:
     """True if the compiled kernel can run (numba is installed)."""
     return numba is not None
+
 
 if numba is not None:
 
@@ -87,6 +89,7 @@ if numba is not None:
                     k += 1
                 for b in range(n):  # the task's rows fill whole cache lines of y together
                     y[b, i] = acc[b]
+
 
 if numba is not None:
 
@@ -181,6 +184,7 @@ if numba is not None:
                     position, t = ahead, t + 1
                 block = block_end
 
+
 def gaps_usable(out: torch.Tensor, mask: torch.Tensor | None) -> bool:
     """True if :func:`gaps_into` can write into ``out`` (and ``mask``)."""
     return (
@@ -190,6 +194,7 @@ def gaps_usable(out: torch.Tensor, mask: torch.Tensor | None) -> bool:
         and out.is_contiguous()
         and (mask is None or (mask.dtype == torch.bool and mask.is_contiguous()))
     )
+
 
 def gaps_into(
     codes: torch.Tensor, values: torch.Tensor, out: torch.Tensor, mask: torch.Tensor | None
@@ -203,6 +208,7 @@ def gaps_into(
     target = out.detach().view(-1).numpy()
     _gaps_into(codes.numpy(), values.detach().numpy(), target, flags, shares)
 
+
 def gaps_csr(codes: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(crow, col)`` (int32) of a validated ``gaps`` part of a ``(rows, cols)`` matrix."""
     assert numba is not None
@@ -212,6 +218,7 @@ def gaps_csr(codes: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, t
     _gaps_csr(codes.numpy(), cols, crow, col, shares)
     return torch.from_numpy(crow), torch.from_numpy(col)
 
+
 def _set_threads() -> int:
     """Give numba ``torch.get_num_threads()`` threads (within its own maximum); returns it."""
     assert numba is not None
@@ -219,6 +226,7 @@ def _set_threads() -> int:
     threads = max(1, min(torch.get_num_threads(), most))
     numba.set_num_threads(threads)
     return threads
+
 
 def usable(x: torch.Tensor, values: torch.Tensor) -> bool:
     """True if :func:`csr_linear` should run for input rows ``x`` (2-D) and these values:
@@ -233,6 +241,7 @@ def usable(x: torch.Tensor, values: torch.Tensor) -> bool:
         and x.shape[0] >= MIN_ROWS
         and not (torch.is_grad_enabled() and x.requires_grad)
     )
+
 
 def csr_linear(
     x: torch.Tensor,
