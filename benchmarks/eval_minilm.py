@@ -107,11 +107,13 @@ def encoder_params(model: Any) -> int:
     return sum(p.numel() for p in model.encoder.parameters())
 
 
-def distill(student: Any, teacher: Any, train: list[Any], epochs: int, lr: float) -> Any:
-    """Recover by matching the dense model's normalised embeddings (MSE), AdamW."""
+def distill(student: Any, teacher: Any, train: list[Any], epochs: int, lr: float,
+            dropout: bool = True) -> Any:
+    """Recover by matching the dense model's normalised embeddings (MSE), AdamW; with the
+    student's dropout on (train mode) unless ``dropout`` is False."""
     targets = [embed(teacher, [b]) for b in train]
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
-    student.train()
+    student.train(dropout)
     for _ in range(epochs):
         for b, target in zip(train, targets, strict=True):
             loss = (embed(student, [b], grad=True) - target).pow(2).sum(-1).mean()
@@ -172,7 +174,8 @@ def recovered_rows(pruned: dict[str, Any], dense: Any, train: list[Any], evaluat
     rows = []
     for label, model in pruned.items():
         start = time.perf_counter()
-        recovered = distill(model, dense, train, args.sparse_epochs, args.lr)
+        recovered = distill(model, dense, train, args.sparse_epochs, args.lr,
+                            dropout=not args.no_sparse_dropout)
         weights = [effective_weight(m) for m in recovered.encoder.modules() if is_masked(m)]
         removed = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
         rows.append({"method": f"{label} + distillation ({args.sparse_epochs} epochs, "
@@ -205,8 +208,8 @@ def evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer, dense = load_minilm()
     texts = fortunes()
     calibration = batches(tokenizer, texts[: args.calibration], size=32)
-    train = batches(tokenizer, texts[args.calibration : args.calibration + 1024], size=32,
-                    max_length=64)
+    train = batches(tokenizer, texts[args.calibration : args.calibration + args.distill],
+                    size=32, max_length=64)
     evaluate = Evaluator(tokenizer, dense, args.eval)
     rows = [{"method": "dense", "seconds": 0.0, "params": encoder_params(dense),
              **evaluate(dense)}]
@@ -252,6 +255,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4, help="distillation learning rate")
     parser.add_argument("--sparse-epochs", type=int, default=2,
                         help="distillation epochs after SparseGPT 50%% and 2:4 (0: none)")
+    parser.add_argument("--distill", type=int, default=1024,
+                        help="distillation sentences (other fortunes than the calibration ones)")
+    parser.add_argument("--no-sparse-dropout", action="store_true",
+                        help="distil the SparseGPT models with dropout off")
     parser.add_argument("--only", help="regular expression: one-shot rows to run (those "
                                        "distilled run whenever --sparse-epochs is not 0)")
     parser.add_argument("--skip-structured", action="store_true",

@@ -3,6 +3,9 @@ the gaps decoder and gaps-to-CSR equal the plain paths for any split across thre
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -165,3 +168,19 @@ def test_large_gaps_decode_and_csr_parts_equal_the_numpy_paths(monkeypatch, mask
         assert torch.equal(compiled[1], keep.to(mask_dtype))
         assert torch.equal(plain[1], keep.to(mask_dtype))
     assert all(torch.equal(a, b) for a, b in zip(compiled[2], plain[2], strict=True))
+
+
+@needs_numba
+def test_the_first_kernel_call_keeps_torchs_thread_count():
+    """Starting numba's OpenMP pool resets the runtime torch shares; a fresh process shows it."""
+    script = (
+        "import torch\n"
+        "from prunekit.sparse import CSRLinear\n"
+        "torch.set_num_threads(1)\n"
+        "layer = CSRLinear.from_linear(torch.nn.Linear(64, 64))\n"
+        "with torch.no_grad():\n"
+        "    layer(torch.randn(64, 64))\n"
+        "print(torch.get_num_threads())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "1"

@@ -220,11 +220,19 @@ def gaps_csr(codes: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, t
 
 
 def _set_threads() -> int:
-    """Give numba ``torch.get_num_threads()`` threads (within its own maximum); returns it."""
+    """Give numba ``torch.get_num_threads()`` threads (within its own maximum); returns it.
+
+    numba's OpenMP pool runs in the OpenMP runtime torch already loaded, and starting it (on
+    the first call) sets that runtime's thread count to numba's maximum, which would
+    silently undo the user's ``torch.set_num_threads``: so torch's count is put back.
+    """
     assert numba is not None
+    wanted = torch.get_num_threads()
     most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
-    threads = max(1, min(torch.get_num_threads(), most))
+    threads = max(1, min(wanted, most))
     numba.set_num_threads(threads)
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
     return threads
 
 
