@@ -11,8 +11,8 @@ Layout (``format_version`` 1)::
                               "params": {}, "masked": true, "stored_bytes": 204912}},
      "sparse_modules": {"1": "csr"},                # layers that run a sparse kernel
      "weights": {"file": "model.safetensors", "bytes": 123, "sha256": "...",
-                 "crc32": "1a2b3c4d",                 # optional (absent before 0.1.1)
-                 "xxh3_64": "0123456789abcdef"},      # optional (absent before 0.1.2)
+                 "crc32": "1a2b3c4d",                 # optional: older artefacts lack
+                 "xxh3_64": "0123456789abcdef"},      # one or both (then sha256 is used)
      "versions": {"prunekit": "0.1.0", "torch": "2.14.1", "safetensors": "0.8.0"}}
 
 Masks are not stored twice: a masked tensor's mask is the kept-position structure of its
