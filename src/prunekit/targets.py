@@ -27,6 +27,11 @@ PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
 IgnoreEntry = str | type[nn.Module]
 
 
+def qualified_name(prefix: str, name: str) -> str:
+    """``"prefix.name"``, or ``name`` under the root module (empty prefix)."""
+    return f"{prefix}.{name}" if prefix else name
+
+
 @dataclass(frozen=True)
 class Target:
     """One prunable weight: ``model.get_submodule(module_name).<param>``."""

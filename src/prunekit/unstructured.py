@@ -30,7 +30,7 @@ from .select.unstructured import (
     threshold_masks,
 )
 from .specs import NM, Unstructured
-from .targets import Target
+from .targets import Target, qualified_name
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def plan_masks(
     else:
         masks = _unstructured_masks(spec, scores, overrides)
     for t in targets:  # tied holders share the leader's mask
-        masks.update({f"{name}.{t.param}" if name else t.param: masks[t.key] for name in t.tied})
+        masks.update({qualified_name(name, t.param): masks[t.key] for name in t.tied})
     already = _already_removed(targets)
     check_not_reviving(already, masks)
     _warn_if_nothing_removed(spec, masks, already)

@@ -31,6 +31,7 @@ from ..errors import PlanError
 from ..recover import ChannelFade, GradualPruner, GradualSchedule, faded_channels, transplant
 from ..result import PruneResult
 from ..specs import Structured, Unstructured
+from ..targets import qualified_name
 from .pipeline import prune_variant
 from .variants import Variant
 
@@ -144,6 +145,6 @@ def with_trained_model(one_shot: PruneResult, model: nn.Module) -> PruneResult:
     for name, module, param in masked_modules(model):
         mask = existing_mask(module, param)
         assert mask is not None, "masked_modules lists masked parameters only"
-        masks[f"{name}.{param}" if name else param] = mask.cpu()
+        masks[qualified_name(name, param)] = mask.cpu()
     plan = dataclasses.replace(one_shot.plan, masks=masks)
     return PruneResult(model, plan, one_shot.spec, one_shot.layers_before, one_shot.params_before)

@@ -18,6 +18,7 @@ from ..apply.masks import effective_weight, masked_modules
 from ..errors import UnsupportedModelError
 from ..sparse.convert import sparse_kernels
 from ..sparse.modules import dense_weight
+from ..targets import qualified_name
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,6 @@ class LogicalTensor:
 
     value: torch.Tensor
     mask: torch.Tensor | None
-
-
-def _join(module: str, name: str) -> str:
-    return f"{module}.{name}" if module else name
 
 
 def logical_state(model: nn.Module) -> dict[str, LogicalTensor]:
@@ -43,17 +40,18 @@ def logical_state(model: nn.Module) -> dict[str, LogicalTensor]:
         )
     state = {k: LogicalTensor(v.detach(), None) for k, v in raw.items()}
     for name, module, param in masked_modules(model):
-        state.pop(_join(name, f"{param}_orig"))
-        mask = state.pop(_join(name, f"{param}_mask")).value
-        state[_join(name, param)] = LogicalTensor(effective_weight(module, param), mask.bool())
+        state.pop(qualified_name(name, f"{param}_orig"))
+        mask = state.pop(qualified_name(name, f"{param}_mask")).value
+        weight = effective_weight(module, param)
+        state[qualified_name(name, param)] = LogicalTensor(weight, mask.bool())
     for name in sparse_kernels(model):
         module = model.get_submodule(name)
         for key in [k for k in state if k.rpartition(".")[0] == name]:  # crow, col, values
             state.pop(key)
-        state[_join(name, "weight")] = LogicalTensor(dense_weight(module), None)
+        state[qualified_name(name, "weight")] = LogicalTensor(dense_weight(module), None)
         bias = getattr(module, "bias", None)
         if isinstance(bias, torch.Tensor):
-            state[_join(name, "bias")] = LogicalTensor(bias.detach(), None)
+            state[qualified_name(name, "bias")] = LogicalTensor(bias.detach(), None)
     return state
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..inputs import call_model
+from ..targets import qualified_name
 from .calibration import Batch, block_output
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,6 @@ def find_blocks(
     """
     for name, blocks in _candidate_lists(model, target_names):
         if _feeds_sequentially(model, blocks, batch):
-            return [(f"{name}.{i}" if name else str(i), b) for i, b in enumerate(blocks)]
+            return [(qualified_name(name, str(i)), b) for i, b in enumerate(blocks)]
         logger.info("%s is not run block after block; calibrating the whole model at once", name)
     return []

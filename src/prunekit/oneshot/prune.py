@@ -32,7 +32,7 @@ from ..plan import Plan
 from ..result import PruneResult
 from ..specs import NM, Unstructured
 from ..summary import count_parameters, layer_infos
-from ..targets import IgnoreEntry, Target, resolve_overrides, resolve_targets
+from ..targets import IgnoreEntry, Target, qualified_name, resolve_overrides, resolve_targets
 from ..unstructured import check_finite
 from .allocation import outlier_ratio, owl_sparsities
 from .blocks import find_blocks
@@ -82,7 +82,7 @@ def _tied(model: nn.Module) -> dict[int, list[str]]:
     owners: dict[int, list[str]] = {}
     for name, module in model.named_modules():
         for pname, param in module.named_parameters(recurse=False):
-            owners.setdefault(id(param), []).append(f"{name}.{pname}" if name else pname)
+            owners.setdefault(id(param), []).append(qualified_name(name, pname))
     return owners
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..apply.masks import effective_weight, masked_modules
 from ..errors import PlanError
+from ..targets import qualified_name
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Snapshot:
 def snapshot(model: nn.Module) -> Snapshot:
     """Record what fine-tuning must hold fixed."""
     masks = {
-        (f"{name}.{param}" if name else param):
+        qualified_name(name, param):
             getattr(module, f"{param}_mask").detach().bool().clone()
         for name, module, param in masked_modules(model)
     }

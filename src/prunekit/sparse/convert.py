@@ -15,6 +15,7 @@ from ..apply.masks import finalize
 from ..errors import SpecError
 from ..inputs import ExampleInputs, check_same_output_shapes, run_example
 from ..result import PruneResult
+from ..targets import qualified_name
 from .dispatch import KERNELS, KernelChoice, candidate_kernels, choose_kernel, sparse_module
 from .formats import choose_format
 from .modules import CSRLinear, SemiStructuredLinear, dense_weight
@@ -286,7 +287,7 @@ def _weight_readers(model: nn.Module) -> set[str]:
     """Linear layers inside modules that read ``.weight`` themselves (torch attention and
     transformer layers: fused fast paths) instead of calling the layer."""
     return {
-        f"{name}.{child_name}" if name else child_name
+        qualified_name(name, child_name)
         for name, module in model.named_modules()
         if isinstance(module, WEIGHT_READERS)
         for child_name, child in module.named_modules()
