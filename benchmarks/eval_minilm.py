@@ -43,12 +43,14 @@ from minilm_data import (
     lee_documents,
     lee_sentences,
     load_minilm,
+    sentence_embedding,
     word_pairs,
 )
 from scipy.stats import spearmanr
 
 import prunekit as pk
 from prunekit.apply.masks import effective_weight, is_masked
+from prunekit.recover import distill_outputs
 
 SPARSE_SPECS = [
     ("magnitude 50%", pk.Unstructured(sparsity=0.5)),
@@ -108,19 +110,12 @@ def encoder_params(model: Any) -> int:
 
 
 def distill(student: Any, teacher: Any, train: list[Any], epochs: int, lr: float,
-            dropout: bool = True) -> Any:
-    """Recover by matching the dense model's normalised embeddings (MSE), AdamW; with the
-    student's dropout on (train mode) unless ``dropout`` is False."""
-    targets = [embed(teacher, [b]) for b in train]
-    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
-    student.train(dropout)
-    for _ in range(epochs):
-        for b, target in zip(train, targets, strict=True):
-            loss = (embed(student, [b], grad=True) - target).pow(2).sum(-1).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return student.eval()
+            dropout: bool = True, cosine: bool = False) -> Any:
+    """Recover by matching the dense model's sentence embeddings (``distill_outputs``:
+    squared distance, AdamW), with dropout on and a constant learning rate unless told."""
+    distill_outputs(student, teacher, train, outputs=sentence_embedding, epochs=epochs, lr=lr,
+                    cosine=cosine, dropout=dropout, progress=False)
+    return student
 
 
 def latency_ms(model: Any, inputs: dict[str, torch.Tensor], repeats: int) -> tuple[float, float]:
@@ -175,7 +170,7 @@ def recovered_rows(pruned: dict[str, Any], dense: Any, train: list[Any], evaluat
     for label, model in pruned.items():
         start = time.perf_counter()
         recovered = distill(model, dense, train, args.sparse_epochs, args.lr,
-                            dropout=not args.no_sparse_dropout)
+                            dropout=not args.no_sparse_dropout, cosine=args.sparse_cosine)
         weights = [effective_weight(m) for m in recovered.encoder.modules() if is_masked(m)]
         removed = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
         rows.append({"method": f"{label} + distillation ({args.sparse_epochs} epochs, "
@@ -259,6 +254,8 @@ def main() -> None:
                         help="distillation sentences (other fortunes than the calibration ones)")
     parser.add_argument("--no-sparse-dropout", action="store_true",
                         help="distil the SparseGPT models with dropout off")
+    parser.add_argument("--sparse-cosine", action="store_true",
+                        help="cosine learning-rate decay when distilling the SparseGPT models")
     parser.add_argument("--only", help="regular expression: one-shot rows to run (those "
                                        "distilled run whenever --sparse-epochs is not 0)")
     parser.add_argument("--skip-structured", action="store_true",

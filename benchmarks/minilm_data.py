@@ -89,13 +89,15 @@ def batches(tokenizer: Any, texts: list[str], size: int = 32, max_length: int = 
     ]
 
 
-def embed(model: Any, tokenized: list[Any], grad: bool = False) -> torch.Tensor:
+def sentence_embedding(model: Any, batch: Any) -> torch.Tensor:
     """Sentence embeddings as all-MiniLM-L6-v2 defines them: mean pooling, L2-normalised."""
-    out = []
+    hidden = model(**batch).last_hidden_state  # (batch, seq, 384)
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    return torch.nn.functional.normalize(mean, dim=-1)
+
+
+def embed(model: Any, tokenized: list[Any], grad: bool = False) -> torch.Tensor:
+    """:func:`sentence_embedding` of every batch, concatenated."""
     with torch.set_grad_enabled(grad):
-        for b in tokenized:
-            hidden = model(**b).last_hidden_state  # (batch, seq, 384)
-            mask = b["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            out.append(torch.nn.functional.normalize(mean, dim=-1))
-    return torch.cat(out)
+        return torch.cat([sentence_embedding(model, b) for b in tokenized])

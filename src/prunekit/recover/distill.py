@@ -1,0 +1,161 @@
+"""Recovery by output distillation: train a pruned model to reproduce the dense model's
+outputs (sentence embeddings, hidden states, logits) on unlabelled inputs.
+
+This is the recovery for models without a labelled task at hand, such as a sentence
+encoder: the loss is the squared distance between the pruned and the dense outputs. Masks
+and pruned shapes stay as they are (checked after the run), exactly as in
+:func:`.finetune.finetune`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import SpecError
+from ..inputs import call_model
+from .finetune import FinetuneReport
+from .invariants import check_unchanged, snapshot
+
+OutputFn = Callable[[nn.Module, Any], torch.Tensor]
+
+
+def model_output(model: nn.Module, batch: Any) -> torch.Tensor:
+    """The default output: ``model(batch)`` (``*batch`` / ``**batch`` for a tuple / dict)."""
+    out: torch.Tensor = call_model(model, batch)
+    return out
+
+
+def _tensor(out: object) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor):
+        raise SpecError(
+            f"the output to match is a {type(out).__name__}, not a tensor",
+            "pass outputs=fn(model, batch) that returns the tensor to match",
+        )
+    return out
+
+
+def _check_arguments(
+    student: nn.Module, teacher: nn.Module, batches: Iterable[Any], epochs: int, lr: float
+) -> int:
+    """Steps per epoch; raises SpecError on bad arguments (nothing is touched before)."""
+    problems = []
+    if student is teacher:
+        problems.append("the student is the teacher (distil a pruned copy from the dense model)")
+    if not isinstance(epochs, int) or epochs < 0:
+        problems.append(f"epochs={epochs!r} (must be an int >= 0)")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        problems.append(f"lr={lr!r} (must be a finite number > 0)")
+    if isinstance(batches, Iterator):
+        problems.append("batches is a one-pass iterator (pass a list or a DataLoader)")
+    try:
+        per_epoch = len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        problems.append("batches has no len() (pass a list or a DataLoader)")
+        per_epoch = 0
+    if problems:
+        raise SpecError("bad distillation arguments: " + "; ".join(problems))
+    return per_epoch
+
+
+def distill_outputs(
+    student: nn.Module,
+    teacher: nn.Module,
+    batches: Iterable[Any],
+    *,
+    outputs: OutputFn = model_output,
+    epochs: int = 1,
+    lr: float = 1e-4,
+    cosine: bool = True,
+    dropout: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> FinetuneReport:
+    """Train ``student`` in place so that ``outputs(student, batch)`` matches the teacher's.
+
+    The loss is ``||student - teacher||^2`` summed over the last dimension, averaged over
+    the rest; AdamW without weight decay. For a list of batches the teacher's outputs are
+    computed once and reused in later epochs.
+
+    Args:
+        student: the pruned model (masked or physically smaller).
+        teacher: the dense model; run in eval mode without gradients, never changed.
+        batches: re-iterable inputs with a ``len()`` (a list or a DataLoader), each passed
+            to ``outputs`` as it is.
+        outputs: ``fn(model, batch) -> tensor`` to match (default: ``model(batch)``).
+        epochs: passes over ``batches``.
+        lr: AdamW learning rate (the peak, with ``cosine``).
+        cosine: decay the learning rate to 0 over the run (else constant).
+        dropout: train with the student's dropout on (train mode); off by default, because
+            the teacher's outputs are the dropout-free ones.
+        seed: seeds the run (dropout).
+        progress: show a tqdm bar.
+
+    Returns:
+        A :class:`FinetuneReport` (steps, epochs, seconds, mean loss per epoch).
+
+    Raises:
+        SpecError: bad arguments (before anything is changed).
+        PlanError: training changed a shape or a mask, or revived a pruned weight.
+
+    Example:
+        >>> report = distill_outputs(pruned, dense, batches, epochs=1, lr=1e-4)
+    """
+    per_epoch = _check_arguments(student, teacher, batches, epochs, lr)
+    before = snapshot(student)
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    total = max(1, per_epoch * epochs)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)) if cosine else 1.0
+    )
+    cache: dict[int, torch.Tensor] | None = {} if isinstance(batches, Sequence) else None
+    teacher_modes = teacher.training
+    teacher.eval()
+    losses: list[float] = []
+    start = time.perf_counter()
+    try:
+        with torch.random.fork_rng(), tqdm(
+            total=per_epoch * epochs, desc="distil", disable=not progress, leave=False
+        ) as bar:
+            torch.manual_seed(seed)
+            student.train(dropout)
+            for _ in range(epochs):
+                epoch_losses = []
+                for index, batch in enumerate(batches):
+                    target = _teacher_output(teacher, batch, index, outputs, cache)
+                    loss = (_tensor(outputs(student, batch)) - target).pow(2).sum(-1).mean()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    schedule.step()
+                    epoch_losses.append(float(loss.detach()))
+                    bar.update()
+                losses.append(sum(epoch_losses) / max(1, len(epoch_losses)))
+    finally:
+        student.eval()
+        teacher.train(teacher_modes)
+    check_unchanged(student, before)
+    return FinetuneReport(per_epoch * epochs, epochs, time.perf_counter() - start, losses)
+
+
+def _teacher_output(
+    teacher: nn.Module,
+    batch: Any,
+    index: int,
+    outputs: OutputFn,
+    cache: dict[int, torch.Tensor] | None,
+) -> torch.Tensor:
+    if cache is not None and index in cache:
+        return cache[index]
+    with torch.no_grad():
+        target = _tensor(outputs(teacher, batch)).detach()
+    if cache is not None:
+        cache[index] = target
+    return target
