@@ -16,11 +16,13 @@ Lee news corpus (a different source). For each method it prints
               method prunes the same ones: embeddings and pooler excluded)
 Structured rows remove 25% of the heads and 25% of the MLP neurons of every layer
 (activation importance from the calibration text), without and with a short recovery:
-distilling the dense model's embeddings on 1024 other fortunes (AdamW, 2 epochs).
+distilling the dense model's embeddings on 1024 other fortunes (AdamW, 2 epochs, through
+``prunekit.recover.distill_outputs``).
 A magnitude-ranked structured row shows what the activation ranking buys.
 One-shot rows: magnitude, Wanda and SparseGPT at 50% and 2:4, with OWL allocation and with
 bias correction; SparseGPT 50% and 2:4 are then distilled the same way (masks fixed,
-``--sparse-epochs``), reported as separate rows (the time is the distillation's alone).
+``--sparse-epochs``; ``--distill N`` sentences, ``--no-sparse-dropout``,
+``--sparse-cosine``), reported as separate rows (the time is the distillation's alone).
 Latency: median (IQR) ms of one forward pass at batch 1 and 32, sequence length 128.
 """
 
