@@ -18,6 +18,14 @@ from prunekit.sparse.formats import encode
 needs_numba = pytest.mark.skipif(not kernels.available(), reason="numba not installed")
 
 
+@pytest.fixture(autouse=True)
+def _numba_pool_started_like_the_library_does():
+    """Tests below call private kernels directly; starting numba's pool through
+    ``_set_threads`` first keeps torch's thread count as the suite set it."""
+    if kernels.available():
+        kernels._set_threads()
+
+
 def _pruned_linear(inp: int, out: int, sparsity: float, bias: bool, dtype: torch.dtype) -> nn.Linear:
     lin = nn.Linear(inp, out, bias=bias, dtype=dtype)
     with torch.no_grad():
@@ -172,15 +180,23 @@ def test_large_gaps_decode_and_csr_parts_equal_the_numpy_paths(monkeypatch, mask
 
 @needs_numba
 def test_the_first_kernel_call_keeps_torchs_thread_count():
-    """Starting numba's OpenMP pool resets the runtime torch shares; a fresh process shows it."""
-    script = (
-        "import torch\n"
-        "from prunekit.sparse import CSRLinear\n"
-        "torch.set_num_threads(1)\n"
-        "layer = CSRLinear.from_linear(torch.nn.Linear(64, 64))\n"
-        "with torch.no_grad():\n"
-        "    layer(torch.randn(64, 64))\n"
-        "print(torch.get_num_threads())\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "1"
+    """Starting numba's OpenMP pool resets the runtime torch shares; a fresh process shows it,
+    for each public entry point (the CSR product, the gaps decoder, gaps to CSR)."""
+    calls = {
+        "product": "CSRLinear.from_linear(torch.nn.Linear(64, 64))(torch.randn(64, 64))",
+        "decode": "decode(encode(torch.zeros(8, 8), 'gaps', torch.eye(8) > 0))",
+        "csr": "csr_parts(encode(torch.eye(8), 'gaps'))",
+    }
+    for name, call in calls.items():
+        script = (
+            "import torch\n"
+            "from prunekit.sparse import CSRLinear\n"
+            "from prunekit.sparse.decode import csr_parts, decode\n"
+            "from prunekit.sparse.formats import encode\n"
+            "torch.set_num_threads(1)\n"
+            f"with torch.no_grad():\n    {call}\n"
+            "print(torch.get_num_threads())\n"
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              check=True)
+        assert done.stdout.strip() == "1", name

@@ -203,7 +203,8 @@ def gaps_into(
     keep-mask into ``mask``. Call only where :func:`gaps_usable` is True and the parts passed
     :func:`.validate.validate_encoded`: the kernel does not check bounds."""
     assert numba is not None
-    shares = _set_threads() if out.numel() >= 1 << 20 else 1
+    threads = _set_threads()  # always: any parallel call may start numba's pool
+    shares = threads if out.numel() >= 1 << 20 else 1
     flags = np.empty(0, dtype=bool) if mask is None else mask.detach().view(-1).numpy()
     target = out.detach().view(-1).numpy()
     _gaps_into(codes.numpy(), values.detach().numpy(), target, flags, shares)
@@ -212,7 +213,8 @@ def gaps_into(
 def gaps_csr(codes: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(crow, col)`` (int32) of a validated ``gaps`` part of a ``(rows, cols)`` matrix."""
     assert numba is not None
-    shares = _set_threads() if codes.numel() >= 1 << 18 else 1
+    threads = _set_threads()
+    shares = threads if codes.numel() >= 1 << 18 else 1
     crow = np.empty(rows + 1, dtype=np.int32)
     col = np.empty(int(np.count_nonzero(codes.numpy())), dtype=np.int32)
     _gaps_csr(codes.numpy(), cols, crow, col, shares)
