@@ -200,3 +200,26 @@ def test_the_first_kernel_call_keeps_torchs_thread_count():
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                               check=True)
         assert done.stdout.strip() == "1", name
+
+
+@needs_numba
+def test_kernels_compile_without_a_writable_cache():
+    """Where numba finds nowhere to write its cache, the kernels still compile (uncached)."""
+    script = (
+        "import numba, torch\n"
+        "plain = numba.njit\n"
+        "def refuse_cache(*args, **kwargs):\n"
+        "    if kwargs.get('cache'):\n"
+        "        raise RuntimeError('cannot cache function: no locator available')\n"
+        "    return plain(*args, **kwargs)\n"
+        "numba.njit = refuse_cache\n"
+        "from prunekit.sparse import CSRLinear, kernels\n"
+        "lin = torch.nn.Linear(64, 48)\n"
+        "x = torch.randn(64, 64)\n"
+        "with torch.no_grad():\n"
+        "    torch.testing.assert_close(CSRLinear.from_linear(lin)(x), lin(x))\n"
+        "print(kernels.available())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "True"

@@ -21,6 +21,9 @@ kernels do not cover, callers keep their torch / numpy paths.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -43,9 +46,22 @@ def available() -> bool:
     return numba is not None
 
 
+def _compiled(fastmath: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``numba.njit(parallel=True, cache=True)``, or without the on-disk cache where numba
+    finds no writable place for it (then each process compiles on its first call, ~2 s)."""
+
+    def wrap(function: Callable[..., Any]) -> Callable[..., Any]:
+        try:
+            return njit(function, parallel=True, fastmath=fastmath, cache=True)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            return njit(function, parallel=True, fastmath=fastmath)
+
+    return wrap
+
+
 if numba is not None:
 
-    @njit(parallel=True, fastmath=True, cache=True)
+    @_compiled(fastmath=True)
     def _transpose_into(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover - jit
         rows, cols = src.shape
         row_tiles, col_tiles = (rows + 31) // 32, (cols + 31) // 32
@@ -55,7 +71,7 @@ if numba is not None:
                 for r in range(r0, min(rows, r0 + 32)):
                     dst[c, r] = src[r, c]
 
-    @njit(parallel=True, fastmath=True, cache=True)
+    @_compiled(fastmath=True)
     def _csr_rows(  # pragma: no cover - jit
         crow: np.ndarray,
         col: np.ndarray,
@@ -93,7 +109,7 @@ if numba is not None:
 
 if numba is not None:
 
-    @njit(parallel=True, cache=True)
+    @_compiled()
     def _share_starts(  # pragma: no cover - jit
         codes: np.ndarray, shares: int, step: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -121,7 +137,7 @@ if numba is not None:
             kept[share + 1] += kept[share]
         return advance, kept, last_kept
 
-    @njit(parallel=True, cache=True)
+    @_compiled()
     def _gaps_csr(  # pragma: no cover - jit
         codes: np.ndarray, cols: int, crow: np.ndarray, col: np.ndarray, shares: int
     ) -> None:
@@ -154,7 +170,7 @@ if numba is not None:
         for k in range(last // cols + 1 if last >= 0 else 0, rows + 1):
             crow[k] = kept[shares]
 
-    @njit(parallel=True, cache=True)
+    @_compiled()
     def _gaps_into(  # pragma: no cover - jit
         codes: np.ndarray, values: np.ndarray, out: np.ndarray, mask: np.ndarray, shares: int
     ) -> None:
