@@ -116,7 +116,7 @@ def distill_outputs(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)) if cosine else 1.0
     )
     cache: dict[int, torch.Tensor] | None = {} if isinstance(batches, Sequence) else None
-    teacher_modes = teacher.training
+    teacher_was_training = teacher.training
     teacher.eval()
     losses: list[float] = []
     start = time.perf_counter()
@@ -140,7 +140,7 @@ def distill_outputs(
                 losses.append(sum(epoch_losses) / max(1, len(epoch_losses)))
     finally:
         student.eval()
-        teacher.train(teacher_modes)
+        teacher.train(teacher_was_training)
     check_unchanged(student, before)
     return FinetuneReport(per_epoch * epochs, epochs, time.perf_counter() - start, losses)
 
