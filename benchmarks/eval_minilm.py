@@ -21,7 +21,8 @@ distilling the dense model's embeddings on 1024 other fortunes (AdamW, 2 epochs,
 A magnitude-ranked structured row shows what the activation ranking buys.
 One-shot rows: magnitude, Wanda and SparseGPT at 50% and 2:4, with OWL allocation and with
 bias correction; SparseGPT 50% and 2:4 are then distilled the same way (masks fixed,
-``--sparse-epochs``; ``--distill N`` sentences, ``--no-sparse-dropout``,
+``--sparse-epochs``; ``--distill N`` fortunes, ``--distill-wordnet N`` WordNet usage
+examples, ``--no-sparse-dropout``,
 ``--sparse-cosine``), reported as separate rows (the time is the distillation's alone).
 Latency: median (IQR) ms of one forward pass at batch 1 and 32, sequence length 128.
 """
@@ -32,6 +33,7 @@ import argparse
 import copy
 import json
 import platform
+import random
 import re
 import statistics
 import time
@@ -47,6 +49,7 @@ from minilm_data import (
     load_minilm,
     sentence_embedding,
     word_pairs,
+    wordnet_examples,
 )
 from scipy.stats import spearmanr
 
@@ -205,8 +208,11 @@ def evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer, dense = load_minilm()
     texts = fortunes()
     calibration = batches(tokenizer, texts[: args.calibration], size=32)
-    train = batches(tokenizer, texts[args.calibration : args.calibration + args.distill],
-                    size=32, max_length=64)
+    train_texts = texts[args.calibration : args.calibration + args.distill]
+    if args.distill_wordnet:  # mixed in, so every batch sees both sources
+        train_texts = train_texts + wordnet_examples()[: args.distill_wordnet]
+        random.Random(0).shuffle(train_texts)
+    train = batches(tokenizer, train_texts, size=32, max_length=64)
     evaluate = Evaluator(tokenizer, dense, args.eval)
     rows = [{"method": "dense", "seconds": 0.0, "params": encoder_params(dense),
              **evaluate(dense)}]
@@ -254,6 +260,8 @@ def main() -> None:
                         help="distillation epochs after SparseGPT 50%% and 2:4 (0: none)")
     parser.add_argument("--distill", type=int, default=1024,
                         help="distillation sentences (other fortunes than the calibration ones)")
+    parser.add_argument("--distill-wordnet", type=int, default=0,
+                        help="also distil on this many WordNet usage examples")
     parser.add_argument("--no-sparse-dropout", action="store_true",
                         help="distil the SparseGPT models with dropout off")
     parser.add_argument("--sparse-cosine", action="store_true",

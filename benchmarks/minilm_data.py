@@ -1,10 +1,12 @@
 """Real English text and human similarity judgements for the all-MiniLM-L6-v2 benchmarks.
 
 Sources (all offline, installed by scripts/setup.sh):
-- calibration / distillation text: Debian ``fortunes`` quotations (/usr/share/games/fortunes);
+- calibration / distillation text: Debian ``fortunes`` quotations (/usr/share/games/fortunes)
+  and, for distillation only, the usage examples quoted in Debian ``wordnet-base`` glosses;
 - held-out evaluation text: sentences of gensim's Lee news corpus (lee_background.cor);
 - human ratings: gensim's Lee 50-document similarity matrix, WordSim-353 and SimLex-999.
-The two text sources are disjoint (quotations vs Australian news).
+The training and evaluation sources are disjoint (quotations and dictionary examples vs
+Australian news).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 
 FORTUNES = Path("/usr/share/games/fortunes")
+WORDNET = Path("/usr/share/wordnet")
 
 
 def _gensim_data() -> Path:
@@ -37,6 +40,24 @@ def fortunes(min_chars: int = 40, max_chars: int = 300, seed: int = 0) -> list[s
             text = " ".join(entry.split())
             if min_chars <= len(text) <= max_chars:
                 texts.add(text)
+    ordered = sorted(texts)
+    random.Random(seed).shuffle(ordered)
+    return ordered
+
+
+def wordnet_examples(min_chars: int = 30, max_chars: int = 300, seed: int = 0) -> list[str]:
+    """The quoted usage examples of WordNet's glosses ("the chemist evaporated the water"),
+    deduplicated and shuffled: about 25k short English sentences."""
+    if not WORDNET.is_dir():
+        raise SystemExit("WordNet is missing: apt-get install -y wordnet-base")
+    texts = set()
+    for part in ("noun", "verb", "adj", "adv"):
+        for line in (WORDNET / f"data.{part}").read_text(encoding="latin-1").splitlines():
+            if line.startswith("  ") or "|" not in line:
+                continue  # the licence header; entries carry their gloss after "|"
+            gloss = line.split("|", 1)[1]
+            texts.update(q for q in re.findall(r'"([^"]+)"', gloss)
+                         if min_chars <= len(q) <= max_chars)
     ordered = sorted(texts)
     random.Random(seed).shuffle(ordered)
     return ordered

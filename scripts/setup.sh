@@ -14,6 +14,7 @@ apt_install() {
 }
 apt_install dataset-fashion-mnist  # the default job's data (standard idx files)
 apt_install fortunes               # real English text for calibrating transformer pruning
+apt_install wordnet-base           # more English sentences (usage examples) for distillation
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
