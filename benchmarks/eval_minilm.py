@@ -216,7 +216,8 @@ def evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
     evaluate = Evaluator(tokenizer, dense, args.eval)
     rows = [{"method": "dense", "seconds": 0.0, "params": encoder_params(dense),
              **evaluate(dense)}]
-    recover = RECOVERED_SPECS if args.sparse_epochs else []
+    recover = args.recover.split(",") if args.recover else RECOVERED_SPECS
+    recover = recover if args.sparse_epochs else []
     sparse, to_recover = sparse_rows(dense, calibration, evaluate, args.only, recover)
     rows += sparse
     if args.sparse_epochs:
@@ -260,6 +261,8 @@ def main() -> None:
                         help="distillation epochs after SparseGPT 50%% and 2:4 (0: none)")
     parser.add_argument("--distill", type=int, default=1024,
                         help="distillation sentences (other fortunes than the calibration ones)")
+    parser.add_argument("--recover", help="comma-separated one-shot rows to distil "
+                                          "(default: SparseGPT 50%%,SparseGPT 2:4)")
     parser.add_argument("--distill-wordnet", type=int, default=0,
                         help="also distil on this many WordNet usage examples")
     parser.add_argument("--no-sparse-dropout", action="store_true",
