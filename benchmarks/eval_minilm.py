@@ -20,10 +20,10 @@ distilling the dense model's embeddings on 1024 other fortunes (AdamW, 2 epochs,
 ``prunekit.recover.distill_outputs``).
 A magnitude-ranked structured row shows what the activation ranking buys.
 One-shot rows: magnitude, Wanda and SparseGPT at 50% and 2:4, with OWL allocation and with
-bias correction; SparseGPT 50% and 2:4 are then distilled the same way (masks fixed,
-``--sparse-epochs``; ``--distill N`` fortunes, ``--distill-wordnet N`` WordNet usage
-examples, ``--no-sparse-dropout``,
-``--sparse-cosine``), reported as separate rows (the time is the distillation's alone).
+bias correction; SparseGPT 50% and 2:4 (or the ``--recover`` rows) are then distilled the
+same way (masks fixed, ``--sparse-epochs``; ``--distill N`` fortunes, ``--distill-wordnet N``
+WordNet usage examples, ``--no-sparse-dropout``, ``--sparse-cosine``), reported as separate
+rows (the time is the distillation's alone).
 Latency: median (IQR) ms of one forward pass at batch 1 and 32, sequence length 128.
 """
 
