@@ -22,6 +22,7 @@ from ..errors import SpecError
 from ..inputs import call_model
 from .finetune import FinetuneReport
 from .invariants import check_unchanged, snapshot
+from .step import cosine_factor
 
 OutputFn = Callable[[nn.Module, Any], torch.Tensor]
 
@@ -113,7 +114,7 @@ def distill_outputs(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     total = max(1, per_epoch * epochs)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)) if cosine else 1.0
+        optimizer, lambda step: cosine_factor(step, total, 0) if cosine else 1.0
     )
     cache: dict[int, torch.Tensor] | None = {} if isinstance(batches, Sequence) else None
     teacher_was_training = teacher.training
