@@ -329,7 +329,7 @@ def csr_parts(
         return enc.parts["crow"].clone(), enc.parts["col"].clone(), values
     rows, cols = matrix_shape(enc.shape)
     if enc.format == "gaps" and kernels.available() and rows * cols <= INT32_MAX:
-        return (*kernels.gaps_csr(enc.parts["gaps"], rows, cols), values)
+        return (*kernels.gaps_csr(enc.parts["gaps"], values.numel(), rows, cols), values)
     position = _kept_positions(enc)  # ascending flat positions: row-major CSR order
     index_type = np.int32 if rows * cols <= INT32_MAX else np.int64
     position = position.astype(index_type)

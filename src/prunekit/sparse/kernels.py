@@ -106,9 +106,6 @@ if numba is not None:
                 for b in range(n):  # the task's rows fill whole cache lines of y together
                     y[b, i] = acc[b]
 
-
-if numba is not None:
-
     @_compiled()
     def _share_starts(  # pragma: no cover - jit
         codes: np.ndarray, shares: int, step: int
@@ -226,13 +223,16 @@ def gaps_into(
     _gaps_into(codes.numpy(), values.detach().numpy(), target, flags, shares)
 
 
-def gaps_csr(codes: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(crow, col)`` (int32) of a validated ``gaps`` part of a ``(rows, cols)`` matrix."""
+def gaps_csr(
+    codes: torch.Tensor, nnz: int, rows: int, cols: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(crow, col)`` (int32) of a validated ``gaps`` part with ``nnz`` kept entries (its
+    values' count) of a ``(rows, cols)`` matrix."""
     assert numba is not None
     threads = _set_threads()
     shares = threads if codes.numel() >= 1 << 18 else 1
     crow = np.empty(rows + 1, dtype=np.int32)
-    col = np.empty(int(np.count_nonzero(codes.numpy())), dtype=np.int32)
+    col = np.empty(nnz, dtype=np.int32)
     _gaps_csr(codes.numpy(), cols, crow, col, shares)
     return torch.from_numpy(crow), torch.from_numpy(col)
 
