@@ -126,11 +126,6 @@ def load_times(tmp: Path, folders: dict[str, str], repeats: int) -> dict[str, di
     }
 
 
-def torch_csr(layer: CSRLinear, x: torch.Tensor) -> torch.Tensor:
-    """torch's own CSR product alone (what ``CSRLinear`` runs below ``kernels.MIN_ROWS``)."""
-    return torch.sparse.mm(layer.weight_csr(), x.t().contiguous()).t() + layer.bias
-
-
 def latency_rows(repeats: int) -> list[dict[str, Any]]:
     rows = []
     for out_f, in_f in SHAPES:
@@ -142,7 +137,7 @@ def latency_rows(repeats: int) -> list[dict[str, Any]]:
                 x = torch.randn(batch, in_f)
                 auto = pk.to_sparse(nn.Sequential(lin), batch_size=batch)
                 chosen = auto.model[0]
-                calls = [partial(lin, x), partial(torch_csr, csr, x), partial(csr, x),
+                calls = [partial(lin, x), partial(csr.torch_product, x), partial(csr, x),
                          partial(chosen, x)]
                 dense_ms, torch_ms, csr_ms, auto_ms = interleaved_ms(calls, repeats)
                 rows.append({"shape": f"{out_f}x{in_f}", "sparsity": sparsity, "batch": batch,

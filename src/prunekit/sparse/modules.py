@@ -96,11 +96,14 @@ class CSRLinear(nn.Module):
         rows = x.reshape(-1, self.in_features)  # (N, in)
         if kernels.usable(rows, self.values):
             y = kernels.csr_linear(rows, self.crow, self.col, self.values, self.bias)
-            return y.reshape(*x.shape[:-1], self.out_features)
+        else:
+            y = self.torch_product(rows)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def torch_product(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows W^T + b`` for ``rows`` of shape ``(N, in)`` with torch's CSR kernel."""
         out = torch.sparse.mm(self.weight_csr(), rows.t().contiguous()).t()  # (N, out)
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*x.shape[:-1], self.out_features)
+        return out if self.bias is None else out + self.bias
 
     def extra_repr(self) -> str:
         density = self.nnz / max(1, self.in_features * self.out_features)
