@@ -45,7 +45,7 @@ def _resync(folder: Path) -> None:
     weights = folder / "model.safetensors"
     _edit_manifest(folder, lambda d: d["weights"].update(
         bytes=weights.stat().st_size,
-        **{a: SAVE_MODULE.file_digest(weights, a) for a in ("sha256", "crc32", "xxh3_64")}))
+        **{a: SAVE_MODULE.file_digest(weights, a) for a in SAVE_MODULE.DIGEST_HEX_DIGITS}))
 
 
 def test_existing_path_is_refused_and_left_untouched(artefact):
