@@ -19,8 +19,10 @@ Structured rows remove 25% of the heads and 25% of the MLP neurons of every laye
 distilling the dense model's embeddings on 1024 other fortunes (AdamW, 2 epochs, through
 ``prunekit.recover.distill_outputs``).
 A magnitude-ranked structured row shows what the activation ranking buys.
-One-shot rows: magnitude, Wanda and SparseGPT at 50% and 2:4, with OWL allocation and with
-bias correction; SparseGPT 50% and 2:4 (or the ``--recover`` rows) are then distilled the
+One-shot rows: magnitude, Wanda and SparseGPT at 50% and 2:4, with OWL allocation, with
+bias correction, and SparseGPT reconstructing the dense model's layer outputs
+(``reconstruct="dense"``, with bias correction; ``--calibration N --calibration-wordnet N``
+calibrates on more text); SparseGPT 50% and 2:4 (or the ``--recover`` rows) are then distilled the
 same way (masks fixed, ``--sparse-epochs``; ``--distill N`` fortunes, ``--distill-wordnet N``
 WordNet usage examples, ``--no-sparse-dropout``, ``--sparse-cosine``), reported as separate
 rows (the time is the distillation's alone).
@@ -75,6 +77,10 @@ SPARSE_SPECS = [
     ("Wanda 2:4, bias correction", pk.NM(2, 4, importance="wanda", bias_correction=True)),
     ("SparseGPT 2:4, bias correction", pk.NM(2, 4, importance="sparsegpt",
                                              bias_correction=True)),
+    ("SparseGPT 50%, dense target", pk.Unstructured(sparsity=0.5, importance="sparsegpt",
+                                                    reconstruct="dense", bias_correction=True)),
+    ("SparseGPT 2:4, dense target", pk.NM(2, 4, importance="sparsegpt", reconstruct="dense",
+                                          bias_correction=True)),
 ]
 # One-shot results followed by a short recovery (masks fixed), reported as separate rows.
 RECOVERED_SPECS = ["SparseGPT 50%", "SparseGPT 2:4"]
@@ -204,13 +210,24 @@ def structured_rows(dense: Any, calibration: list[Any], train: list[Any],
     return rows, pruned
 
 
+def interleave(first: list[str], second: list[str]) -> list[str]:
+    """``first[0], second[0], first[1], ...``, then the rest of the longer list."""
+    mixed = [text for pair in zip(first, second, strict=False) for text in pair]
+    shorter = min(len(first), len(second))
+    return mixed + first[shorter:] + second[shorter:]
+
+
 def evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer, dense = load_minilm()
-    texts = fortunes()
-    calibration = batches(tokenizer, texts[: args.calibration], size=32)
+    texts, examples = fortunes(), wordnet_examples()
+    calibration_texts = texts[: args.calibration]
+    if args.calibration_wordnet:  # interleaved, so every batch sees both sources
+        calibration_texts = interleave(calibration_texts, examples[: args.calibration_wordnet])
+    calibration = batches(tokenizer, calibration_texts, size=32)
     train_texts = texts[args.calibration : args.calibration + args.distill]
     if args.distill_wordnet:  # mixed in, so every batch sees both sources
-        train_texts = train_texts + wordnet_examples()[: args.distill_wordnet]
+        start = args.calibration_wordnet  # disjoint from the calibration examples
+        train_texts = train_texts + examples[start : start + args.distill_wordnet]
         random.Random(0).shuffle(train_texts)
     train = batches(tokenizer, train_texts, size=32, max_length=64)
     evaluate = Evaluator(tokenizer, dense, args.eval)
@@ -254,6 +271,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--calibration", type=int, default=128, help="calibration sentences")
+    parser.add_argument("--calibration-wordnet", type=int, default=0,
+                        help="also calibrate on this many WordNet usage examples")
     parser.add_argument("--eval", type=int, default=512, help="held-out sentences")
     parser.add_argument("--epochs", type=int, default=2, help="distillation epochs")
     parser.add_argument("--lr", type=float, default=1e-4, help="distillation learning rate")

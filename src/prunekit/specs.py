@@ -19,6 +19,7 @@ UNSTRUCTURED_IMPORTANCE = ("l1", "l2", "random", "wanda", "sparsegpt")
 STRUCTURED_IMPORTANCE = ("l1", "l2", "bn_scale", "taylor", "random")
 CALIBRATED_IMPORTANCE = ("wanda", "sparsegpt", "taylor")
 ALLOCATIONS = ("uniform", "owl")
+RECONSTRUCTIONS = ("layer", "dense")
 
 
 def check_sparsity(sparsity: float, what: str = "sparsity") -> None:
@@ -60,11 +61,24 @@ def _check_bias_correction(value: object, importance: str) -> None:
         )
 
 
+def _check_reconstruct(value: str, importance: str) -> None:
+    _check_choice(value, RECONSTRUCTIONS, "reconstruct")
+    if value == "dense" and importance != "sparsegpt":
+        raise SpecError(
+            f"reconstruct='dense' updates the kept weights, which only SparseGPT does; "
+            f"got importance={importance!r}",
+            "use importance='sparsegpt' (or leave reconstruct='layer')",
+        )
+
+
 def _fields(spec: Any) -> dict[str, Any]:
-    """The spec's fields; ``bias_correction`` only when set (older plans stay identical)."""
+    """The spec's fields; ``bias_correction`` and ``reconstruct`` only when not the default
+    (plans written before they existed stay identical)."""
     fields = asdict(spec)
     if not fields.get("bias_correction"):
         fields.pop("bias_correction", None)
+    if fields.get("reconstruct") == "layer":
+        fields.pop("reconstruct", None)
     return fields
 
 
@@ -99,11 +113,16 @@ class Unstructured:
         bias_correction: after a calibrated prune, add to each layer's bias the mean output
             shift the pruning caused on the calibration tokens (layers without a bias are
             left as they are).
+        reconstruct: what SparseGPT's weight update reproduces, inside the model's repeated
+            blocks: ``"layer"`` (each layer's own unpruned output on the inputs the pruned
+            model gives it, as in the paper) or ``"dense"`` (the *unpruned model's* output
+            of that layer, so each layer also corrects the error of the layers pruned before
+            it; worth it with a few hundred calibration sentences or more).
 
     Example:
         >>> Unstructured(sparsity=0.9, scope="global")
         Unstructured(sparsity=0.9, threshold=None, scope='global', importance='l1',
-        allocation='uniform', bias_correction=False)
+        allocation='uniform', bias_correction=False, reconstruct='layer')
     """
 
     sparsity: float | None = None
@@ -112,6 +131,7 @@ class Unstructured:
     importance: str = "l1"
     allocation: str = "uniform"
     bias_correction: bool = False
+    reconstruct: str = "layer"
 
     def __post_init__(self) -> None:
         _check_amount(self.sparsity, self.threshold)
@@ -126,6 +146,7 @@ class Unstructured:
                 "use importance='wanda' or importance='sparsegpt'",
             )
         _check_bias_correction(self.bias_correction, self.importance)
+        _check_reconstruct(self.reconstruct, self.importance)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with a ``kind`` key (inverse: :func:`spec_from_dict`)."""
@@ -136,8 +157,8 @@ class Unstructured:
 class NM:
     """Keep ``n_keep`` of every ``m`` consecutive weights along the input dimension.
 
-    ``NM(2, 4)`` is the 2:4 pattern that sparse tensor cores run. ``bias_correction`` is
-    as for :class:`Unstructured` (calibrated importance only).
+    ``NM(2, 4)`` is the 2:4 pattern that sparse tensor cores run. ``bias_correction`` and
+    ``reconstruct`` are as for :class:`Unstructured` (calibrated importance only).
 
     Example:
         >>> NM(n_keep=2, m=4).sparsity
@@ -148,6 +169,7 @@ class NM:
     m: int = 4
     importance: str = "l1"
     bias_correction: bool = False
+    reconstruct: str = "layer"
 
     def __post_init__(self) -> None:
         for name in ("n_keep", "m"):
@@ -161,6 +183,7 @@ class NM:
             )
         _check_choice(self.importance, UNSTRUCTURED_IMPORTANCE, "importance")
         _check_bias_correction(self.bias_correction, self.importance)
+        _check_reconstruct(self.reconstruct, self.importance)
 
     @property
     def sparsity(self) -> float:

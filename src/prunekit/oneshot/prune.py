@@ -48,6 +48,8 @@ from .calibration import (
     run_calibration,
 )
 from .correction import corrected_bias
+from .paired import PairedInputStats, call_stages
+from .reconstruct import dense_target_weight
 from .sparsegpt import inverse_hessian_factor, sparsegpt_prune
 from .wanda import wanda_mask, wanda_scores
 
@@ -65,6 +67,8 @@ class OneShotSettings:
     damp: float = 0.01
     block_size: int = 128
     bias_correction: bool = False
+    reconstruct: str = "layer"
+    ridge: float = 0.5  # pull of W* towards W for reconstruct="dense" (see .reconstruct)
 
 
 def _hf_conv1d_type() -> tuple[type[nn.Module], ...]:
@@ -159,22 +163,29 @@ def _removed(module: nn.Module) -> torch.Tensor | None:
 
 
 def prune_layer(
-    module: nn.Module, key: str, stats: InputStats, settings: OneShotSettings
+    module: nn.Module, key: str, stats: InputStats | PairedInputStats,
+    settings: OneShotSettings,
 ) -> torch.Tensor:
     """Prune one layer from its calibration statistics; return its keep-mask (storage order).
 
-    With ``settings.bias_correction`` the layer's bias (if it has one) then absorbs the mean
-    output shift the pruning caused on the calibration tokens (see :mod:`.correction`).
+    With paired statistics SparseGPT reconstructs the unpruned model's output of the layer
+    (see :mod:`.reconstruct`). With ``settings.bias_correction`` the layer's bias (if it has
+    one) then absorbs the mean output shift left on the calibration tokens (see
+    :mod:`.correction`).
     """
     weight = _matrix(module)  # (out, in); neither method writes into it
     dense = weight.clone() if settings.bias_correction else None  # before pruning
     sparsity = settings.sparsity.get(key)
     removed = _removed(module)
     if settings.method == "wanda":
+        assert isinstance(stats, InputStats)  # reconstruct="dense" is SparseGPT only
         keep = wanda_mask(weight, stats.sq_sum[key], sparsity=sparsity, nm=settings.nm,
                           already_removed=removed)
         new_weight = None
     else:
+        if isinstance(stats, PairedInputStats):
+            weight = dense_target_weight(weight, stats.xtx[key], stats.cross[key],
+                                         settings.ridge)
         hinv = inverse_hessian_factor(stats.xtx[key], stats.count[key], settings.damp)
         new_weight, keep = sparsegpt_prune(
             weight, hinv, sparsity=sparsity, nm=settings.nm, already_removed=removed,
@@ -190,17 +201,21 @@ def prune_layer(
             target.copy_(new_weight.to(dtype=target.dtype))
     apply_mask(module, keep)
     if dense is not None:
-        correct_bias(module, dense, stats.mean(key))
+        dense_mean = stats.dense_mean(key) if isinstance(stats, PairedInputStats) else None
+        correct_bias(module, dense, stats.mean(key), dense_mean)
     return keep
 
 
-def correct_bias(module: nn.Module, dense_weight: torch.Tensor, input_mean: torch.Tensor) -> None:
-    """Add ``(W_dense - W_pruned) @ mean(x)`` to the module's bias; no bias, no change."""
+def correct_bias(module: nn.Module, dense_weight: torch.Tensor, input_mean: torch.Tensor,
+                 dense_input_mean: torch.Tensor | None) -> None:
+    """Add ``W_dense @ mean(x_dense) - W_pruned @ mean(x)`` to the module's bias; no bias,
+    no change."""
     bias = getattr(module, "bias", None)
     if not isinstance(bias, torch.Tensor):
         return
     with torch.no_grad():
-        bias.copy_(corrected_bias(bias, dense_weight, _matrix(module), input_mean))
+        bias.copy_(corrected_bias(bias, dense_weight, _matrix(module), input_mean,
+                                  dense_input_mean))
 
 
 def effective_weight_param(module: nn.Module) -> nn.Parameter:
@@ -283,6 +298,29 @@ def _block_stats(
     return stats
 
 
+def _prune_block_towards_dense(
+    name: str, block: nn.Module, modules: Mapping[str, nn.Module], inputs: list[BlockInput],
+    dense_inputs: list[BlockInput], settings: OneShotSettings,
+) -> tuple[dict[str, torch.Tensor], nn.Module]:
+    """Prune a block's targets stage by stage towards the unpruned block's layer outputs.
+
+    Returns:
+        ``({weight key: keep-mask}, the unpruned copy of the block)``.
+    """
+    dense_block = copy.deepcopy(block)
+    dense_modules = {k: dense_block.get_submodule(k[len(name) + 1:].rpartition(".")[0])
+                     for k in modules}
+    stages, once_each = call_stages(block, modules, inputs[0])
+    masks: dict[str, torch.Tensor] = {}
+    for stage in stages:
+        stats = PairedInputStats({k: modules[k] for k in stage},
+                                 {k: dense_modules[k] for k in stage},
+                                 stop_after=stage[-1] if once_each else None)
+        stats.run(block, dense_block, inputs, dense_inputs)
+        masks.update({k: prune_layer(modules[k], k, stats, settings) for k in stage})
+    return masks, dense_block
+
+
 def calibrate_and_prune(
     model: nn.Module, keys: list[str], batches: list[Batch], settings: OneShotSettings
 ) -> dict[str, torch.Tensor]:
@@ -307,14 +345,22 @@ def calibrate_and_prune(
             settings = replace(settings, sparsity=sparsity)
         if blocks:
             inputs = capture_block_inputs(model, blocks[0][1], batches)
+            dense_inputs = inputs  # the unpruned model's, for reconstruct="dense"
             for name, block in tqdm(blocks, desc=settings.method, unit="block", disable=None):
                 inside = {k: m for k, m in modules.items() if k.startswith(name + ".")}
-                if inside:
+                dense_block = block
+                if inside and settings.reconstruct == "dense":
+                    found, dense_block = _prune_block_towards_dense(
+                        name, block, inside, inputs, dense_inputs, settings)
+                    masks.update(found)
+                elif inside:
                     stats = _block_stats(block, inside, inputs, settings)
                     masks.update(_prune_stage(inside, stats, settings))
                 if len(masks) == len(modules):
                     break  # nothing left to calibrate: later outputs are not needed
                 inputs = run_block(block, inputs)
+                if settings.reconstruct == "dense":
+                    dense_inputs = run_block(dense_block, dense_inputs)
         rest = {k: m for k, m in modules.items() if k not in masks}
         if rest:
             masks.update(_whole_model_stage(model, rest, batches, settings))
@@ -369,6 +415,7 @@ def prune_oneshot(
         nm=(spec.n_keep, spec.m) if isinstance(spec, NM) else None,
         allocation=spec.allocation if isinstance(spec, Unstructured) else "uniform",
         bias_correction=spec.bias_correction,
+        reconstruct=spec.reconstruct,
     )
     names = [t.module_name for t in targets]
     layers_before = layer_infos(model, names + list(skipped))
