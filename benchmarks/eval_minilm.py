@@ -233,7 +233,7 @@ def evaluate_all(args: argparse.Namespace) -> dict[str, Any]:
     evaluate = Evaluator(tokenizer, dense, args.eval)
     rows = [{"method": "dense", "seconds": 0.0, "params": encoder_params(dense),
              **evaluate(dense)}]
-    recover = args.recover.split(",") if args.recover else RECOVERED_SPECS
+    recover = args.recover.split(";") if args.recover else RECOVERED_SPECS
     recover = recover if args.sparse_epochs else []
     sparse, to_recover = sparse_rows(dense, calibration, evaluate, args.only, recover)
     rows += sparse
@@ -280,8 +280,8 @@ def main() -> None:
                         help="distillation epochs after SparseGPT 50%% and 2:4 (0: none)")
     parser.add_argument("--distill", type=int, default=1024,
                         help="distillation sentences (other fortunes than the calibration ones)")
-    parser.add_argument("--recover", help="comma-separated one-shot rows to distil "
-                                          "(default: SparseGPT 50%%,SparseGPT 2:4)")
+    parser.add_argument("--recover", help="semicolon-separated one-shot rows to distil "
+                                          "(default: SparseGPT 50%%;SparseGPT 2:4)")
     parser.add_argument("--distill-wordnet", type=int, default=0,
                         help="also distil on this many WordNet usage examples")
     parser.add_argument("--no-sparse-dropout", action="store_true",

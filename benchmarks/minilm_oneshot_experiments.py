@@ -15,6 +15,10 @@ to the dense sentence embeddings on the 512 held-out sentences:
   --refit        exact least squares of every row's kept weights on the calibration inputs
   --target dense reconstruct the dense model's layer outputs (inputs from the pruned model)
                  instead of the layer's own unpruned outputs
+  --ridge R      with --target dense: regularise the least-squares target towards the dense
+                 weight with R * mean(diag(X^T X)), as the library's reconstruct="dense" does
+                 (0: towards zero with the dampening, the first version of this experiment)
+  --calibration N / --calibration-wordnet N   calibration text (default: 128 fortunes)
   --sequential   prune q/k/v, then the attention output, then each MLP layer, each group
                  calibrated after the earlier groups of its block were pruned
 --audit prints, for the first block, each layer's relative reconstruction error
@@ -30,9 +34,11 @@ import time
 from typing import Any
 
 import torch
-from minilm_data import batches, embed, fortunes, lee_sentences, load_minilm
+from eval_minilm import interleave
+from minilm_data import batches, embed, fortunes, lee_sentences, load_minilm, wordnet_examples
 
 from prunekit.oneshot.calibration import BlockInput, _rows, capture_block_inputs, run_block
+from prunekit.oneshot.reconstruct import dense_target_weight
 from prunekit.oneshot.sparsegpt import inverse_hessian_factor, sparsegpt_prune
 from prunekit.oneshot.wanda import wanda_mask
 
@@ -94,7 +100,12 @@ def prune_linear(lin: Any, xp: torch.Tensor, xd: torch.Tensor, args: argparse.Na
     h = damped(xp.T @ xp, args.damp)
     cross = xp.T @ (xd if args.target == "dense" else xp)
     g = wd @ cross.T  # (out, in): the least-squares right-hand side of the target
-    start = torch.linalg.solve(h, g.T).T if args.target == "dense" else wd
+    if args.target == "dense" and args.ridge > 0:
+        start = dense_target_weight(wd, xp.T @ xp, cross, args.ridge)
+    elif args.target == "dense":
+        start = torch.linalg.solve(h, g.T).T
+    else:
+        start = wd
     if args.method == "magnitude":
         k = round(start.numel() * 0.5)
         keep = torch.ones_like(start, dtype=torch.bool)
@@ -168,12 +179,19 @@ def main() -> None:
     parser.add_argument("--target", choices=["own", "dense"], default="own")
     parser.add_argument("--sequential", action="store_true")
     parser.add_argument("--damp", type=float, default=0.01)
+    parser.add_argument("--ridge", type=float, default=0.0)
+    parser.add_argument("--calibration", type=int, default=128)
+    parser.add_argument("--calibration-wordnet", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--audit", action="store_true")
     args = parser.parse_args()
     args.nm, args.sparsity = ((2, 4), None) if args.nm else (None, 0.5)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     tokenizer, dense = load_minilm()
-    calibration = batches(tokenizer, fortunes()[:128], size=32)
+    texts = fortunes()[: args.calibration]
+    if args.calibration_wordnet:
+        texts = interleave(texts, wordnet_examples()[: args.calibration_wordnet])
+    calibration = batches(tokenizer, texts, size=32)
     if args.audit:
         audit(dense, calibration, args)
         return
