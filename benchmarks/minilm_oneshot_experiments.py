@@ -18,6 +18,11 @@ to the dense sentence embeddings on the 512 held-out sentences:
   --ridge R      with --target dense: regularise the least-squares target towards the dense
                  weight with R * mean(diag(X^T X)), as the library's reconstruct="dense" does
                  (0: towards zero with the dampening, the first version of this experiment)
+  --residual     with --target dense and --ridge: the attention-output and MLP-output layers
+                 also absorb the drift of the residual stream added to their output
+                 (BERT's BertSelfOutput / BertOutput: LayerNorm(dense(x) + input_tensor)), so
+                 the sum entering the LayerNorm, not only the layer's output, matches the
+                 dense model's
   --calibration N / --calibration-wordnet N   calibration text (default: 128 fortunes)
   --sequential   prune q/k/v, then the attention output, then each MLP layer, each group
                  calibrated after the earlier groups of its block were pruned
@@ -54,6 +59,12 @@ def record(block: Any, inputs: list[BlockInput], names: list[str]) -> dict[str, 
     handles = [block.get_submodule(n).register_forward_pre_hook(
         lambda _m, a, n=n: seen[n].append(_rows(a[0].detach(), state["mask"]).double()))
         for n in names]
+    for n in names:  # the residual each output layer's parent adds: ("residual:" + name)
+        if n.endswith("output.dense"):
+            seen["residual:" + n] = []
+            handles.append(block.get_submodule(n.rpartition(".")[0]).register_forward_pre_hook(
+                lambda _m, a, n=n: seen["residual:" + n].append(
+                    _rows(a[1].detach(), state["mask"]).double())))
     try:
         with torch.no_grad():
             for item in inputs:
@@ -93,14 +104,21 @@ def masked_lstsq(h: torch.Tensor, g: torch.Tensor, keep: torch.Tensor) -> torch.
 
 
 def prune_linear(lin: Any, xp: torch.Tensor, xd: torch.Tensor, args: argparse.Namespace,
-                 ) -> torch.Tensor:
-    """Prune one Linear in place from its pruned-model inputs ``xp`` and dense inputs ``xd``."""
+                 drift: torch.Tensor | None = None) -> torch.Tensor:
+    """Prune one Linear in place from its pruned-model inputs ``xp`` and dense inputs ``xd``
+    (``drift``: dense minus pruned residual added to its output, for ``--residual``)."""
     wd, bd = lin.weight.detach().double(), lin.bias.detach().double()
     n = xp.shape[0]
     h = damped(xp.T @ xp, args.damp)
     cross = xp.T @ (xd if args.target == "dense" else xp)
     g = wd @ cross.T  # (out, in): the least-squares right-hand side of the target
-    if args.target == "dense" and args.ridge > 0:
+    if args.target == "dense" and args.ridge > 0 and drift is not None:
+        xtx = xp.T @ xp  # target W xd + drift, ridge towards W (as dense_target_weight)
+        lam = args.ridge * torch.diag(xtx).mean()
+        rhs = wd @ cross.T + drift.T @ xp + lam * wd
+        eye = torch.eye(xtx.shape[0], dtype=xtx.dtype)
+        start = torch.linalg.solve(xtx + lam * eye, rhs.T).T
+    elif args.target == "dense" and args.ridge > 0:
         start = dense_target_weight(wd, xp.T @ xp, cross, args.ridge)
     elif args.target == "dense":
         start = torch.linalg.solve(h, g.T).T
@@ -124,6 +142,8 @@ def prune_linear(lin: Any, xp: torch.Tensor, xd: torch.Tensor, args: argparse.Na
         bias = bd + (wd - new) @ xp.mean(0)
     elif args.bias == "dense":
         bias = bd + wd @ xd.mean(0) - new @ xp.mean(0)
+        if drift is not None:
+            bias = bias + drift.mean(0)
     with torch.no_grad():
         lin.weight.copy_(new.float())
         lin.bias.copy_(bias.float())
@@ -141,7 +161,9 @@ def prune_model(dense: Any, calibration: list[Any], args: argparse.Namespace) ->
             for group in GROUPS if args.sequential else [LAYERS]:
                 xp = record(block, pruned_in, group)
                 for name in group:
-                    prune_linear(block.get_submodule(name), xp[name], xd[name], args)
+                    drift = (xd["residual:" + name] - xp["residual:" + name]
+                             if args.residual and "residual:" + name in xp else None)
+                    prune_linear(block.get_submodule(name), xp[name], xd[name], args, drift)
             pruned_in, dense_in = run_block(block, pruned_in), run_block(dense_block, dense_in)
     return model
 
@@ -180,6 +202,7 @@ def main() -> None:
     parser.add_argument("--sequential", action="store_true")
     parser.add_argument("--damp", type=float, default=0.01)
     parser.add_argument("--ridge", type=float, default=0.0)
+    parser.add_argument("--residual", action="store_true")
     parser.add_argument("--calibration", type=int, default=128)
     parser.add_argument("--calibration-wordnet", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
