@@ -134,3 +134,36 @@ def test_reconstruct_is_validated_and_round_trips() -> None:
     for spec in DENSE_SPECS:
         assert spec_from_dict(spec.to_dict()) == spec
     assert "reconstruct" not in pk.Unstructured(sparsity=0.5).to_dict()  # older plans unchanged
+
+
+class _BlockWithUnusedLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.used, self.unused = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.used(x)
+
+
+class _Stack(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([_BlockWithUnusedLayer(), _BlockWithUnusedLayer()])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+@pytest.mark.parametrize("spec", [
+    pk.Unstructured(sparsity=0.5, importance="wanda"),
+    pk.Unstructured(sparsity=0.5, importance="sparsegpt"),
+    DENSE_SPECS[0],
+], ids=["wanda", "sparsegpt", "sparsegpt-dense"])
+def test_a_layer_that_never_runs_is_named(spec: pk.Unstructured) -> None:
+    calibration = [torch.randn(4, 8) for _ in range(3)]
+    with pytest.raises(pk.CalibrationError, match=r"blocks\.0\.unused\.weight never ran"):
+        pk.prune(_Stack(), spec, calibration=calibration)
+    result = pk.prune(_Stack(), spec, calibration=calibration, ignore=[r".*unused"])
+    assert set(result.plan.masks) == {"blocks.0.used.weight", "blocks.1.used.weight"}

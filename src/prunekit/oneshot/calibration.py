@@ -14,7 +14,7 @@ by one block's inputs plus one statistic per targeted layer:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,6 +209,21 @@ class InputStats:
         """Detach every hook."""
         for handle in self._handles:
             handle.remove()
+
+
+def check_all_ran(keys: Iterable[str], seen: Container[str]) -> None:
+    """Raise unless every layer in ``keys`` received calibration input.
+
+    Raises:
+        CalibrationError: naming the layers that never ran.
+    """
+    missing = [k for k in keys if k not in seen]
+    if missing:
+        raise CalibrationError(
+            f"{', '.join(missing)} never ran on the calibration data, so "
+            f"{'it has' if len(missing) == 1 else 'they have'} no statistics to prune by",
+            "ignore these layers (ignore=[...]) or pass calibration batches that reach them",
+        )
 
 
 def _vocab_size(model: nn.Module) -> int | None:

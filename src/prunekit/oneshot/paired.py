@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import CalibrationError
-from .calibration import BlockInput, StopForward, _rows
+from .calibration import BlockInput, StopForward, _rows, check_all_ran
 
 
 def call_stages(
@@ -55,12 +55,7 @@ def call_stages(
             stages.append([key])
         seen.add(key)
         previous = x
-    missing = [k for k in modules if k not in seen]
-    if missing:
-        raise CalibrationError(
-            f"{', '.join(missing)} never ran when its block ran on calibration data",
-            "ignore these layers (ignore=[...]) or use reconstruct='layer'",
-        )
+    check_all_ran(modules, seen)
     return stages, len(calls) == len(modules)
 
 

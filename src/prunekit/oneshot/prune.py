@@ -42,6 +42,7 @@ from .calibration import (
     InputStats,
     StopForward,
     capture_block_inputs,
+    check_all_ran,
     check_calibration,
     check_token_ids,
     run_block,
@@ -229,6 +230,7 @@ def _prune_stage(
     modules: Mapping[str, nn.Module], stats: InputStats, settings: OneShotSettings
 ) -> dict[str, torch.Tensor]:
     stats.remove()
+    check_all_ran(modules, stats.count)
     return {key: prune_layer(m, key, stats, settings) for key, m in modules.items()}
 
 
