@@ -6,8 +6,9 @@ copies of the block run on the same batch, each from its own cached inputs, and 
 accumulate ``sum x_p x_p^T``, ``sum x_p x_d^T`` and both input sums; no token is kept
 beyond one batch.
 
-A block's layers are calibrated in :func:`call_stages`: a stage is seen only after the
-stages before it were pruned, so each layer corrects what they left.
+A block's layers are calibrated in the stages :func:`call_stages` finds, one after another:
+a stage's statistics are gathered after the stages before it were pruned, so each layer
+corrects what they left.
 """
 
 from __future__ import annotations
