@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .errors import SpecError
 from .plan import Plan
 from .specs import Spec
 from .summary import LayerInfo, Summary, summarize
@@ -33,3 +34,20 @@ class PruneResult:
             self.layers_before, self.params_before, self.model, self.plan.skipped,
             self.plan.notes,
         )
+
+
+def model_of(model: nn.Module | PruneResult, what: str = "model") -> nn.Module:
+    """The module behind ``model``: a :class:`PruneResult`'s ``.model``, or ``model`` itself.
+
+    Every entry point that takes a model also takes a result, through this one function.
+
+    Raises:
+        SpecError: ``model`` is neither an ``nn.Module`` nor a :class:`PruneResult`.
+    """
+    module = model.model if isinstance(model, PruneResult) else model
+    if not isinstance(module, nn.Module):
+        raise SpecError(
+            f"{what} must be a torch.nn.Module or a prunekit PruneResult, "
+            f"got {type(module).__name__}"
+        )
+    return module
