@@ -8,9 +8,8 @@ Example:
     0.5
 """
 
-__version__ = "0.1.0"
-
 from . import zoo
+from ._version import __version__
 from .api import apply_plan, prune
 from .apply.masks import finalize
 from .errors import (
@@ -20,8 +19,10 @@ from .errors import (
     DataError,
     ExampleInputError,
     FormatError,
+    InternalError,
     PlanError,
     PrunekitError,
+    PruningBrokeModelError,
     ShapeError,
     SpecError,
     TargetError,
@@ -57,6 +58,8 @@ __all__ = [
     "to_sparse",
     "SparseConversion",
     "PrunekitError",
+    "InternalError",
+    "PruningBrokeModelError",
     "SpecError",
     "TargetError",
     "ShapeError",

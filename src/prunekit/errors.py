@@ -7,13 +7,33 @@ a caller would expect (``ValueError`` / ``TypeError``), so ``except ValueError``
 from __future__ import annotations
 
 
-class PrunekitError(Exception):
-    """Base class of every error prunekit raises on purpose."""
+class _Hinted(Exception):
+    """An error with a one-line ``message`` and an optional ``hint`` saying what to do."""
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         self.message = message
         self.hint = hint
         super().__init__(message if hint is None else f"{message}\nhint: {hint}")
+
+
+class PrunekitError(_Hinted):
+    """Base class of every error about the caller's input: bad model, spec, data or file.
+
+    Raised before the model is changed (or with it restored): fix the input and retry.
+    """
+
+
+class InternalError(_Hinted, RuntimeError):
+    """A failure of prunekit's own code, not of the caller's input: please report it.
+
+    The model passed in is left as it was (a copy was pruned, or the in-place changes were
+    undone). The original exception is chained as ``__cause__``.
+    """
+
+
+class PruningBrokeModelError(InternalError):
+    """The model ran on the example inputs before pruning, but fails (or returns outputs of
+    other shapes) after: prunekit produced a broken model and undid it."""
 
 
 class SpecError(PrunekitError, ValueError):

@@ -75,31 +75,25 @@ def example_input_error(exc: Exception) -> ExampleInputError:
     )
 
 
-def run_example(model: nn.Module, example_inputs: ExampleInputs) -> list[torch.Tensor]:
+def model_outputs(model: nn.Module, example_inputs: ExampleInputs) -> list[torch.Tensor]:
     """Run ``model`` in eval mode without gradients; return its output tensors.
+
+    Errors propagate as raised (see :func:`run_example` for the user-facing wrapper).
+    """
+    with torch.no_grad(), eval_mode(model):
+        return flat_tensors(call_model(model, example_inputs))
+
+
+def run_example(model: nn.Module, example_inputs: ExampleInputs) -> list[torch.Tensor]:
+    """Run the user's model on the user's example inputs, before it is changed.
 
     Raises:
         ExampleInputError: the forward pass fails, or returns no tensor.
     """
     try:
-        with torch.no_grad(), eval_mode(model):
-            out = call_model(model, example_inputs)
+        tensors = model_outputs(model, example_inputs)
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported the same way
         raise example_input_error(exc) from exc
-    tensors = flat_tensors(out)
     if not tensors:
-        raise ExampleInputError(f"the model returned no tensor (got {type(out).__name__})")
+        raise ExampleInputError("the model returned no tensor for the example inputs")
     return tensors
-
-
-def check_same_output_shapes(
-    before: list[torch.Tensor], after: list[torch.Tensor], what: str
-) -> None:
-    """Raise if pruning changed the number or shapes of the model's outputs."""
-    shapes_before = [tuple(t.shape) for t in before]
-    shapes_after = [tuple(t.shape) for t in after]
-    if shapes_before != shapes_after:
-        raise ExampleInputError(
-            f"{what} changed the model's output shapes: {shapes_before} -> {shapes_after}",
-            "this is a prunekit bug; please report it with the model definition",
-        )

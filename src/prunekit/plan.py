@@ -13,6 +13,8 @@ Deciding (score + select) produces a plan; applying it mutates a model. A plan h
   (``"encoder.layer.5"``), for whole-layer removal;
 - ``skipped``: layers left alone and why;
 - ``notes``: pruned layers with a caveat (``{"aux.fc": "forward not run on the example inputs"}``);
+- ``calibration``: how calibrated methods ran, in words (block by block, or the whole model
+  at once when the model has no sequential blocks); empty for methods without data;
 - ``spec`` and library versions that made it.
 """
 
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._version import __version__
 from .errors import PlanError
 
 PLAN_FORMAT_VERSION = 1
@@ -34,8 +37,6 @@ PLAN_FORMAT_VERSION = 1
 
 def library_versions() -> dict[str, str]:
     """Versions recorded in every plan and artefact."""
-    from . import __version__
-
     return {"prunekit": __version__, "torch": torch.__version__}
 
 
@@ -120,6 +121,7 @@ class Plan:
     skipped: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=library_versions)
     notes: dict[str, str] = field(default_factory=dict)
+    calibration: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (masks and kept indices bit-packed: :func:`encode_mask`,
@@ -138,6 +140,7 @@ class Plan:
             "skipped": dict(self.skipped),
             "versions": dict(self.versions),
             "notes": dict(self.notes),
+            "calibration": self.calibration,
         }
 
     def to_json(self) -> str:
@@ -174,6 +177,7 @@ class Plan:
                 skipped={str(k): str(v) for k, v in data.get("skipped", {}).items()},
                 versions={str(k): str(v) for k, v in data.get("versions", {}).items()},
                 notes={str(k): str(v) for k, v in data.get("notes", {}).items()},
+                calibration=str(data.get("calibration", "")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, PlanError):

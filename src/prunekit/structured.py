@@ -1,53 +1,48 @@
 """Structured pruning end to end: analyse, score, select, cut, verify.
 
 Every check runs before the model is mutated: spec, ignore entries, finite weights, example
-inputs (they must run), coupling (unknown ops raise). Surgery then works on a deep copy (or,
-with ``inplace=True``, on the model with a snapshot restored on any failure), and the example
-inputs are run again: every output must keep its shape, and parameters must drop when
-anything was removed.
+inputs (they must run), coupling (unknown ops raise). The common skeleton
+(:func:`prunekit.pipeline.run`) then cuts a copy, or the model itself with a snapshot, and
+the example inputs are run again: every output must keep its shape, and parameters must drop
+when anything was removed.
 
 Some models compute a reshape size from one tensor and apply it to another (Swin's attention
 splits ``qkv`` with the *input's* width). Such a coupling is invisible to a trace; it shows up
-as a failing forward pass after surgery. Then the channels read inside the failing module's
-class are pinned and the selection is redone, a few times at most; if that does not help the
-model is restored and a :class:`CouplingError` names the module.
+as a failing forward pass after surgery. Then the cut is undone, the channels read inside the
+failing module's class are pinned and the selection is redone, a few times at most; if that
+does not help, a :class:`~prunekit.errors.PruningBrokeModelError` names the module.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .apply.surgery.slicing import (
-    finish,
-    install,
-    kept_indices,
-    pruned_copy,
-    restore,
-    sliced_tensors,
-    snapshot,
+from .apply.masks import masked_modules
+from .apply.surgery.slicing import finish, install, kept_indices, sliced_tensors
+from .errors import (
+    CouplingError,
+    ExampleInputError,
+    InternalError,
+    PrunekitError,
+    PruningBrokeModelError,
+    UnsupportedModelError,
 )
-from .errors import CouplingError, ExampleInputError, PrunekitError
 from .graph.groups import Analysis, analyze
 from .graph.state import OUT
 from .importance.channel import channel_scores
-from .inputs import (
-    ExampleInputs,
-    call_model,
-    check_same_output_shapes,
-    eval_mode,
-    example_input_error,
-    flat_tensors,
-)
+from .inputs import ExampleInputs, example_input_error
+from .pipeline import ModelSnapshot, Request, run
+from .pipeline.verify import check_still_runs
 from .plan import Plan
 from .result import PruneResult
 from .select.structured import GroupChoice, kept_heads, select_channels
-from .specs import Structured
+from .specs import CALIBRATED_IMPORTANCE, Structured
 from .summary import count_parameters, layer_infos
 from .targets import IgnoreEntry, Target, resolve_overrides, resolve_targets
 from .unstructured import check_finite
@@ -136,11 +131,6 @@ def _with_widths(
     return result
 
 
-def _run(model: nn.Module, example_inputs: ExampleInputs) -> list[torch.Tensor]:
-    with torch.no_grad(), eval_mode(model):
-        return flat_tensors(call_model(model, example_inputs))
-
-
 def _failing_class(exc: BaseException) -> str | None:
     """Class of the innermost module whose forward raised ``exc``."""
     found = None
@@ -153,60 +143,65 @@ def _failing_class(exc: BaseException) -> str | None:
     return found
 
 
-def _verify(work: nn.Module, example_inputs: ExampleInputs, analysis: Analysis,
-            params_before: int, removed_any: bool) -> None:
-    outputs = _run(work, example_inputs)
-    check_same_output_shapes(analysis.outputs, outputs, "structured pruning")
-    if removed_any and count_parameters(work) >= params_before:
-        raise CouplingError("structured pruning removed channels but no parameter",
-                            "this is a prunekit bug; please report it with the model")
+def _cut(work: nn.Module, decision: Decision) -> dict[str, Any]:
+    """Slice the decided tensors of ``work`` and fix its module attributes."""
+    install(work, sliced_tensors(work, decision.kept))
+    return finish(work, decision.kept, decision.head_attrs)
 
 
-def _attempt(model: nn.Module, decision: Decision, example_inputs: ExampleInputs,
-             analysis: Analysis, inplace: bool) -> tuple[nn.Module, dict[str, Any]]:
-    """Cut and verify; on failure restore (inplace) and re-raise."""
-    params_before = count_parameters(model)
-    new = sliced_tensors(model, decision.kept)
-    work = model if inplace else pruned_copy(model, new)
-    snap = snapshot(work, decision.kept, decision.head_attrs) if inplace else None
-    try:
-        if inplace:
-            install(work, new)
-        attributes = finish(work, decision.kept, decision.head_attrs)
-        _verify(work, example_inputs, analysis, params_before, bool(decision.removed.any()))
-    except BaseException:
-        if snap is not None:
-            restore(work, snap)
-        raise
-    return work, attributes
+def _pin_failing_class(analysis: Analysis, broken: PruningBrokeModelError) -> str | None:
+    """Freeze the channels read inside the module class whose forward failed.
+
+    Returns:
+        The class name, or None when there is nothing new to pin.
+    """
+    cls = _failing_class(broken.__cause__) if broken.__cause__ is not None else None
+    channels = analysis.class_channels.get(cls or "", torch.empty(0, dtype=torch.long))
+    fresh = channels[~analysis.frozen[channels]] if channels.numel() else channels
+    if cls is None or not fresh.numel():
+        return None
+    log.info("pinning %d channels used inside %s and retrying", fresh.numel(), cls)
+    analysis.frozen[fresh] = True
+    for group in analysis.groups:
+        group.frozen = analysis.frozen[group.channels]
+    return cls
 
 
-def _cut_with_retries(model: nn.Module, example_inputs: ExampleInputs, analysis: Analysis,
-                      choose: Callable[[Analysis], Decision],
-                      inplace: bool) -> tuple[nn.Module, Decision, dict[str, Any]]:
-    """Cut what ``choose`` decides; on a failing forward pin the failing class and redo."""
+def cut_with_retries(
+    work: nn.Module, example_inputs: ExampleInputs, analysis: Analysis,
+    choose: Callable[[Analysis], Decision], what: str,
+) -> tuple[Decision, dict[str, Any]]:
+    """Cut what ``choose`` decides; on a failing forward, pin the failing class and redo.
+
+    A failed attempt is undone before the next one, so ``work`` ends either cut and
+    verified or exactly as it came in.
+
+    Raises:
+        PruningBrokeModelError: the model still fails after pinning what can be pinned.
+    """
+    snapshot = ModelSnapshot(work)
     pinned: list[str] = []
     while True:
         decision = choose(analysis)
         try:
-            work, attributes = _attempt(model, decision, example_inputs, analysis, inplace)
-            return work, decision, attributes
-        except Exception as exc:  # noqa: BLE001 - classified below
-            cls = _failing_class(exc)
-            channels = analysis.class_channels.get(cls or "", torch.empty(0, dtype=torch.long))
-            fresh = channels[~analysis.frozen[channels]] if channels.numel() else channels
-            if cls is None or len(pinned) >= MAX_RETRIES or not fresh.numel():
-                raise CouplingError(
-                    f"after structured pruning the model fails in a {cls or 'module'}: "
-                    f"{type(exc).__name__}: {exc}",
-                    f"pass ignore=[{cls}] (the module type) to leave it unpruned; the model "
-                    "was left unchanged",
-                ) from exc
-            log.info("pinning %d channels used inside %s and retrying", fresh.numel(), cls)
-            analysis.frozen[fresh] = True
-            for group in analysis.groups:
-                group.frozen = analysis.frozen[group.channels]
+            attributes = _cut(work, decision)
+            check_still_runs(work, example_inputs, analysis.outputs, what)
+            return decision, attributes
+        except PruningBrokeModelError as broken:
+            snapshot.restore()
+            cls = _pin_failing_class(analysis, broken) if len(pinned) < MAX_RETRIES else None
+            if cls is None:
+                raise PruningBrokeModelError(
+                    f"{broken.message} (channels read inside {', '.join(pinned)} were kept "
+                    "and it still failed)" if pinned else broken.message,
+                    f"this is a prunekit bug; please report it with the model. As a "
+                    f"workaround, ignore=[{_failing_class(broken.__cause__) or 'the module'}] "
+                    "leaves that module's channels alone",
+                ) from broken.__cause__
             pinned.append(cls)
+        except BaseException:
+            snapshot.restore()
+            raise
 
 
 def remove_channels(
@@ -227,21 +222,46 @@ def remove_channels(
         example_inputs: inputs used to verify the result.
         analysis: from :func:`prunekit.graph.groups.analyze`.
         removed: ``(analysis.num_channels,)`` bool; frozen channels must not be marked.
+        inplace: cut ``model`` itself (restored on failure) instead of a copy.
 
     Returns:
         The pruned model (a copy unless ``inplace``).
 
     Raises:
-        CouplingError: a frozen channel is marked, or the pruned model fails to run.
+        CouplingError: a frozen channel is marked.
+        PruningBrokeModelError: the pruned model fails to run.
     """
-    if bool((removed & analysis.frozen).any()):
-        raise CouplingError("some channels marked for removal are frozen (outputs, ignored "
-                            "modules or channels mixed by an op)")
-    work, _, _ = _cut_with_retries(
-        model, example_inputs, analysis,
-        lambda current: decision_for(current, removed & ~current.frozen), inplace,
-    )
-    return work
+    pipeline = _RemoveChannels(example_inputs, analysis, removed)
+    return run(pipeline, model, inplace=inplace)
+
+
+class _RemoveChannels:
+    """Cut a given channel selection (the scoring-free core of structured pruning)."""
+
+    name = "structured pruning"
+
+    def __init__(self, example_inputs: ExampleInputs, analysis: Analysis,
+                 removed: torch.Tensor) -> None:
+        self.example_inputs, self.analysis, self.removed = example_inputs, analysis, removed
+
+    def prepare(self, model: nn.Module) -> None:
+        if bool((self.removed & self.analysis.frozen).any()):
+            raise CouplingError("some channels marked for removal are frozen (outputs, ignored "
+                                "modules or channels mixed by an op)")
+
+    def writes(self) -> list[str]:
+        return []  # surgery gives tensors new data; it never writes into the old
+
+    def mutate(self, work: nn.Module) -> None:
+        cut_with_retries(work, self.example_inputs, self.analysis,
+                         lambda current: decision_for(current, self.removed & ~current.frozen),
+                         self.name)
+
+    def verify(self, work: nn.Module) -> None:
+        """Checked by :func:`cut_with_retries` after every attempt."""
+
+    def result(self, work: nn.Module) -> nn.Module:
+        return work
 
 
 def _check_finite(targets: list[Target]) -> None:
@@ -253,61 +273,85 @@ def _check_finite(targets: list[Target]) -> None:
             return
 
 
-def prune_structured(
-    model: nn.Module,
-    spec: Structured,
-    example_inputs: ExampleInputs | None,
-    *,
-    ignore: Iterable[IgnoreEntry] = (),
-    overrides: Mapping[str, float] | None = None,
-    calibration: Any = None,
-    inplace: bool = False,
-    seed: int = 0,
-) -> PruneResult:
-    """Remove whole channels, filters, heads and neurons; see :func:`prunekit.prune`.
-
-    Args:
-        model: any module that runs forward on ``example_inputs``.
-        spec: the :class:`Structured` spec.
-        example_inputs: required; the model is traced on them.
-        ignore: modules whose weights stay exactly as they are.
-        overrides: ``{module name or regex: sparsity}`` per producer layer (layer scope).
-        calibration: batches for ``importance="taylor"`` (default: the example inputs).
-        inplace: mutate ``model`` (restored on failure) instead of a copy.
-        seed: seed for ``importance="random"``.
-
-    Returns:
-        A :class:`PruneResult` whose plan records kept indices, shapes and changed attributes.
+def refuse_masked(model: nn.Module, what: str) -> None:
+    """Physical surgery needs plain weights: a masked model must be finalized first.
 
     Raises:
-        ExampleInputError, TargetError, SpecError, UnsupportedModelError, CouplingError:
-            before the model is changed (or with it restored).
+        UnsupportedModelError: naming the masked layers and ``pk.finalize``.
     """
-    if example_inputs is None:
-        raise ExampleInputError(
-            "structured pruning needs example_inputs to trace the model",
-            "pass example_inputs=torch.randn(1, 3, 224, 224) or whatever the model accepts",
+    masked = [name or "(root)" for name, _, _ in masked_modules(model)]
+    if masked:
+        more = f" and {len(masked) - 3} more" if len(masked) > 3 else ""
+        raise UnsupportedModelError(
+            f"{what} needs plain weights, and the model carries pruning masks "
+            f"({', '.join(masked[:3])}{more})",
+            "call pk.finalize(model) first to bake the masks in",
         )
-    entries = list(ignore)
-    targets, skipped = resolve_targets(model, ignore=entries)
-    resolved = resolve_overrides(model, targets, overrides)
-    _check_finite(targets)
-    analysis = _analyze(model, example_inputs, entries)
-    batches = calibration if calibration is not None else [example_inputs]
-    scores = channel_scores(spec.importance, analysis, model, batches=batches, seed=seed)
-    layers_before = layer_infos(model, [t.module_name for t in targets] + list(skipped))
-    params_before = count_parameters(model)
-    work, decision, attributes = _cut_with_retries(
-        model, example_inputs, analysis,
-        lambda current: _decide(current, spec, scores, resolved), inplace,
-    )
-    plan = Plan(
-        spec=spec.to_dict(),
-        kept=decision.kept,
-        shapes={k: list(t.shape) for k, t in work.state_dict().items()},
-        attributes=attributes,
-        skipped=skipped,
-    )
-    log.info("structured pruning removed %d of %d channels", int(decision.removed.sum()),
-             analysis.num_channels)
-    return PruneResult(work, plan, spec, layers_before, params_before)
+
+
+class StructuredPipeline:
+    """Remove whole channels, filters, heads and neurons (see :func:`prunekit.prune`).
+
+    Args:
+        spec: the :class:`Structured` spec.
+        request: example inputs (required: the model is traced on them), ignore list,
+            overrides per producer layer, calibration batches for ``importance="taylor"``.
+    """
+
+    name = "structured pruning"
+
+    def __init__(self, spec: Structured, request: Request) -> None:
+        self.spec = spec
+        self.request = request
+
+    def prepare(self, model: nn.Module) -> None:
+        request, spec = self.request, self.spec
+        uses_data = spec.importance in CALIBRATED_IMPORTANCE
+        request.refuse_unused(("overrides",) + (("calibration",) if uses_data else ()),
+                              f"structured pruning with importance={spec.importance!r}")
+        if request.example_inputs is None:
+            raise ExampleInputError(
+                "structured pruning needs example_inputs to trace the model",
+                "pass example_inputs=torch.randn(1, 3, 224, 224) or whatever the model accepts",
+            )
+        refuse_masked(model, self.name)
+        entries = list(request.ignore)
+        targets, skipped = resolve_targets(model, ignore=entries)
+        overrides = resolve_overrides(model, targets, request.overrides)
+        _check_finite(targets)
+        self.analysis = _analyze(model, request.example_inputs, entries)
+        batches = request.calibration if request.calibration is not None else [
+            request.example_inputs]
+        scores = channel_scores(spec.importance, self.analysis, model, batches=batches,
+                                seed=request.seed)
+        self.choose: Callable[[Analysis], Decision] = (
+            lambda current: _decide(current, spec, scores, overrides))
+        self.choose(self.analysis)  # an impossible selection is refused before any cut
+        self.skipped = skipped
+        self.layers_before = layer_infos(model, [t.module_name for t in targets] + list(skipped))
+        self.params_before = count_parameters(model)
+
+    def writes(self) -> list[str]:
+        return []  # surgery gives tensors new data; it never writes into the old
+
+    def mutate(self, work: nn.Module) -> None:
+        self.decision, self.attributes = cut_with_retries(
+            work, self.request.example_inputs, self.analysis, self.choose, self.name)
+
+    def verify(self, work: nn.Module) -> None:
+        """The forward pass was checked after the cut; here: parameters really dropped."""
+        if bool(self.decision.removed.any()) and count_parameters(work) >= self.params_before:
+            raise InternalError("structured pruning removed channels but no parameter",
+                                "this is a prunekit bug; please report it with the model")
+
+    def result(self, work: nn.Module) -> PruneResult:
+        plan = Plan(
+            spec=self.spec.to_dict(),
+            kept=self.decision.kept,
+            shapes={k: list(t.shape) for k, t in work.state_dict().items()},
+            attributes=self.attributes,
+            skipped=self.skipped,
+        )
+        log.info("structured pruning removed %d of %d channels",
+                 int(self.decision.removed.sum()), self.analysis.num_channels)
+        return PruneResult(work, plan, self.spec, self.layers_before, self.params_before)

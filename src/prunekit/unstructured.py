@@ -1,4 +1,5 @@
-"""Unstructured and N:M pruning to the masked end state: validate, plan, apply."""
+"""Unstructured and N:M pruning to the masked end state: validate, plan, apply; and
+re-applying a saved mask plan."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ from torch import nn
 from .apply.masks import (
     DIRECT_READERS,
     apply_mask,
-    drop_stale_parent_hooks,
     effective_weight,
     existing_mask,
     refresh_from_parents,
-    unmask,
 )
-from .errors import ShapeError, SpecError, WeightError
+from .errors import InternalError, PlanError, ShapeError, SpecError, WeightError
 from .importance import weight_scores
+from .inputs import record_calls, run_example
+from .pipeline.request import Request
+from .pipeline.verify import check_still_runs
 from .plan import Plan
+from .result import PruneResult
 from .select.nm import nm_mask
 from .select.unstructured import (
     check_not_reviving,
@@ -30,7 +33,8 @@ from .select.unstructured import (
     threshold_masks,
 )
 from .specs import NM, Unstructured
-from .targets import Target, qualified_name
+from .summary import count_parameters, layer_infos
+from .targets import Target, qualified_name, resolve_overrides, resolve_targets
 
 logger = logging.getLogger(__name__)
 
@@ -188,27 +192,103 @@ def apply_masks(model: nn.Module, plan: Plan) -> None:
         refresh_from_parents(model, module_name, param)
 
 
-def snapshot_masks(model: nn.Module, plan: Plan) -> dict[str, torch.Tensor | None]:
-    """The current mask (a copy) or None of every parameter ``plan`` will mask."""
-    snapshot: dict[str, torch.Tensor | None] = {}
-    for key in plan.masks:
-        module_name, param = _split_key(key)
-        mask = existing_mask(model.get_submodule(module_name), param)
-        snapshot[key] = None if mask is None else mask.clone()
-    return snapshot
+class MaskedPipeline:
+    """Magnitude / random unstructured and N:M pruning to the masked end state.
+
+    Args:
+        spec: an :class:`Unstructured` or :class:`NM` spec with a data-free importance.
+        request: ignore list, overrides, ``include_embeddings``, example inputs, seed.
+    """
+
+    def __init__(self, spec: Unstructured | NM, request: Request) -> None:
+        self.spec = spec
+        self.request = request
+        kind = "N:M" if isinstance(spec, NM) else "unstructured"
+        self.name = f"{kind} {spec.importance} pruning"
+
+    def prepare(self, model: nn.Module) -> None:
+        request, spec = self.request, self.spec
+        request.refuse_unused(("overrides", "include_embeddings"), self.name)
+        targets, skipped = resolve_targets(
+            model, ignore=request.ignore, include_embeddings=request.include_embeddings
+        )
+        overrides = resolve_overrides(model, targets, request.overrides)
+        check_finite(targets)
+        if isinstance(spec, NM):
+            check_nm_shapes(spec, targets)
+        self.outputs_before, idle = None, []
+        if request.example_inputs is not None:
+            with record_calls({t.module_name: t.module for t in targets}) as called:
+                self.outputs_before = run_example(model, request.example_inputs)
+            idle = idle_targets(model, targets, called)
+        self.plan = plan_masks(spec, targets, skipped, overrides, request.seed)
+        self.plan.notes.update(dict.fromkeys(idle, IDLE_NOTE))
+        listed = {t.module_name for t in targets} | set(skipped)
+        names = [n for n, _ in model.named_modules() if n in listed]
+        self.layers_before = layer_infos(model, names)
+        self.params_before = count_parameters(model)
+
+    def writes(self) -> list[str]:
+        return [_split_key(key)[0] for key in self.plan.masks]  # an existing mask shrinks in place
+
+    def mutate(self, work: nn.Module) -> None:
+        apply_masks(work, self.plan)
+
+    def verify(self, work: nn.Module) -> None:
+        if self.outputs_before is not None and self.request.example_inputs is not None:
+            check_still_runs(work, self.request.example_inputs, self.outputs_before, self.name)
+
+    def result(self, work: nn.Module) -> PruneResult:
+        return PruneResult(work, self.plan, self.spec, self.layers_before, self.params_before)
 
 
-def restore_masks(model: nn.Module, snapshot: dict[str, torch.Tensor | None]) -> None:
-    """Undo :func:`apply_masks`: put back the masks (or the dense weights) of a snapshot."""
-    for key, previous in snapshot.items():
-        module_name, param = _split_key(key)
+class ApplyPlanPipeline:
+    """Re-apply a saved mask plan to a model of the same architecture."""
+
+    name = "apply_plan"
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def prepare(self, model: nn.Module) -> None:
+        if self.plan.kept or self.plan.attributes or self.plan.removed_modules:
+            raise PlanError(
+                "apply_plan re-applies mask plans; this is a structured plan (new shapes, "
+                "whose values come from the pruned weights)",
+                "load the saved result with pk.load(path)",
+            )
+        problems = [p for key, mask in self.plan.masks.items()
+                    if (p := _plan_mismatch(model, key, mask))]
+        if problems:
+            raise PlanError("the plan does not fit the model: " + "; ".join(problems))
+
+    def writes(self) -> list[str]:
+        return [_split_key(key)[0] for key in self.plan.masks]
+
+    def mutate(self, work: nn.Module) -> None:
+        apply_masks(work, self.plan)
+
+    def verify(self, work: nn.Module) -> None:
+        for key, mask in self.plan.masks.items():
+            module_name, param = _split_key(key)
+            kept = existing_mask(work.get_submodule(module_name), param)
+            if kept is None or not bool((kept <= mask.to(kept.device)).all()):
+                raise InternalError(f"apply_plan: {key} does not carry the plan's mask")
+
+    def result(self, work: nn.Module) -> nn.Module:
+        return work
+
+
+def _plan_mismatch(model: nn.Module, key: str, mask: torch.Tensor) -> str | None:
+    """Why the plan's ``key`` does not fit ``model``, or None."""
+    module_name, param = _split_key(key)
+    try:
         module = model.get_submodule(module_name)
-        if existing_mask(module, param) is None:
-            continue
-        if previous is None:
-            unmask(module, param, bake=False)
-        else:
-            buffer: torch.Tensor = getattr(module, f"{param}_mask")
-            buffer.copy_(previous)
-            apply_mask(module, previous, param)
-    drop_stale_parent_hooks(model)
+    except AttributeError:
+        return f"{key}: no such module"
+    if not hasattr(module, param) and not hasattr(module, f"{param}_orig"):
+        return f"{key}: no such parameter"
+    shape = tuple(effective_weight(module, param).shape)
+    if shape != tuple(mask.shape):
+        return f"{key}: model shape {shape} != plan shape {tuple(mask.shape)}"
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import pytest
 import torch
@@ -250,15 +251,26 @@ def test_spec_validation_and_dict_round_trip() -> None:
         pk.TransformerStructured(neurons=1.0)
 
 
-def test_bert_head_pruning_is_refused_by_from_pretrained_not_silently_reinitialised(
-    tmp_path,
+def test_bert_head_pruning_warns_and_save_pretrained_refuses_with_the_alternative(
+    tmp_path, caplog: pytest.LogCaptureFixture,
 ) -> None:
     # BERT derives the head size from hidden_size / num_attention_heads, so its config
-    # cannot describe fewer heads: use the plan (prunekit's format) for these models.
-    pruned = pk.prune(build("bert"), pk.TransformerStructured(heads=0.25)).model
-    pruned.save_pretrained(tmp_path)
-    with pytest.raises(RuntimeError, match="mismatch"):
-        type(pruned).from_pretrained(tmp_path)
+    # cannot describe fewer heads: save_pretrained would write a config from_pretrained
+    # rejects. It refuses and names pk.save, which round-trips.
+    model = build("bert")
+    with caplog.at_level(logging.WARNING, logger="prunekit"):
+        result = pk.prune(model, pk.TransformerStructured(heads=0.25))
+    assert any("save_pretrained will refuse" in r.getMessage() for r in caplog.records)
+    with pytest.raises(pk.UnsupportedModelError, match="pk.save"):
+        result.model.save_pretrained(tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+    model.save_pretrained(tmp_path / "dense")  # the original keeps its own method
+    loaded = pk.load(pk.save(result, tmp_path / "pk"))
+    with pytest.raises(pk.UnsupportedModelError, match="heads"):
+        loaded.save_pretrained(tmp_path / "hf2")
+    ids = torch.randint(0, 100, (2, 7))
+    assert torch.equal(loaded.eval()(ids).last_hidden_state,
+                       result.model.eval()(ids).last_hidden_state)
 
 
 def test_transformer_spec_round_trips_through_spec_from_dict() -> None:

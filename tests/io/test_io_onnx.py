@@ -59,12 +59,7 @@ def test_torchvision_models_export_and_round_trip(name, tmp_path):
 
     x = torch.randn(1, 3, 64, 64)
     model = build_model(f"torchvision:{name}").eval()
-    try:
-        from prunekit.structured import prune_structured  # noqa: F401
-
-        result = pk.prune(model, pk.Structured(sparsity=0.3), x)
-    except ImportError:
-        result = pk.prune(model, pk.Unstructured(sparsity=0.7), x)
+    result = pk.prune(model, pk.Structured(sparsity=0.3), x)
     _export_and_check(result.model, x, tmp_path / f"{name}.onnx")
     folder = pk.save(result, tmp_path / name, model_ref=f"torchvision:{name}")
     assert_same_outputs(pk.load(folder), result.model, x)

@@ -111,7 +111,7 @@ CASES = [
      pk.TargetError, ["1 is a lazy module", "not initialised"]),
     ("breaks-after-masking", ZeroAllergic,
      lambda m, i: pk.prune(m, pk.Unstructured(sparsity=0.5), torch.randn(2, 4), inplace=i),
-     pk.ExampleInputError, ["zero weight"]),
+     pk.PruningBrokeModelError, ["broke the model", "zero weight"]),
 ]
 
 
@@ -140,7 +140,7 @@ def test_model_that_cannot_be_copied_asks_for_inplace_and_works_inplace() -> Non
 
 
 def test_model_is_not_a_module() -> None:
-    with pytest.raises(pk.SpecError, match="model must be a torch.nn.Module, got dict"):
+    with pytest.raises(pk.SpecError, match="model must be a torch.nn.Module or a prunekit PruneResult, got dict"):
         pk.prune({}, pk.Unstructured(sparsity=0.5))
 
 

@@ -1,13 +1,13 @@
 """Hugging Face-aware structured pruning: attention heads, MLP neurons, whole blocks."""
 
 from .arch import read_arch
-from .prune import prune_transformer
+from .prune import TransformerPipeline
 from .rebuild import original_config_values, rebuild_transformer
 from .spec import TransformerStructured
 
 __all__ = [
     "TransformerStructured",
-    "prune_transformer",
+    "TransformerPipeline",
     "read_arch",
     "rebuild_transformer",
     "original_config_values",

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..apply.masks import masked_modules
-from ..errors import SpecError, UnsupportedModelError
-from ..inputs import ExampleInputs, check_same_output_shapes, run_example
+from ..errors import SpecError
+from ..inputs import run_example
 from ..oneshot.calibration import Batch, check_calibration, check_token_ids
+from ..pipeline.request import Request
+from ..pipeline.verify import check_still_runs
 from ..plan import Plan
 from ..result import PruneResult
+from ..structured import refuse_masked
 from ..summary import LayerInfo, count_parameters
 from ..targets import IgnoreEntry, matches
 from .arch import Arch, Block, read_arch
@@ -28,6 +29,7 @@ from .importance import (
     neuron_scores,
     taylor_gradients,
 )
+from .save_guard import guard_save_pretrained
 from .select import (
     check_explicit_heads,
     heads_to_remove,
@@ -61,15 +63,6 @@ def _ignored_blocks(model: nn.Module, arch: Arch, ignore: Iterable[IgnoreEntry])
         if any(matches(e, n, m) for e in entries for n, m in inside):
             hit.add(b)
     return hit
-
-
-def _check_model(model: nn.Module, arch: Arch) -> None:
-    masked = [name for name, _, _ in masked_modules(model)]
-    if masked:
-        raise UnsupportedModelError(
-            f"the model carries pruning masks ({', '.join(masked[:3])}...)",
-            "call pk.finalize(model) before removing heads, neurons or layers",
-        )
 
 
 def _needs_data(spec: TransformerStructured) -> bool:
@@ -176,9 +169,6 @@ def _config_values(arch: Arch, new_arch: Arch, decision: Decision) -> dict[str, 
         num_heads, kv = heads.pop()
         values.update(num_attention_heads=num_heads, num_key_value_heads=kv,
                       head_dim=new_arch.blocks[0].attention.head_dim)
-    elif decision.heads:
-        logger.info("%s cannot express pruned heads in its config; save with prunekit's "
-                    "format (save_pretrained/from_pretrained will not round-trip)", arch.family)
     return values
 
 
@@ -206,64 +196,70 @@ def apply_decision(model: nn.Module, arch: Arch, decision: Decision) -> Changes:
     return changes
 
 
-def prune_transformer(
-    model: nn.Module,
-    spec: TransformerStructured,
-    example_inputs: ExampleInputs | None = None,
-    *,
-    ignore: Iterable[IgnoreEntry] = (),
-    overrides: Mapping[str, float] | None = None,
-    calibration: Any = None,
-    inplace: bool = False,
-    seed: int = 0,
-) -> PruneResult:
+class TransformerPipeline:
     """Remove heads, MLP neurons and blocks from a BERT, GPT-2 or Llama model.
 
     Args:
-        model: a Hugging Face model (or a module containing one, e.g. a SentenceTransformer).
         spec: what to remove and how to rank it.
-        example_inputs: optional; checked to run with unchanged output shapes after.
-        ignore: blocks (or modules inside them) to leave alone.
-        overrides: not supported (per-layer amounts come from explicit head lists).
-        calibration: batches for ``activation`` / ``taylor`` importance and for ranking
-            blocks by influence when ``layers`` is a count.
-        inplace: mutate ``model`` instead of a copy.
-        seed: unused (every score here is deterministic).
+        request: ignore list (blocks, or modules inside them), calibration batches (for
+            ``activation`` / ``taylor`` importance and for ranking blocks by influence when
+            ``spec.layers`` is a count), example inputs (checked to run after).
 
-    Returns:
-        A :class:`PruneResult` whose plan has kept indices, shapes, changed attributes
-        (the config under ``"config"``) and removed blocks.
-
-    Raises:
-        UnsupportedModelError: unknown architecture, masked weights, cross-attention.
-        ShapeError / CouplingError / SpecError: impossible head or neuron counts.
-        CalibrationError: missing or unusable calibration data.
+    The result's plan has kept indices, shapes, changed attributes (the config under
+    ``"config"``) and removed blocks.
     """
-    del seed
-    if overrides:
-        raise SpecError("overrides do not apply to TransformerStructured",
-                        "list heads per layer with heads={layer: [...]}, or use ignore=")
-    arch = read_arch(model)
-    _check_model(model, arch)
-    skip = _ignored_blocks(model, arch, ignore)
-    batches = None
-    if _needs_data(spec) or calibration is not None:
-        batches = check_calibration(calibration, f"importance={spec.importance!r}"
-                                    if spec.importance != "magnitude" else "ranking layers")
-        check_token_ids(model, batches)
-    head_s, neuron_s, layer_s = _scores(model, arch, spec, batches)
-    decision = decide(spec, arch, head_s, neuron_s, layer_s, skip)
-    outputs_before = run_example(model, example_inputs) if example_inputs is not None else None
-    layers_before = _layer_infos(model, arch, decision.layers)
-    params_before = count_parameters(model)
-    work = model if inplace else copy.deepcopy(model)
-    changes = apply_decision(work, arch, decision)
-    plan = Plan(
-        spec=spec.to_dict(), kept=changes.kept,
-        shapes={k: list(v.shape) for k, v in work.state_dict().items()},
-        attributes=changes.attributes, removed_modules=changes.removed_modules,
-        skipped={arch.blocks[b].name: "ignored" for b in sorted(skip)},
-    )
-    if outputs_before is not None and example_inputs is not None:
-        check_same_output_shapes(outputs_before, run_example(work, example_inputs), "pruning")
-    return PruneResult(work, plan, spec, layers_before, params_before)  # type: ignore[arg-type]
+
+    name = "transformer pruning"
+
+    def __init__(self, spec: TransformerStructured, request: Request) -> None:
+        self.spec = spec
+        self.request = request
+
+    def prepare(self, model: nn.Module) -> None:
+        request, spec = self.request, self.spec
+        if request.overrides:
+            raise SpecError("overrides do not apply to TransformerStructured",
+                            "list heads per layer with heads={layer: [...]}, or use ignore=")
+        request.refuse_unused(("calibration",) if _needs_data(spec) else (),
+                              f"{self.name} with importance={spec.importance!r} and "
+                              f"layers={spec.layers!r}")
+        self.arch = read_arch(model)
+        refuse_masked(model, "removing heads, neurons or layers")
+        skip = _ignored_blocks(model, self.arch, request.ignore)
+        batches = None
+        if _needs_data(spec):
+            batches = check_calibration(request.calibration, f"importance={spec.importance!r}"
+                                        if spec.importance != "magnitude" else "ranking layers")
+            check_token_ids(model, batches)
+        head_s, neuron_s, layer_s = _scores(model, self.arch, spec, batches)
+        self.decision = decide(spec, self.arch, head_s, neuron_s, layer_s, skip)
+        self.skipped = {self.arch.blocks[b].name: "ignored" for b in sorted(skip)}
+        self.outputs_before = (run_example(model, request.example_inputs)
+                               if request.example_inputs is not None else None)
+        self.layers_before = _layer_infos(model, self.arch, self.decision.layers)
+        self.params_before = count_parameters(model)
+
+    def writes(self) -> list[str]:
+        return []  # surgery replaces parameters and modules; it never writes into the old
+
+    def mutate(self, work: nn.Module) -> None:
+        self.changes = apply_decision(work, self.arch, self.decision)
+        reason = guard_save_pretrained(work, read_arch(work))
+        if reason is not None:
+            logger.warning(
+                "the pruned model's config cannot describe it (%s): save_pretrained will "
+                "refuse; save with pk.save(result, path) and load with pk.load(path)", reason)
+
+    def verify(self, work: nn.Module) -> None:
+        if self.outputs_before is not None and self.request.example_inputs is not None:
+            check_still_runs(work, self.request.example_inputs, self.outputs_before, self.name)
+
+    def result(self, work: nn.Module) -> PruneResult:
+        changes = self.changes
+        plan = Plan(
+            spec=self.spec.to_dict(), kept=changes.kept,
+            shapes={k: list(v.shape) for k, v in work.state_dict().items()},
+            attributes=changes.attributes, removed_modules=changes.removed_modules,
+            skipped=self.skipped,
+        )
+        return PruneResult(work, plan, self.spec, self.layers_before, self.params_before)

@@ -1,6 +1,6 @@
 """Rebuild a head/neuron/layer-pruned Hugging Face model from its original and the plan.
 
-The plan of :func:`prunekit.hf.prune_transformer` describes the pruned model relative to
+The plan of a :class:`~prunekit.hf.TransformerStructured` result describes the pruned model relative to
 the original architecture:
 
 - ``removed_modules``: blocks deleted from their ``nn.ModuleList``, highest index first;
@@ -23,6 +23,7 @@ from ..apply.surgery.rebuild import resize_tensor
 from ..errors import PlanError
 from ..plan import Plan
 from .arch import read_arch
+from .save_guard import guard_save_pretrained
 
 CONFIG_KEYS = ("config", "config_before")
 
@@ -77,6 +78,7 @@ def rebuild_transformer(model: nn.Module, plan: Plan) -> nn.Module:
         except AttributeError as exc:
             raise PlanError(f"the plan gives a shape for {key!r}, which the model lacks") from exc
         resize_tensor(module, leaf, shape)
+    guard_save_pretrained(model, read_arch(model))
     return model
 
 

@@ -1,5 +1,5 @@
 """One-shot pruning with calibration data: Wanda and SparseGPT (masked end state)."""
 
-from .prune import prune_oneshot
+from .prune import OneShotPipeline
 
-__all__ = ["prune_oneshot"]
+__all__ = ["OneShotPipeline"]

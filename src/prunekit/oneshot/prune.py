@@ -9,23 +9,28 @@ prunekit result: ``finalize``, saving and sparse conversion work unchanged. The 
 
 from __future__ import annotations
 
-import copy
+import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import ShapeError, SpecError, TargetError
-from ..inputs import ExampleInputs, check_same_output_shapes, run_example
+from ..inputs import eval_mode, run_example
+from ..pipeline.request import Request
+from ..pipeline.verify import check_still_runs
 from ..plan import Plan
 from ..result import PruneResult
 from ..specs import NM, Unstructured
 from ..summary import count_parameters, layer_infos
 from ..targets import IgnoreEntry, Target, qualified_name, resolve_overrides, resolve_targets
 from ..unstructured import check_finite
+from .blocks import find_blocks
 from .calibration import check_calibration, check_token_ids
 from .layers import OneShotSettings, hf_conv1d_type, layer_matrix
 from .walk import calibrate_and_prune
+
+logger = logging.getLogger(__name__)
 
 
 def _tied(model: nn.Module) -> dict[int, list[str]]:
@@ -95,65 +100,82 @@ def _check_nm_widths(spec: NM, targets: list[Target]) -> None:
         )
 
 
-def prune_oneshot(
-    model: nn.Module,
-    spec: Unstructured | NM,
-    example_inputs: ExampleInputs | None,
-    *,
-    ignore: Iterable[IgnoreEntry] = (),
-    overrides: Mapping[str, float] | None = None,
-    calibration: Any = None,
-    inplace: bool = False,
-    seed: int = 0,
-) -> PruneResult:
-    """Prune with Wanda or SparseGPT (``spec.importance``) using calibration batches.
+class OneShotPipeline:
+    """Wanda / SparseGPT through the common skeleton (:func:`prunekit.pipeline.run`).
 
     Args:
-        model: the model; Linear layers (and Hugging Face Conv1D) are pruned.
         spec: ``Unstructured(sparsity=..., importance="wanda"|"sparsegpt")`` (optionally
-            ``allocation="owl"``) or ``NM(2, 4, importance=...)``.
-        example_inputs: optional; checked to run with unchanged output shapes after.
-        ignore: layers to leave alone.
-        overrides: ``{name or regex: sparsity}`` per-layer sparsities (unstructured only).
-        calibration: list of batches the model accepts (tensors or dicts of kwargs).
-        inplace: mutate ``model`` instead of a copy.
-        seed: unused (both methods are deterministic); kept for a uniform signature.
-
-    Returns:
-        A :class:`PruneResult` in the masked end state.
-
-    Raises:
-        CalibrationError: calibration missing, empty, or not runnable by the model.
-        SpecError / TargetError / ShapeError / WeightError: bad request, before mutation.
+            ``allocation="owl"``, ``reconstruct="dense"``) or ``NM(2, 4, importance=...)``.
+        request: calibration batches (required), ignore list, overrides, example inputs.
     """
-    del seed
-    batches = check_calibration(calibration, spec.importance)
-    check_token_ids(model, batches)
-    _check_spec(spec, overrides)
-    targets, skipped = oneshot_targets(model, ignore)
-    resolved = resolve_overrides(model, targets, overrides)
-    check_finite(targets)
-    if isinstance(spec, NM):
-        _check_nm_widths(spec, targets)
-    outputs_before = run_example(model, example_inputs) if example_inputs is not None else None
-    default = spec.sparsity if spec.sparsity is not None else 0.0
-    settings = OneShotSettings(
-        method=spec.importance,
-        sparsity={t.key: resolved.get(t.key, default) for t in targets},
-        nm=(spec.n_keep, spec.m) if isinstance(spec, NM) else None,
-        allocation=spec.allocation if isinstance(spec, Unstructured) else "uniform",
-        bias_correction=spec.bias_correction,
-        reconstruct=spec.reconstruct,
-    )
-    names = [t.module_name for t in targets]
-    layers_before = layer_infos(model, names + list(skipped))
-    params_before = count_parameters(model)
-    work = model if inplace else copy.deepcopy(model)
-    masks = calibrate_and_prune(work, [t.key for t in targets], batches, settings)
-    plan = Plan(
-        spec=spec.to_dict(), masks=masks, shapes={k: list(m.shape) for k, m in masks.items()},
-        skipped=dict(skipped),
-    )
-    if outputs_before is not None and example_inputs is not None:
-        check_same_output_shapes(outputs_before, run_example(work, example_inputs), "pruning")
-    return PruneResult(work, plan, spec, layers_before, params_before)
+
+    def __init__(self, spec: Unstructured | NM, request: Request) -> None:
+        self.spec = spec
+        self.request = request
+        self.name = f"{spec.importance} pruning"
+
+    def prepare(self, model: nn.Module) -> None:
+        request, spec = self.request, self.spec
+        request.refuse_unused(("calibration", "overrides"), self.name)
+        self.batches = check_calibration(request.calibration, spec.importance)
+        check_token_ids(model, self.batches)
+        _check_spec(spec, request.overrides)
+        targets, skipped = oneshot_targets(model, request.ignore)
+        resolved = resolve_overrides(model, targets, request.overrides)
+        check_finite(targets)
+        if isinstance(spec, NM):
+            _check_nm_widths(spec, targets)
+        self.outputs_before = (
+            run_example(model, request.example_inputs)
+            if request.example_inputs is not None else None
+        )
+        self.keys = [t.key for t in targets]
+        self.block_names, self.calibration_note = self._walk_order(model)
+        default = spec.sparsity if spec.sparsity is not None else 0.0
+        self.settings = OneShotSettings(
+            method=spec.importance,
+            sparsity={t.key: resolved.get(t.key, default) for t in targets},
+            nm=(spec.n_keep, spec.m) if isinstance(spec, NM) else None,
+            allocation=spec.allocation if isinstance(spec, Unstructured) else "uniform",
+            bias_correction=spec.bias_correction,
+            reconstruct=spec.reconstruct,
+        )
+        self.skipped = skipped
+        self.layers_before = layer_infos(model, [t.module_name for t in targets] + list(skipped))
+        self.params_before = count_parameters(model)
+
+    def _walk_order(self, model: nn.Module) -> tuple[list[str], str]:
+        """The blocks calibration walks through, and how it will run, said in words."""
+        with torch.no_grad(), eval_mode(model):
+            blocks = [name for name, _ in find_blocks(model, self.keys, self.batches[0])]
+        if blocks:
+            return blocks, f"block by block ({len(blocks)} blocks, {blocks[0]} first)"
+        if self.spec.reconstruct == "dense":
+            raise SpecError(
+                "reconstruct='dense' walks the model block by block, and this model has no "
+                "list of same-typed blocks that run one after another",
+                "use reconstruct='layer' (the default)",
+            )
+        note = ("whole model at once: no list of same-typed blocks runs one after another, so "
+                "every targeted layer's statistics are collected in one pass")
+        logger.warning("%s: calibrating the %s", self.name, note)
+        return blocks, note
+
+    def writes(self) -> list[str]:
+        return [key.rpartition(".")[0] for key in self.keys]  # weights, biases, masks
+
+    def mutate(self, work: nn.Module) -> None:
+        masks = calibrate_and_prune(work, self.keys, self.batches, self.settings,
+                                    self.block_names)
+        self.plan = Plan(
+            spec=self.spec.to_dict(), masks=masks,
+            shapes={k: list(m.shape) for k, m in masks.items()},
+            skipped=dict(self.skipped), calibration=self.calibration_note,
+        )
+
+    def verify(self, work: nn.Module) -> None:
+        if self.outputs_before is not None and self.request.example_inputs is not None:
+            check_still_runs(work, self.request.example_inputs, self.outputs_before, self.name)
+
+    def result(self, work: nn.Module) -> PruneResult:
+        return PruneResult(work, self.plan, self.spec, self.layers_before, self.params_before)

@@ -16,7 +16,6 @@ from tqdm.auto import tqdm
 
 from ..inputs import eval_mode
 from .allocation import outlier_ratio, owl_sparsities
-from .blocks import find_blocks
 from .calibration import (
     Batch,
     BlockInput,
@@ -132,7 +131,8 @@ def _prune_block_towards_dense(
 
 
 def calibrate_and_prune(
-    model: nn.Module, keys: list[str], batches: list[Batch], settings: OneShotSettings
+    model: nn.Module, keys: list[str], batches: list[Batch], settings: OneShotSettings,
+    block_names: list[str],
 ) -> dict[str, torch.Tensor]:
     """Walk the model block by block, pruning each block's targets from its inputs.
 
@@ -141,6 +141,8 @@ def calibrate_and_prune(
         keys: weight keys to prune (``"encoder.layer.0.attention.self.query.weight"``).
         batches: calibration batches.
         settings: method and amounts.
+        block_names: the model's sequential blocks (see :func:`.blocks.find_blocks`);
+            empty to calibrate the whole model at once.
 
     Returns:
         ``{weight key: keep-mask}`` for every pruned weight.
@@ -148,7 +150,7 @@ def calibrate_and_prune(
     modules = {k: model.get_submodule(k.rpartition(".")[0]) for k in keys}
     masks: dict[str, torch.Tensor] = {}
     with torch.no_grad(), eval_mode(model):
-        blocks = find_blocks(model, keys, batches[0])
+        blocks = [(name, model.get_submodule(name)) for name in block_names]
         if settings.allocation == "owl":
             sparsity = owl_allocation(model, modules, [n for n, _ in blocks], batches,
                                       settings.sparsity)

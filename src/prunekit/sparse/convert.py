@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -11,10 +10,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..apply.masks import finalize
+from ..apply.masks import finalize, masked_modules
 from ..errors import SpecError
-from ..inputs import ExampleInputs, check_same_output_shapes, run_example
-from ..result import PruneResult
+from ..inputs import ExampleInputs, run_example
+from ..pipeline import run
+from ..pipeline.verify import check_still_runs
+from ..plan import Plan
+from ..result import PruneResult, model_of
 from ..targets import qualified_name
 from .dispatch import KERNELS, KernelChoice, candidate_kernels, choose_kernel, sparse_module
 from .formats import choose_format
@@ -48,6 +50,7 @@ class SparseConversion:
 
     model: nn.Module
     layers: list[SparseLayer] = field(default_factory=list)
+    plan: Plan | None = None  # the plan of the pruning result converted, if one was given
 
     @property
     def kernels(self) -> dict[str, str]:
@@ -168,7 +171,8 @@ def to_sparse(
     ``margin``. Convolutions stay dense; the summary says so.
 
     Args:
-        model: a model or a :class:`PruneResult`.
+        model: a model or a :class:`PruneResult` (whose plan the conversion keeps, so that
+            saving it records the same structured changes).
         example_inputs: inputs the model accepts; used to learn each layer's row count
             (batch x tokens) and to check the output shapes after conversion.
         batch_size: rows per call when ``example_inputs`` is not given (default 1).
@@ -176,10 +180,10 @@ def to_sparse(
             ``{layer name: kernel}`` (unnamed layers stay dense): forced choices, no timing.
         min_sparsity: below this, a layer stays dense without timing.
         margin: required speed-up over dense, as a fraction (0.1 = 10% faster).
-        inplace: convert ``model`` itself instead of a copy.
+        inplace: convert ``model`` itself instead of a copy; any failure restores it.
 
     Returns:
-        A :class:`SparseConversion` (``.model``, ``.layers``, ``.summary()``).
+        A :class:`SparseConversion` (``.model``, ``.layers``, ``.plan``, ``.summary()``).
 
     Raises:
         SpecError: bad ``kernel``, ``batch_size`` or ``min_sparsity``.
@@ -193,43 +197,72 @@ def to_sparse(
         >>> type(conv.model[0]).__name__
         'CSRLinear'
     """
-    net = model.model if isinstance(model, PruneResult) else model
-    if not isinstance(net, nn.Module):
-        raise SpecError(f"model must be an nn.Module or PruneResult, got {type(net).__name__}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise SpecError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not 0.0 <= min_sparsity <= 1.0 or margin < 0:
-        raise SpecError(
-            f"min_sparsity must be in [0, 1] and margin >= 0, got {min_sparsity}, {margin}"
-        )
-    _check_kernel_arg(kernel, net)
-    outputs_before = run_example(net, example_inputs) if example_inputs is not None else None
-    rows = _rows_per_layer(net, example_inputs) if example_inputs is not None else {}
-    work = net if inplace else copy.deepcopy(net)
-    finalize(work)
-    conversion = SparseConversion(work)
-    pinned = _weight_readers(work)
-    for name, module in list(work.named_modules()):
-        if isinstance(module, nn.Linear) and name in pinned:
-            conversion.layers.append(
-                _row(name, module, KernelChoice("dense", None, None, PARENT_REASON))
-            )
-        elif isinstance(module, nn.Linear):
-            layer_rows = rows.get(name, batch_size or 1)
-            choice, replacement = _decide(name, module, kernel, layer_rows, min_sparsity, margin)
-            if replacement is not None and name:
-                work.set_submodule(name, replacement)
-            elif replacement is not None:  # the model is itself a Linear
-                conversion.model = replacement
-            conversion.layers.append(_row(name, module, choice))  # the dense layer it replaced
-        elif isinstance(module, CONV_TYPES) and _sparsity(module.weight.detach()) > 0:
-            conversion.layers.append(
-                _row(name, module, KernelChoice("dense", None, None, CONV_REASON))
-            )
-    if outputs_before is not None and example_inputs is not None:
-        after = run_example(conversion.model, example_inputs)
-        check_same_output_shapes(outputs_before, after, "to_sparse")
-    return conversion
+    plan = model.plan if isinstance(model, PruneResult) else None
+    pipeline = SparsePipeline(example_inputs, batch_size, kernel, min_sparsity, margin, plan)
+    return run(pipeline, model_of(model), inplace=inplace)
+
+
+class SparsePipeline:
+    """:func:`to_sparse` through the common skeleton (validate, copy, convert, verify)."""
+
+    name = "to_sparse"
+
+    def __init__(self, example_inputs: ExampleInputs | None, batch_size: int | None,
+                 kernel: str | Mapping[str, str], min_sparsity: float, margin: float,
+                 plan: Plan | None) -> None:
+        self.example_inputs = example_inputs
+        self.batch_size, self.kernel = batch_size, kernel
+        self.min_sparsity, self.margin, self.plan = min_sparsity, margin, plan
+
+    def prepare(self, model: nn.Module) -> None:
+        batch_size = self.batch_size
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise SpecError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not 0.0 <= self.min_sparsity <= 1.0 or self.margin < 0:
+            raise SpecError(f"min_sparsity must be in [0, 1] and margin >= 0, got "
+                            f"{self.min_sparsity}, {self.margin}")
+        _check_kernel_arg(self.kernel, model)
+        self.masked = [name for name, _, _ in masked_modules(model)]
+        self.outputs_before = None
+        self.rows: dict[str, int] = {}
+        if self.example_inputs is not None:
+            self.outputs_before = run_example(model, self.example_inputs)
+            self.rows = _rows_per_layer(model, self.example_inputs)
+
+    def writes(self) -> list[str]:
+        return self.masked  # finalize multiplies each mask into its weight in place
+
+    def mutate(self, work: nn.Module) -> None:
+        finalize(work)
+        self.conversion = SparseConversion(work, plan=self.plan)
+        pinned = _weight_readers(work)
+        for name, module in list(work.named_modules()):
+            if isinstance(module, nn.Linear) and name in pinned:
+                choice = KernelChoice("dense", None, None, PARENT_REASON)
+                self.conversion.layers.append(_row(name, module, choice))
+            elif isinstance(module, nn.Linear):
+                self._convert(work, name, module)
+            elif isinstance(module, CONV_TYPES) and _sparsity(module.weight.detach()) > 0:
+                choice = KernelChoice("dense", None, None, CONV_REASON)
+                self.conversion.layers.append(_row(name, module, choice))
+
+    def _convert(self, work: nn.Module, name: str, linear: nn.Linear) -> None:
+        rows = self.rows.get(name, self.batch_size or 1)
+        choice, replacement = _decide(name, linear, self.kernel, rows, self.min_sparsity,
+                                      self.margin)
+        if replacement is not None and name:
+            work.set_submodule(name, replacement)
+        elif replacement is not None:  # the model is itself a Linear
+            self.conversion.model = replacement
+        self.conversion.layers.append(_row(name, linear, choice))  # the dense layer replaced
+
+    def verify(self, work: nn.Module) -> None:
+        if self.outputs_before is not None and self.example_inputs is not None:
+            check_still_runs(self.conversion.model, self.example_inputs, self.outputs_before,
+                             self.name)
+
+    def result(self, work: nn.Module) -> SparseConversion:
+        return self.conversion
 
 
 def check_kernels(model: nn.Module, kernels: Mapping[str, str]) -> None:
