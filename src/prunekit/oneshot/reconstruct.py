@@ -30,14 +30,18 @@ def dense_target_weight(
         ridge: > 0, relative to the mean input energy.
 
     Returns:
-        ``W*`` in float64, (out, in); ``W`` itself (as float64) if no input was ever non-zero.
+        ``W*`` in float64, (out, in), on the weight's device; ``W`` itself (as float64) if
+        ``ridge <= 0`` or no input was ever non-zero.
     """
     w = weight.detach().double()
-    h = xtx.double()
-    lam = ridge * float(torch.diag(h).mean())
-    if lam <= 0.0:
+    if ridge <= 0.0:
         return w.clone()
+    h = xtx.double()
+    energy = h.diagonal().mean()
+    # No input ever non-zero (xtx = cross = 0): any lam > 0 gives W* = W exactly; 1 keeps
+    # h invertible without reading the value back to the host.
+    lam = torch.where(energy > 0, ridge * energy, torch.ones_like(energy))
     rhs = w @ cross.double().t() + lam * w  # (out, in)
-    h = h + lam * torch.eye(h.shape[0], dtype=h.dtype)
+    h = h + torch.diag_embed(lam.expand(h.shape[0]))
     # h is symmetric positive definite, so rhs @ h^-1 = (h^-1 @ rhs^T)^T
     return torch.cholesky_solve(rhs.t(), torch.linalg.cholesky(h)).t()

@@ -19,14 +19,23 @@ def inverse_hessian_factor(xtx: torch.Tensor, n_tokens: int, damp: float) -> tor
     """Upper Cholesky factor of ``(2/n X^T X + damp * mean(diag) I)^-1``.
 
     Input features that were always zero get a unit diagonal so the matrix stays invertible.
+    Computed in float64 on ``xtx``'s device; no value is read back to the host.
+
+    Args:
+        xtx: the layer's input Gram matrix ``sum_t x_t x_t^T``, (in, in).
+        n_tokens: how many tokens it sums over.
+        damp: dampening, relative to the mean diagonal.
+
+    Returns:
+        The upper Cholesky factor, (in, in), float64, on ``xtx``'s device.
 
     Raises:
         CalibrationError: the Hessian is not positive definite even after damping.
     """
-    h = xtx.double() * (2.0 / max(n_tokens, 1))  # (in, in)
-    dead = torch.diag(h) == 0
-    h[dead, dead] = 1.0
-    h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    h = xtx.double() * (2.0 / max(n_tokens, 1))  # (in, in), on the statistic's device
+    diagonal = h.diagonal()  # a view: writing it writes h
+    diagonal.masked_fill_(diagonal == 0, 1.0)  # dead input features
+    diagonal.add_(damp * diagonal.mean())
     try:
         lower = torch.linalg.cholesky(h)
         h_inv = torch.cholesky_inverse(lower)
@@ -81,7 +90,8 @@ def sparsegpt_prune(
 
     Returns:
         ``(new_weight, keep_mask)``: the reconstructed weight (pruned entries exactly 0, in
-        the input dtype) and the boolean keep-mask.
+        the input dtype) and the boolean keep-mask, both on the weight's device (the
+        arithmetic runs there, in float64).
     """
     w = weight.detach().double().clone()  # (out, in)
     n_out, n_in = w.shape
@@ -118,5 +128,5 @@ def sparsegpt_prune(
         w[:, start:end] = w1
         pruned[:, start:end] = mask1
         w[:, end:] -= err1 @ hinv_upper[start:end, end:]  # lazy batch update
-    w[pruned] = 0.0
+    w.masked_fill_(pruned, 0.0)
     return w.to(weight.dtype), ~pruned
