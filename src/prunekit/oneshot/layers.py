@@ -67,7 +67,8 @@ def prune_layer(
     module: nn.Module, key: str, stats: InputStats | PairedInputStats,
     settings: OneShotSettings,
 ) -> torch.Tensor:
-    """Prune one layer from its calibration statistics; return its keep-mask (storage order).
+    """Prune one layer from its calibration statistics; return its keep-mask (storage order,
+    on the CPU like every plan's masks; the layer's own mask buffer stays on its device).
 
     With paired statistics SparseGPT reconstructs the unpruned model's output of the layer
     (see :mod:`.reconstruct`). With ``settings.bias_correction`` the layer's bias (if it has
@@ -104,7 +105,7 @@ def prune_layer(
     if dense is not None:
         dense_mean = stats.dense_mean(key) if isinstance(stats, PairedInputStats) else None
         correct_bias(module, dense, stats.mean(key), dense_mean)
-    return keep
+    return keep.cpu()
 
 
 def correct_bias(module: nn.Module, dense_weight: torch.Tensor, input_mean: torch.Tensor,
