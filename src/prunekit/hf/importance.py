@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ..errors import CalibrationError
-from ..inputs import call_model, eval_mode
+from ..importance.gradients import summed_gradients
+from ..inputs import call_model
 from ..oneshot.calibration import Batch
 from .arch import Arch, Attention, Block, Slice
 from .calibration import ActivationStats
@@ -28,9 +29,11 @@ UnitTensor = Callable[[Slice, int, int], torch.Tensor]
 
 
 def _sum_units(slices: list[Slice], n: int, size: int, per_slice: UnitTensor) -> torch.Tensor:
-    total = torch.zeros(n, dtype=torch.float64)
-    for slc in slices:
-        total += per_slice(slc, n, size)
+    """``sum over slices of per_slice(slice)``: (n,) float64 on the weights' device."""
+    parts = [per_slice(slc, n, size) for slc in slices]
+    total = parts[0].clone()
+    for part in parts[1:]:
+        total += part
     return total
 
 
@@ -63,7 +66,10 @@ def head_scores(
     model: nn.Module, arch: Arch, importance: str, stats: ActivationStats | None,
     grads: dict[str, torch.Tensor] | None,
 ) -> dict[int, torch.Tensor]:
-    """Score of every query head, per block index: ``{block: (num_heads,)}``."""
+    """Score of every query head, per block index: ``{block: (num_heads,)}``.
+
+    Scores are float64, computed on the model's device and returned on the CPU.
+    """
     scores = {}
     for b, block in enumerate(arch.blocks):
         att = block.attention
@@ -77,7 +83,7 @@ def head_scores(
         else:
             scores[b] = _sum_units(att.query, att.num_heads, att.head_dim,
                                    _magnitude(model)).sqrt()
-    return scores
+    return {b: s.cpu() for b, s in scores.items()}
 
 
 def _neuron_slices(block: Block) -> list[Slice]:
@@ -88,7 +94,10 @@ def neuron_scores(
     model: nn.Module, arch: Arch, importance: str, stats: ActivationStats | None,
     grads: dict[str, torch.Tensor] | None,
 ) -> dict[int, torch.Tensor]:
-    """Score of every MLP neuron, per block index: ``{block: (width,)}``."""
+    """Score of every MLP neuron, per block index: ``{block: (width,)}``.
+
+    Scores are float64, computed on the model's device and returned on the CPU.
+    """
     scores = {}
     for b, block in enumerate(arch.blocks):
         width = block.mlp.width
@@ -102,7 +111,7 @@ def neuron_scores(
             scores[b] = _sum_units(_neuron_slices(block), width, 1, _taylor(model, grads)).abs()
         else:
             scores[b] = _sum_units(_neuron_slices(block), width, 1, _magnitude(model)).sqrt()
-    return scores
+    return {b: s.cpu() for b, s in scores.items()}
 
 
 def block_influence(arch: Arch, stats: ActivationStats) -> torch.Tensor:
@@ -113,41 +122,50 @@ def block_influence(arch: Arch, stats: ActivationStats) -> torch.Tensor:
     )
 
 
-def taylor_gradients(
+def loss_gradients(
     model: nn.Module, arch: Arch, batches: list[Batch]
 ) -> dict[str, torch.Tensor]:
-    """Sum over batches of ``dL/dW`` for every weight a head or neuron owns.
+    """Gradients of the loss the model itself returns (``output.loss``, for batches with
+    labels), summed over ``batches``, for every weight a head or neuron owns: the data of
+    the ``taylor`` head / neuron score.
+
+    Float64 sums on each weight's device (see
+    :func:`prunekit.importance.gradients.summed_gradients`); ``.grad`` and
+    ``requires_grad`` are left as they were.
+
+    Args:
+        model: the Hugging Face model (run in eval mode).
+        arch: its blocks, as :func:`.arch.read_arch` reads them.
+        batches: calibration batches carrying labels.
+
+    Returns:
+        ``{module name: summed gradient of its weight}`` (zeros for a weight the loss
+        never reaches).
 
     Raises:
         CalibrationError: the model returns no loss for a batch (no labels).
     """
     names = sorted({s.module for b in arch.blocks for s in [*b.attention.query,
                     *b.attention.kv, *_neuron_slices(b)]})
-    params = [module_weight(model, n) for n in names]
-    flags = [p.requires_grad for p in params]
-    grads = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in zip(names, params,
-                                                                          strict=True)}
-    try:
-        for p in params:
-            p.requires_grad_(True)
-        with torch.enable_grad(), eval_mode(model):
-            for i, batch in enumerate(batches):
-                loss = getattr(call_model(model, batch), "loss", None)
-                if not isinstance(loss, torch.Tensor):
-                    raise CalibrationError(
-                        f"importance='taylor' needs a loss, but the model returned none for "
-                        f"calibration batch {i}",
-                        "pass batches with labels (for a causal LM, labels=input_ids), or use "
-                        "importance='activation'",
-                    )
-                for n, g in zip(names, torch.autograd.grad(loss, params, allow_unused=True),
-                                strict=True):
-                    if g is not None:
-                        grads[n] += g.double()
-    finally:
-        for p, flag in zip(params, flags, strict=True):
-            p.requires_grad_(flag)
-    return grads
+    params = {n: module_weight(model, n) for n in names}
+
+    def model_loss(module: nn.Module, batch: Batch, index: int) -> torch.Tensor:
+        loss = getattr(call_model(module, batch), "loss", None)
+        if not isinstance(loss, torch.Tensor):
+            raise CalibrationError(
+                f"importance='taylor' needs a loss, but the model returned none for "
+                f"calibration batch {index}",
+                "pass batches with labels (for a causal LM, labels=input_ids), or use "
+                "importance='activation'",
+            )
+        return loss
+
+    grads, _ = summed_gradients(model, params, batches, model_loss)
+    return {n: grads[n] if n in grads else torch.zeros_like(p, dtype=torch.float64)
+            for n, p in params.items()}
+
+
+taylor_gradients = loss_gradients  # the former name, still imported by .prune
 
 
 def check_stats_shape(arch: Arch, stats: ActivationStats) -> None:

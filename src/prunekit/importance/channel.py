@@ -19,7 +19,8 @@ from torch import nn
 from ..errors import CalibrationError
 from ..graph.groups import Analysis, Member
 from ..graph.state import NORM, OUT
-from ..inputs import ExampleInputs, call_model, eval_mode, flat_tensors
+from ..inputs import ExampleInputs, call_model, flat_tensors
+from .gradients import summed_gradients
 
 
 def _slice_sums(values: torch.Tensor, member: Member) -> torch.Tensor:
@@ -29,21 +30,44 @@ def _slice_sums(values: torch.Tensor, member: Member) -> torch.Tensor:
 
 
 def _slice_norms(weight: torch.Tensor, member: Member, p: int) -> torch.Tensor:
-    """``sum |w|^p`` of every slice along the member's dim (no full-size temporaries)."""
+    """``sum |w|^p`` of every slice along the member's dim, as float64 (no full-size
+    temporaries). A bf16 / fp16 weight is reduced in float32: its norms rounded to its own
+    dtype would tie and reorder channels that differ by less than 1 part in 2^8."""
     dims = [d for d in range(weight.dim()) if d != member.dim]
     if not dims:
-        return weight.abs().pow(p)
-    return torch.linalg.vector_norm(weight, ord=p, dim=dims).double().pow(p)
+        return weight.double().abs().pow(p)
+    precise = torch.promote_types(weight.dtype, torch.float32)
+    return torch.linalg.vector_norm(weight, ord=p, dim=dims, dtype=precise).double().pow(p)
 
 
 def _accumulate(scores: torch.Tensor, member: Member, per_index: torch.Tensor) -> None:
-    valid = member.channel >= 0
-    scores.index_add_(0, member.channel[valid], per_index[valid].double())
+    """``scores[channel] += per_index`` for the member's indices that belong to a channel.
+
+    Indices outside every channel (``channel < 0``) add an exact 0.0 to channel 0, so no
+    value decides a shape (the update runs on any device, and without host syncs).
+    """
+    channel = member.channel.to(scores.device)
+    valid = channel >= 0
+    values = per_index.to(device=scores.device, dtype=scores.dtype).masked_fill(~valid, 0.0)
+    scores.index_add_(0, channel.clamp(min=0), values)
+
+
+def _device(tensors: dict[str, torch.Tensor], analysis: Analysis) -> torch.device:
+    """Where the analysed tensors live (the scores are accumulated there)."""
+    for member in analysis.members:
+        if member.key in tensors:
+            return tensors[member.key].device
+    return torch.device("cpu")
 
 
 def magnitude_scores(analysis: Analysis, tensors: dict[str, torch.Tensor], p: int) -> torch.Tensor:
-    """L1 (``p=1``) or L2 (``p=2``) norm of each channel's producer filters."""
-    scores = torch.zeros(analysis.num_channels, dtype=torch.float64)
+    """L1 (``p=1``) or L2 (``p=2``) norm of each channel's producer filters.
+
+    Returns:
+        ``(num_channels,)`` float64 scores on the tensors' device.
+    """
+    scores = torch.zeros(analysis.num_channels, dtype=torch.float64,
+                         device=_device(tensors, analysis))
     for member in analysis.members:
         if member.role == OUT:
             _accumulate(scores, member, _slice_norms(tensors[member.key].detach(), member, p))
@@ -51,49 +75,60 @@ def magnitude_scores(analysis: Analysis, tensors: dict[str, torch.Tensor], p: in
 
 
 def bn_scale_scores(analysis: Analysis, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed ``|gamma|`` of each channel's norm layers; l1 where a channel has none."""
-    scores = torch.zeros(analysis.num_channels, dtype=torch.float64)
-    has_norm = torch.zeros(analysis.num_channels, dtype=torch.bool)
+    """Summed ``|gamma|`` of each channel's norm layers; l1 where a channel has none.
+
+    Returns:
+        ``(num_channels,)`` float64 scores on the tensors' device.
+    """
+    device = _device(tensors, analysis)
+    scores = torch.zeros(analysis.num_channels, dtype=torch.float64, device=device)
+    norms = torch.zeros(analysis.num_channels, dtype=torch.float64, device=device)
     for member in analysis.members:
         if member.role == NORM and member.key.endswith("weight"):
             gamma = tensors[member.key].detach().double().abs()
             _accumulate(scores, member, gamma)
-            has_norm[member.channel[member.channel >= 0]] = True
+            _accumulate(norms, member, torch.ones_like(gamma))
     fallback = magnitude_scores(analysis, tensors, 1)
-    return torch.where(has_norm, scores, fallback)
+    return torch.where(norms > 0, scores, fallback)
 
 
-def taylor_gradients(
+def output_energy_gradients(
     model: nn.Module, batches: Iterable[ExampleInputs]
 ) -> dict[str, torch.Tensor]:
-    """Gradients of ``mean(output^2)`` summed over ``batches``; the model's ``.grad`` are kept.
+    """Gradients of ``L = mean(output^2)`` (summed over the model's floating outputs), summed
+    over ``batches``, for every parameter: the data of the ``taylor`` channel score.
+
+    The loss is computed in float32 whatever the model's dtype; the sums are float64 on
+    each parameter's device (see :func:`.gradients.summed_gradients`). The parameters'
+    ``.grad`` and ``requires_grad`` are left as they were.
+
+    Args:
+        model: the model (run in eval mode).
+        batches: inputs the model accepts.
+
+    Returns:
+        ``{parameter name: summed gradient}``.
 
     Raises:
         CalibrationError: no batch was given, or a batch does not run.
     """
-    params = dict(model.named_parameters())
-    saved = {name: p.grad for name, p in params.items()}
-    for p in params.values():
-        p.grad = None
-    count = 0
+
+    def energy(module: nn.Module, batch: ExampleInputs, _: int) -> torch.Tensor | None:
+        outputs = [t for t in flat_tensors(call_model(module, batch)) if t.is_floating_point()]
+        if not outputs:
+            return None
+        loss = outputs[0].float().pow(2).mean()
+        for t in outputs[1:]:
+            loss = loss + t.float().pow(2).mean()
+        return loss
+
     try:
-        with torch.enable_grad(), eval_mode(model):
-            for batch in batches:
-                outputs = flat_tensors(call_model(model, batch))
-                outputs = [t for t in outputs if t.is_floating_point()]
-                loss = sum(t.float().pow(2).mean() for t in outputs)
-                if isinstance(loss, torch.Tensor):
-                    loss.backward()
-                count += 1
-        grads = {n: p.grad.detach().clone() for n, p in params.items() if p.grad is not None}
+        grads, count = summed_gradients(model, dict(model.named_parameters()), batches, energy)
     except Exception as exc:  # noqa: BLE001 - user batches may fail in any way
         raise CalibrationError(
             f"taylor importance could not run a calibration batch: {type(exc).__name__}: {exc}",
             "pass calibration= as an iterable of inputs the model accepts",
         ) from exc
-    finally:
-        for name, p in params.items():
-            p.grad = saved[name]
     if count == 0:
         raise CalibrationError("taylor importance got no calibration batch",
                                "pass calibration=[batch, ...] or example_inputs")
@@ -103,8 +138,13 @@ def taylor_gradients(
 def taylor_scores(
     analysis: Analysis, tensors: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]
 ) -> torch.Tensor:
-    """``|sum(w * g)|`` over each parameter slice, summed over the channel's slices."""
-    scores = torch.zeros(analysis.num_channels, dtype=torch.float64)
+    """``|sum(w * g)|`` over each parameter slice, summed over the channel's slices.
+
+    Returns:
+        ``(num_channels,)`` float64 scores on the tensors' device.
+    """
+    scores = torch.zeros(analysis.num_channels, dtype=torch.float64,
+                         device=_device(tensors, analysis))
     for member in analysis.members:
         grad = grads.get(member.key)
         if grad is None:
@@ -115,6 +155,7 @@ def taylor_scores(
 
 
 def random_scores(analysis: Analysis, seed: int) -> torch.Tensor:
+    """Uniform float64 scores from ``seed`` (a CPU generator: the same on every device)."""
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(analysis.num_channels, generator=gen, dtype=torch.float64)
 
@@ -137,17 +178,20 @@ def channel_scores(
         seed: seed for ``random``.
 
     Returns:
-        ``(num_channels,)`` float64 scores.
+        ``(num_channels,)`` float64 scores on the CPU (where selection runs), accumulated in
+        float64 on the model's device whatever its dtype.
     """
     tensors = dict(model.state_dict(keep_vars=True))
     if kind == "l1":
-        return magnitude_scores(analysis, tensors, 1)
-    if kind == "l2":
-        return magnitude_scores(analysis, tensors, 2)
-    if kind == "bn_scale":
-        return bn_scale_scores(analysis, tensors)
-    if kind == "taylor":
-        return taylor_scores(analysis, tensors, taylor_gradients(model, batches))
-    if kind == "random":
-        return random_scores(analysis, seed)
-    raise ValueError(f"unknown channel importance {kind!r}")
+        scores = magnitude_scores(analysis, tensors, 1)
+    elif kind == "l2":
+        scores = magnitude_scores(analysis, tensors, 2)
+    elif kind == "bn_scale":
+        scores = bn_scale_scores(analysis, tensors)
+    elif kind == "taylor":
+        scores = taylor_scores(analysis, tensors, output_energy_gradients(model, batches))
+    elif kind == "random":
+        scores = random_scores(analysis, seed)
+    else:
+        raise ValueError(f"unknown channel importance {kind!r}")
+    return scores.cpu()

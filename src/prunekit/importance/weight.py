@@ -18,7 +18,9 @@ def _l2(weight: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def _random(weight: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(weight.shape, generator=generator, dtype=torch.float32)
+    # drawn by the (CPU) generator, so a seed gives the same scores on every device
+    scores = torch.rand(weight.shape, generator=generator, dtype=torch.float32)
+    return scores.to(weight.device)
 
 
 WEIGHT_SCORERS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
@@ -31,7 +33,19 @@ WEIGHT_SCORERS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor
 def weight_scores(
     name: str, weight: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Score every element of ``weight`` (same shape, float32, higher = more important).
+    """Score every element of ``weight`` (same shape and device, float32, higher = more
+    important).
+
+    Args:
+        name: ``"l1"``, ``"l2"`` or ``"random"``.
+        weight: the weight, any dtype and device.
+        generator: a CPU generator for ``"random"`` (default: seeded with 0).
+
+    Returns:
+        The scores.
+
+    Raises:
+        SpecError: ``name`` is not a data-free score.
 
     Example:
         >>> weight_scores("l1", torch.tensor([-2.0, 1.0])).tolist()
