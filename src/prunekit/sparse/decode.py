@@ -4,6 +4,12 @@
 copy), which is what keeps loading a sparse artefact close to loading a dense file.
 Every function validates the parts first (:func:`.validate.validate_encoded`) unless the
 caller passes ``validate=False`` for parts it has already validated.
+
+Decoding runs on the CPU (numpy and the compiled kernels read the parts there; parts held
+elsewhere are copied to the host first). A target on another device (a model built on
+CUDA) is decoded into CPU memory and copied over once, so the model's tensors stay where
+they are; fresh tensors (:func:`decode`, :func:`keep_mask`, :func:`csr_parts`) are CPU
+tensors.
 """
 
 from __future__ import annotations
@@ -18,13 +24,14 @@ import torch
 
 from ..errors import FormatError
 from . import kernels
-from .formats import GAP_ESCAPE, INT32_MAX, Encoded, matrix_shape
+from .formats import GAP_ESCAPE, INT32_MAX, Encoded, matrix_shape, nm_positions, on_host
 from .validate import validate_encoded
 
 
 def unpack_bits(packed: torch.Tensor, count: int) -> torch.Tensor:
-    """The first ``count`` bits of a packed (``numpy.packbits``) uint8 tensor, as bool."""
-    return torch.from_numpy(np.unpackbits(packed.numpy(), count=count).view(bool))
+    """The first ``count`` bits of a packed (``numpy.packbits``) uint8 tensor, as a CPU
+    bool tensor."""
+    return torch.from_numpy(np.unpackbits(packed.cpu().numpy(), count=count).view(bool))
 
 
 PARALLEL_MIN_NUMEL = 1 << 22
@@ -64,7 +71,7 @@ def _bits_into(out: torch.Tensor, bits: np.ndarray) -> None:
 def gap_positions(gaps: torch.Tensor) -> np.ndarray:
     """The ascending flat positions (int64) a ``gaps`` part encodes: its running sum - 1,
     with escape codes (0) counting :data:`.formats.GAP_ESCAPE` and then dropped."""
-    codes = gaps.numpy()
+    codes = gaps.cpu().numpy()
     escape = codes == 0
     escaped = bool(escape.any())
     position = codes.astype(np.int64)  # then summed in place: faster than a casting cumsum
@@ -221,17 +228,9 @@ def _positions_into(
     _in_threads(fill, len(bounds) - 1)
 
 
-def nm_positions(enc: Encoded) -> torch.Tensor:
-    """In-group positions ``(groups, n)`` of an ``nm``-encoded tensor."""
-    n, m = enc.params["n"], enc.params["m"]
-    width = math.ceil(math.log2(m))
-    groups = math.prod(enc.shape) // m
-    if n == 0:
-        return torch.zeros(groups, 0, dtype=torch.int64)
-    flat = np.unpackbits(enc.parts["index"].numpy(), count=groups * n * width)
-    bits = flat.reshape(groups * n, width)  # msb first
-    weights = (1 << np.arange(width - 1, -1, -1)).astype(np.int64)
-    return torch.from_numpy(bits.astype(np.int64) @ weights).reshape(groups, n)
+def _writable_here(target: torch.Tensor) -> bool:
+    """True if the decoders can write ``target`` in place: contiguous CPU memory."""
+    return target.device.type == "cpu" and target.is_contiguous()
 
 
 def _csr_coordinates(enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,7 +246,7 @@ def decode_into(enc: Encoded, out: torch.Tensor, *, validate: bool = True) -> No
 
     Args:
         enc: the encoded tensor.
-        out: where to write.
+        out: where to write, on any device (decoded on the CPU, then copied there).
         validate: check the parts first; pass False only for parts that
             :func:`.validate.validate_encoded` already accepted.
 
@@ -263,11 +262,20 @@ def decode_masked_into(
     """:func:`decode_into`, and also write the keep-mask as 0/1 into ``mask`` (if given).
 
     A bitmask tensor is unpacked once for both; ``mask`` may have any dtype (a float mask
-    buffer is filled directly, without a bool intermediate tensor).
+    buffer is filled directly, without a bool intermediate tensor). ``out`` and ``mask``
+    may live on any device (each its own): targets that are not contiguous CPU memory are
+    decoded into CPU memory first and copied over.
+
+    Args:
+        enc: the encoded tensor.
+        out: where the dense value goes.
+        mask: where the keep-mask goes (as 0/1 in its dtype), or None.
+        validate: check the parts first (see :func:`decode_into`).
 
     Raises:
         FormatError: inconsistent parts, or ``out`` / ``mask`` of another shape.
     """
+    enc = on_host(enc)
     if validate:
         validate_encoded(enc)
     for target in (out, mask):
@@ -275,9 +283,9 @@ def decode_masked_into(
             raise FormatError(
                 f"cannot decode a {list(enc.shape)} tensor into {list(target.shape)}"
             )
-    if not out.is_contiguous() or (mask is not None and not mask.is_contiguous()):
-        fresh = torch.empty(enc.shape, dtype=out.dtype)
-        fresh_mask = None if mask is None else torch.empty(enc.shape, dtype=mask.dtype)
+    if not _writable_here(out) or (mask is not None and not _writable_here(mask)):
+        fresh = empty_like_numpy(enc.shape, out.dtype)
+        fresh_mask = None if mask is None else empty_like_numpy(enc.shape, mask.dtype)
         decode_masked_into(enc, fresh, fresh_mask, validate=False)
         out.copy_(fresh)
         if mask is not None and fresh_mask is not None:
@@ -311,8 +319,8 @@ def decode_masked_into(
 def csr_parts(
     enc: Encoded, *, validate: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """``(crow, col, values)`` (int32 indices) of a ``bitmask``, ``gaps`` or ``csr`` tensor
-    of at least 2 dims, without a dense intermediate; None for other formats.
+    """``(crow, col, values)`` (int32 indices, CPU tensors) of a ``bitmask``, ``gaps`` or
+    ``csr`` tensor of at least 2 dims, without a dense intermediate; None for other formats.
 
     The kept entries become the CSR entries, row by row in ascending column order (what
     ``to_sparse_csr`` gives for a tensor whose kept entries are its nonzeros).
@@ -320,6 +328,7 @@ def csr_parts(
     Raises:
         FormatError: inconsistent parts.
     """
+    enc = on_host(enc)
     if validate:
         validate_encoded(enc)
     if enc.format not in ("bitmask", "gaps", "csr") or len(enc.shape) < 2:
@@ -351,7 +360,9 @@ def _kept_positions(enc: Encoded) -> np.ndarray:
 
 
 def keep_mask(enc: Encoded, *, validate: bool = True) -> torch.Tensor:
-    """The keep-mask (True = kept) an encoding records (nonzeros for ``dense``)."""
+    """The keep-mask (True = kept, a CPU tensor) an encoding records (nonzeros for
+    ``dense``)."""
+    enc = on_host(enc)
     if validate:
         validate_encoded(enc)
     numel = math.prod(enc.shape)
@@ -377,11 +388,12 @@ def keep_mask(enc: Encoded, *, validate: bool = True) -> torch.Tensor:
 
 
 def decode(enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dense tensor and keep-mask of an encoded tensor (inverse of ``encode``).
+    """Dense tensor and keep-mask (CPU tensors) of an encoded tensor (inverse of ``encode``).
 
     Raises:
         FormatError: the parts are inconsistent with the format and shape (corrupt file).
     """
+    enc = on_host(enc)
     validate_encoded(enc)
     out = torch.empty(enc.shape, dtype=enc.parts["values"].dtype)
     decode_into(enc, out, validate=False)

@@ -66,6 +66,29 @@ class Encoded:
         return sum(p.numel() * p.element_size() for p in self.parts.values())
 
 
+def on_host(enc: Encoded) -> Encoded:
+    """``enc`` with every part in CPU memory (itself if they all are already), so the
+    numpy code that reads parts never sees a device tensor."""
+    if all(part.device.type == "cpu" for part in enc.parts.values()):
+        return enc
+    parts = {name: part.cpu() for name, part in enc.parts.items()}
+    return Encoded(enc.format, enc.shape, parts, enc.params)
+
+
+def nm_positions(enc: Encoded) -> torch.Tensor:
+    """In-group positions ``(groups, n)`` (int64, CPU) of an ``nm``-encoded tensor: the
+    inverse of the ``index`` packing in :func:`encode`."""
+    n, m = enc.params["n"], enc.params["m"]
+    width = math.ceil(math.log2(m))
+    groups = math.prod(enc.shape) // m
+    if n == 0:
+        return torch.zeros(groups, 0, dtype=torch.int64)
+    flat = np.unpackbits(enc.parts["index"].cpu().numpy(), count=groups * n * width)
+    bits = flat.reshape(groups * n, width)  # msb first
+    weights = (1 << np.arange(width - 1, -1, -1)).astype(np.int64)
+    return torch.from_numpy(bits.astype(np.int64) @ weights).reshape(groups, n)
+
+
 def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     """The ``(rows, cols)`` view every sparse format uses: first dim x the rest."""
     if len(shape) == 0:

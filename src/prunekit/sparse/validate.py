@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import FormatError
-from .formats import GAP_ESCAPE, Encoded, matrix_shape
+from .formats import GAP_ESCAPE, Encoded, matrix_shape, nm_positions, on_host
 
 _PARTS = {
     "dense": ({"values"}, set()),
@@ -50,7 +50,17 @@ def _check_bits(enc: Encoded, numel: int) -> int:
 
 
 def validate_encoded(enc: Encoded) -> None:
-    """Raise :class:`FormatError` unless ``enc``'s parts fit its format and shape."""
+    """Raise :class:`FormatError` unless ``enc``'s parts fit its format and shape.
+
+    Parts on another device are checked from a host copy.
+
+    Args:
+        enc: the encoded tensor.
+
+    Raises:
+        FormatError: naming the format, the shape and what does not fit.
+    """
+    enc = on_host(enc)
     if enc.format not in _PARTS:
         raise _fail(enc, f"unknown format (known: {sorted(_PARTS)})")
     if any(not isinstance(d, int) or d < 0 for d in enc.shape):
@@ -121,8 +131,6 @@ def _validate_nm(enc: Encoded, numel: int) -> None:
     _check_vector(enc, "index", torch.uint8, (stored * width + 7) // 8)
     if "bits" in enc.parts:
         _check_bits(enc, numel)
-    from .decode import nm_positions
-
     position = nm_positions(enc)
     if position.numel() and (int(position.max()) >= m or bool((position.diff(dim=1) <= 0).any())):
         raise _fail(enc, f"in-group positions must increase strictly and lie in [0, {m})")
