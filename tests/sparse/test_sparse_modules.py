@@ -155,3 +155,16 @@ def test_attention_projection_read_by_its_parent_stays_dense():
 def test_a_bare_linear_model_is_converted():
     conversion = to_sparse(_pruned_linear(32, 8, 0.9), kernel="csr")
     assert isinstance(conversion.model, CSRLinear)
+
+
+@pytest.mark.parametrize("rows", [4, 32, 64])
+def test_csr_linear_bias_gets_its_gradient_at_any_row_count(rows):
+    # Fine-tuning a converted model trains its biases: the input needs no gradient there,
+    # and from 32 rows on the compiled kernel (no backward) must not swallow the bias's.
+    lin = _pruned_linear(48, 24, 0.9)
+    sparse = CSRLinear.from_linear(lin)
+    x = torch.randn(rows, 48)
+    sparse(x).pow(2).sum().backward()
+    lin(x).pow(2).sum().backward()
+    assert sparse.bias.grad is not None
+    torch.testing.assert_close(sparse.bias.grad, lin.bias.grad, rtol=1e-4, atol=1e-5)

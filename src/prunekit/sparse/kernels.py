@@ -254,10 +254,22 @@ def _set_threads() -> int:
     return threads
 
 
-def usable(x: torch.Tensor, values: torch.Tensor) -> bool:
-    """True if :func:`csr_linear` should run for input rows ``x`` (2-D) and these values:
-    numba present, CPU, a supported dtype, at least :data:`MIN_ROWS` rows, and no gradient
-    needed (the kernel has no backward; torch's has)."""
+def usable(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
+    """True if :func:`csr_linear` should run for input rows ``x`` (2-D), these values and
+    this bias: numba present, CPU, a supported dtype, at least :data:`MIN_ROWS` rows, and
+    no gradient needed by any of them (the kernel has no backward; torch's has).
+
+    Args:
+        x: the input rows, (rows, in).
+        values: the CSR values.
+        bias: the layer's bias, or None.
+
+    Returns:
+        Whether the compiled kernel may compute the product.
+    """
+    wants_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, values, bias)
+    )
     return (
         numba is not None
         and x.device.type == "cpu"
@@ -265,7 +277,7 @@ def usable(x: torch.Tensor, values: torch.Tensor) -> bool:
         and x.dtype == values.dtype
         and x.dtype in DTYPES
         and x.shape[0] >= MIN_ROWS
-        and not (torch.is_grad_enabled() and x.requires_grad)
+        and not wants_grad
     )
 
 

@@ -2,7 +2,8 @@
 
 - :class:`CSRLinear`: ``y = (W_csr @ x^T)^T + b`` with ``torch.sparse.mm`` and int32
   indices (the fastest stock CPU path; ``F.linear`` with a sparse weight is slower), or
-  from :data:`.kernels.MIN_ROWS` input rows on, the compiled kernel of :mod:`.kernels`.
+  from :data:`.kernels.MIN_ROWS` input rows on, when neither the input nor the bias needs
+  a gradient, the compiled kernel of :mod:`.kernels`.
 - :class:`SemiStructuredLinear`: a 2:4 weight as torch's semi-structured sparse tensor
   (cuSPARSELt / CUTLASS), CUDA with fp16 / bf16 only.
 
@@ -94,7 +95,7 @@ class CSRLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)  # (N, in)
-        if kernels.usable(rows, self.values):
+        if kernels.usable(rows, self.values, self.bias):
             y = kernels.csr_linear(rows, self.crow, self.col, self.values, self.bias)
         else:
             y = self.torch_product(rows)
