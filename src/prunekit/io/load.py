@@ -227,10 +227,18 @@ def _csr_direct(model: nn.Module, manifest: Manifest, stored: Stored) -> set[str
     return direct
 
 
+def _mask_beside(target: torch.Tensor) -> torch.Tensor:
+    """An uninitialised bool tensor of ``target``'s shape on its device (CPU: in memory
+    numpy allocates, see :func:`empty_like_numpy`)."""
+    if target.device.type == "cpu":
+        return empty_like_numpy(tuple(target.shape), torch.bool)
+    return torch.empty(target.shape, dtype=torch.bool, device=target.device)
+
+
 def _decode_all(model: nn.Module, manifest: Manifest, stored: Stored, skip: set[str]) -> Masks:
-    """Decode every stored tensor but ``skip`` into the model's own memory; returns the
-    masks to put back. Entries that are not parameters or buffers of the stored dtype
-    go through ``load_state_dict``."""
+    """Decode every stored tensor but ``skip`` into the model's own memory, on whatever
+    device it is; returns the masks to put back (on the same devices). Entries that are
+    not parameters or buffers of the stored dtype go through ``load_state_dict``."""
     rest, masks = {}, {}
     with torch.no_grad():
         for name, enc in stored.items():
@@ -242,7 +250,7 @@ def _decode_all(model: nn.Module, manifest: Manifest, stored: Stored, skip: set[
             elif not manifest.tensors[name].masked:
                 decode_into(enc, target, validate=False)
             else:  # the bool mask is filled from the same positions
-                mask = empty_like_numpy(enc.shape, torch.bool)
+                mask = _mask_beside(target)
                 decode_masked_into(enc, target, mask, validate=False)
                 masks[name] = (mask, True)
     if rest:
@@ -258,7 +266,8 @@ def _decode_all(model: nn.Module, manifest: Manifest, stored: Stored, skip: set[
 
 def _load_strict(model: nn.Module, manifest: Manifest, stored: Stored) -> None:
     """Write every stored tensor into the model and restore masks and sparse layers (all
-    keys, shapes and parts already checked).
+    keys, shapes and parts already checked); every tensor stays on the device the model
+    was built on.
 
     Parameters and buffers are decoded in place (no temporary dense copy); a CSR layer
     whose weight is stored as bitmask, gaps or CSR is built from the stored parts without
@@ -271,8 +280,9 @@ def _load_strict(model: nn.Module, manifest: Manifest, stored: Stored) -> None:
         assert isinstance(linear, nn.Linear)  # checked by _csr_direct
         parts = csr_parts(stored[f"{name}.weight"], validate=False)
         assert parts is not None  # bitmask, gaps or csr, at least 2 dims
+        crow, col, values = (part.to(linear.weight.device) for part in parts)
         bias = None if linear.bias is None else linear.bias.detach()
-        model.set_submodule(name, CSRLinear(*parts, linear.in_features, bias))
+        model.set_submodule(name, CSRLinear(crow, col, values, linear.in_features, bias))
     apply_kernels(model, {k: v for k, v in manifest.sparse_modules.items() if k not in direct})
     for name, (mask, zeros_applied) in masks.items():
         module, attr, _ = _tensor_slot(model, name)
@@ -294,7 +304,8 @@ def load(
 
     Args:
         path: the artefact folder.
-        build: zero-argument factory of the original (unpruned) model, or such a model.
+        build: zero-argument factory of the original (unpruned) model, or such a model;
+            the model is loaded on the device it is built on (CUDA included).
         allow_import: allow ``package.module:factory`` references, which import code.
         verify: check the weights file against the manifest's checksum: True (default)
             uses XXH3-64 (CRC-32, then SHA-256, for older artefacts that lack it);
