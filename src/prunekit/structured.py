@@ -258,7 +258,7 @@ class _RemoveChannels:
                          self.name)
 
     def verify(self, work: nn.Module) -> None:
-        """Checked by :func:`cut_with_retries` after every attempt."""
+        check_still_runs(work, self.example_inputs, self.analysis.outputs, self.name)
 
     def result(self, work: nn.Module) -> nn.Module:
         return work
@@ -339,7 +339,7 @@ class StructuredPipeline:
             work, self.request.example_inputs, self.analysis, self.choose, self.name)
 
     def verify(self, work: nn.Module) -> None:
-        """The forward pass was checked after the cut; here: parameters really dropped."""
+        check_still_runs(work, self.request.example_inputs, self.analysis.outputs, self.name)
         if bool(self.decision.removed.any()) and count_parameters(work) >= self.params_before:
             raise InternalError("structured pruning removed channels but no parameter",
                                 "this is a prunekit bug; please report it with the model")

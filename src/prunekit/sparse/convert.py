@@ -147,10 +147,24 @@ def _decide(
         return KernelChoice("dense", None, None, "requested"), None
     if wanted not in candidate_kernels(linear):
         return KernelChoice("dense", None, None, f"{wanted} unavailable on this device/dtype"), None
+    module, refusal = _sparse_or_refusal(linear, wanted)
+    if module is None:
+        return KernelChoice("dense", None, None, refusal), None
+    return KernelChoice(wanted, None, None, "requested"), module
+
+
+def _sparse_or_refusal(linear: nn.Linear, kernel: str) -> tuple[nn.Module | None, str]:
+    """The sparse layer, or None and why torch's 2:4 kernels refused this layer's shape.
+
+    Only 2:4 may refuse (its kernels accept a limited set of shapes, known only by trying);
+    any other failure is a bug and propagates.
+    """
+    if kernel != "2:4":
+        return sparse_module(linear, kernel), ""
     try:
-        return KernelChoice(wanted, None, None, "requested"), sparse_module(linear, wanted)
-    except (RuntimeError, ValueError) as exc:  # e.g. a shape the 2:4 kernels refuse
-        return KernelChoice("dense", None, None, f"{wanted} refused this layer: {exc}"), None
+        return sparse_module(linear, kernel), ""
+    except (RuntimeError, ValueError) as exc:
+        return None, f"{kernel} refused this layer: {exc}"
 
 
 def to_sparse(
@@ -300,11 +314,11 @@ def apply_kernels(model: nn.Module, kernels: Mapping[str, str]) -> dict[str, str
                 "%s: kernel %s is unavailable on this device/dtype; stays dense", name, kernel
             )
             continue
-        try:
-            model.set_submodule(name, sparse_module(linear, kernel))
-        except (RuntimeError, ValueError) as exc:
-            log.warning("%s: kernel %s refused this layer (%s); stays dense", name, kernel, exc)
+        module, refusal = _sparse_or_refusal(linear, kernel)
+        if module is None:
+            log.warning("%s: %s; stays dense", name, refusal)
             continue
+        model.set_submodule(name, module)
         applied[name] = kernel
     return applied
 

@@ -1,15 +1,13 @@
 """Physically remove channels: slice parameters and buffers, then fix module attributes.
 
 :func:`kept_indices` turns a channel removal mask into kept indices per tensor dim and
-:func:`sliced_tensors` computes the new data (both pure); :func:`pruned_copy` or
-:func:`install` put it in place and :func:`finish` fixes module attributes;
-:func:`snapshot` / :func:`restore` undo an in-place cut.
+:func:`sliced_tensors` computes the new data (both pure); :func:`install` puts it in place
+and :func:`finish` fixes module attributes. Undoing a cut is the pipeline's snapshot's job
+(:class:`prunekit.pipeline.ModelSnapshot`).
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -52,42 +50,9 @@ def simple_attributes(module: nn.Module) -> dict[str, Any]:
     return attrs
 
 
-@dataclass
-class Snapshot:
-    """Tensors and attributes of the modules surgery touches, to undo it."""
-
-    tensors: dict[str, torch.Tensor]
-    attributes: dict[str, dict[str, Any]]
-
-
 def touched_modules(kept: dict[str, Any], head_attrs: dict[str, dict[str, int]]) -> list[str]:
     names = {key.rpartition(".")[0] for key in kept} | set(head_attrs)
     return sorted(names)
-
-
-def snapshot(
-    model: nn.Module, kept: dict[str, Any], head_attrs: dict[str, dict[str, int]]
-) -> Snapshot:
-    tensors = {}
-    for key in kept:
-        module, leaf = _owner(model, key)
-        tensors[key] = getattr(module, leaf).data
-    attributes = {
-        name: simple_attributes(model.get_submodule(name))
-        for name in touched_modules(kept, head_attrs)
-    }
-    return Snapshot(tensors, attributes)
-
-
-def restore(model: nn.Module, snap: Snapshot) -> None:
-    """Put back the tensors and attributes recorded by :func:`snapshot`."""
-    for key, data in snap.tensors.items():
-        module, leaf = _owner(model, key)
-        _set_tensor(module, leaf, data)
-    for name, attrs in snap.attributes.items():
-        module = model.get_submodule(name)
-        for attr, value in attrs.items():
-            setattr(module, attr, value)
 
 
 def _set_tensor(module: nn.Module, leaf: str, data: torch.Tensor) -> None:
@@ -110,19 +75,6 @@ def sliced_tensors(
             data = data.index_select(dim, torch.tensor(index, dtype=torch.long, device=data.device))
         new[key] = data.contiguous()
     return new
-
-
-def pruned_copy(model: nn.Module, new: dict[str, torch.Tensor]) -> nn.Module:
-    """Deep copy of ``model`` whose sliced tensors are ``new`` (the originals are not cloned)."""
-    memo: dict[int, Any] = {}
-    for key, data in new.items():
-        module, leaf = _owner(model, key)
-        tensor = getattr(module, leaf)
-        if isinstance(tensor, nn.Parameter):
-            memo[id(tensor)] = nn.Parameter(data, requires_grad=tensor.requires_grad)
-        else:
-            memo[id(tensor)] = data
-    return copy.deepcopy(model, memo)
 
 
 def install(model: nn.Module, new: dict[str, torch.Tensor]) -> None:
