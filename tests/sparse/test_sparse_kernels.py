@@ -3,6 +3,7 @@ the gaps decoder and gaps-to-CSR equal the plain paths for any split across thre
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -21,9 +22,10 @@ needs_numba = pytest.mark.skipif(not kernels.available(), reason="numba not inst
 @pytest.fixture(autouse=True)
 def _numba_pool_started_like_the_library_does():
     """Tests below call private kernels directly; starting numba's pool through
-    ``_set_threads`` first keeps torch's thread count as the suite set it."""
+    ``_threads`` first keeps torch's thread count as the suite set it."""
     if kernels.available():
-        kernels._set_threads()
+        with kernels._threads():
+            pass
 
 
 def _pruned_linear(inp: int, out: int, sparsity: float, bias: bool, dtype: torch.dtype) -> nn.Linear:
@@ -178,15 +180,18 @@ def test_large_gaps_decode_and_csr_parts_equal_the_numpy_paths(monkeypatch, mask
     assert all(torch.equal(a, b) for a, b in zip(compiled[2], plain[2], strict=True))
 
 
+KERNEL_CALLS = {  # each public entry point: the CSR product, the gaps decoder, gaps to CSR
+    "product": "CSRLinear.from_linear(torch.nn.Linear(64, 64))(torch.randn(64, 64))",
+    "decode": "decode(encode(torch.zeros(8, 8), 'gaps', torch.eye(8) > 0))",
+    "csr": "csr_parts(encode(torch.eye(8), 'gaps'))",
+}
+
+
 @needs_numba
 def test_the_first_kernel_call_keeps_torchs_thread_count():
     """Starting numba's OpenMP pool resets the runtime torch shares; a fresh process shows it,
     for each public entry point (the CSR product, the gaps decoder, gaps to CSR)."""
-    calls = {
-        "product": "CSRLinear.from_linear(torch.nn.Linear(64, 64))(torch.randn(64, 64))",
-        "decode": "decode(encode(torch.zeros(8, 8), 'gaps', torch.eye(8) > 0))",
-        "csr": "csr_parts(encode(torch.eye(8), 'gaps'))",
-    }
+    calls = KERNEL_CALLS
     for name, call in calls.items():
         script = (
             "import torch\n"
@@ -200,6 +205,32 @@ def test_the_first_kernel_call_keeps_torchs_thread_count():
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                               check=True)
         assert done.stdout.strip() == "1", name
+
+
+@needs_numba
+@pytest.mark.parametrize("user_setting", [None, 2])
+def test_kernel_calls_leave_numbas_thread_count_as_the_user_had_it(user_setting):
+    """The kernels run on torch's thread count (1 here), and numba's own count is put back
+    after every call: its default (3, from NUMBA_NUM_THREADS) if the user never set it,
+    else what they set. A fresh process, so the pool starts inside the first call or before."""
+    setup = "" if user_setting is None else (
+        f"numba.set_num_threads({user_setting})\ntorch.set_num_threads(1)\n")
+    expected = "3" if user_setting is None else str(user_setting)
+    script = (
+        "import numba, torch\n"
+        "from prunekit.sparse import CSRLinear\n"
+        "from prunekit.sparse.decode import csr_parts, decode\n"
+        "from prunekit.sparse.formats import encode\n"
+        "torch.set_num_threads(1)\n"
+        f"{setup}"
+        "with torch.no_grad():\n"
+        + "".join(f"    {call}\n    print(numba.get_num_threads(), torch.get_num_threads())\n"
+                  for call in KERNEL_CALLS.values())
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, env={**os.environ, "NUMBA_NUM_THREADS": "3"})
+    counts = dict(zip(KERNEL_CALLS, done.stdout.strip().splitlines(), strict=True))
+    assert counts == {name: f"{expected} 1" for name in KERNEL_CALLS}
 
 
 @needs_numba

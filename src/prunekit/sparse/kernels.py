@@ -21,7 +21,8 @@ kernels do not cover, callers keep their torch / numpy paths.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -216,11 +217,11 @@ def gaps_into(
     keep-mask into ``mask``. Call only where :func:`gaps_usable` is True and the parts passed
     :func:`.validate.validate_encoded`: the kernel does not check bounds."""
     assert numba is not None
-    threads = _set_threads()  # always: any parallel call may start numba's pool
-    shares = threads if out.numel() >= 1 << 20 else 1
-    flags = np.empty(0, dtype=bool) if mask is None else mask.detach().view(-1).numpy()
-    target = out.detach().view(-1).numpy()
-    _gaps_into(codes.numpy(), values.detach().numpy(), target, flags, shares)
+    with _threads() as threads:  # always: any parallel call may start numba's pool
+        shares = threads if out.numel() >= 1 << 20 else 1
+        flags = np.empty(0, dtype=bool) if mask is None else mask.detach().view(-1).numpy()
+        target = out.detach().view(-1).numpy()
+        _gaps_into(codes.numpy(), values.detach().numpy(), target, flags, shares)
 
 
 def gaps_csr(
@@ -229,29 +230,42 @@ def gaps_csr(
     """``(crow, col)`` (int32) of a validated ``gaps`` part with ``nnz`` kept entries (its
     values' count) of a ``(rows, cols)`` matrix."""
     assert numba is not None
-    threads = _set_threads()
-    shares = threads if codes.numel() >= 1 << 18 else 1
     crow = np.empty(rows + 1, dtype=np.int32)
     col = np.empty(nnz, dtype=np.int32)
-    _gaps_csr(codes.numpy(), cols, crow, col, shares)
+    with _threads() as threads:
+        shares = threads if codes.numel() >= 1 << 18 else 1
+        _gaps_csr(codes.numpy(), cols, crow, col, shares)
     return torch.from_numpy(crow), torch.from_numpy(col)
 
 
-def _set_threads() -> int:
-    """Give numba ``torch.get_num_threads()`` threads (within its own maximum); returns it.
+@contextlib.contextmanager
+def _threads() -> Iterator[int]:
+    """Inside the block numba runs ``torch.get_num_threads()`` threads (within its own
+    maximum; the count is yielded); after it, numba's and torch's thread counts are what
+    they were before.
 
     numba's OpenMP pool runs in the OpenMP runtime torch already loaded, and starting it (on
-    the first call) sets that runtime's thread count to numba's maximum, which would
-    silently undo the user's ``torch.set_num_threads``: so torch's count is put back.
+    the first call, which reading numba's count does) sets that runtime's thread count to
+    numba's maximum, which would silently undo the user's ``torch.set_num_threads``: so
+    torch's count is put back too.
     """
     assert numba is not None
     wanted = torch.get_num_threads()
+    users = numba.get_num_threads()  # starts the pool if it was not running
     most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
     threads = max(1, min(wanted, most))
     numba.set_num_threads(threads)
+    _restore_torch_threads(wanted)
+    try:
+        yield threads
+    finally:
+        numba.set_num_threads(users)
+        _restore_torch_threads(wanted)
+
+
+def _restore_torch_threads(wanted: int) -> None:
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
-    return threads
 
 
 def usable(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
@@ -292,12 +306,12 @@ def csr_linear(
 
     Call only where :func:`usable` is True. Threads: ``torch.get_num_threads()``.
     """
-    _set_threads()
     rows, in_features = x.shape
     out_features = crow.numel() - 1
     xt = torch.empty(in_features, rows, dtype=x.dtype)
-    _transpose_into(x.detach().contiguous().numpy(), xt.numpy())
     y = torch.empty(rows, out_features, dtype=x.dtype)
     b = np.empty(0, dtype=xt.numpy().dtype) if bias is None else bias.detach().to(x.dtype).numpy()
-    _csr_rows(crow.numpy(), col.numpy(), values.numpy(), b, xt.numpy(), y.numpy())
+    with _threads():
+        _transpose_into(x.detach().contiguous().numpy(), xt.numpy())
+        _csr_rows(crow.numpy(), col.numpy(), values.numpy(), b, xt.numpy(), y.numpy())
     return y
