@@ -4,6 +4,7 @@ failures recorded, reports written."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 from prunekit import zoo
 from prunekit.compare import CompareSettings, parse_variants, run_comparison
 from prunekit.data import DataBundle, TensorLoader
+from prunekit.errors import ArtifactExistsError
 from prunekit.report import flat_rows, to_csv, write_reports
 
 
@@ -73,12 +75,34 @@ def test_interrupted_run_keeps_finished_variants_and_resumes(tmp_path: Path) -> 
     assert not resumed["interrupted"]
 
 
-def test_changed_settings_do_not_reuse_old_results(tmp_path: Path) -> None:
+def test_changed_settings_are_refused_then_discarded_only_with_fresh(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     run_comparison(_settings(tmp_path, "unstructured-50"), _mlp, _data())
+    before = (tmp_path / "results.json").read_text()
     other = CompareSettings(tuple(parse_variants("unstructured-50")), tmp_path, model_ref="mlp",
-                            quick=True, progress=False, seed=1)
-    data = run_comparison(other, _mlp, _data())
+                            quick=True, progress=False, seed=1, lr=0.05)
+    with pytest.raises(ArtifactExistsError) as info:
+        run_comparison(other, _mlp, _data())
+    message = str(info.value)
+    assert "seed: 0 -> 1" in message and "lr: 0.02 -> 0.05" in message
+    assert "--fresh" in message and "another --out" in message
+    assert "unstructured-50" in message  # names what --fresh would discard
+    assert (tmp_path / "results.json").read_text() == before  # nothing touched
+
+    with caplog.at_level(logging.WARNING, logger="prunekit"):
+        data = run_comparison(other, _mlp, _data(), fresh=True)
     assert data["settings"]["seed"] == 1
+    assert data["baseline"]["source"] == "trained"  # the cached baseline went too
+    discarded = [r.getMessage() for r in caplog.records if "--fresh: discarding" in r.getMessage()]
+    assert any("unstructured-50" in m for m in discarded)
+    assert any("baseline" in m for m in discarded)
+
+
+def test_a_changed_setting_with_nothing_finished_is_no_loss(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text(json.dumps(
+        {"schema": 1, "settings": {"seed": 5}, "dense": None, "variants": {}}))
+    data = run_comparison(_settings(tmp_path, "unstructured-50"), _mlp, _data())
+    assert data["variants"]["unstructured-50"]["status"] == "done"
 
 
 def test_reports_name_every_variant_and_list_failures(tmp_path: Path) -> None:
@@ -96,4 +120,4 @@ def test_reports_name_every_variant_and_list_failures(tmp_path: Path) -> None:
     csv_lines = to_csv(flat_rows(data)).splitlines()
     assert csv_lines[0].startswith("variant,family,status,acc_before")
     assert [line.split(",")[0] for line in csv_lines[1:]] == [
-        "dense", "unstructured-90", "structured-50"]
+        "dense", "dense+recovery", "unstructured-90", "structured-50"]

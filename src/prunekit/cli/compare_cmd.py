@@ -12,12 +12,13 @@ from rich.console import Console
 
 from ..compare import CompareSettings, parse_variants, run_comparison
 from ..compare.baseline import save_checkpoint, shipped_stem, train_baseline
+from ..compare.datasets import comparison_data
+from ..compare.requirements import check_requirements
 from ..compare.settings import DEFAULT_MODEL, FINETUNE_LR
-from ..compare.store import RESULTS_FILE
-from ..data import DataBundle, fashion_mnist, load_factory
+from ..compare.store import RESULTS_FILE, ResultStore
 from ..errors import SpecError
-from ..report import render_terminal, write_reports
-from .errors import report_failures
+from ..report import failed_rows, render_terminal, write_reports
+from .errors import CheckFailed, report_failures
 from .model_ref import build_model
 
 
@@ -34,18 +35,11 @@ def _variant_text(variants: str | None, variants_file: Path | None) -> str | Non
     return ",".join(n for n in names if n)
 
 
-def _data(settings: CompareSettings) -> DataBundle:
-    if settings.dataset_ref is not None:
-        return load_factory(settings.dataset_ref, seed=settings.seed)
-    return fashion_mnist(settings.data_dir, seed=settings.seed,
-                         train_limit=settings.train_limit, test_limit=settings.test_limit)
-
-
 def _train_only(settings: CompareSettings, console: Console) -> None:
     """Train the dense baseline from scratch and write it (the shipped checkpoint by default)."""
     import torch
 
-    data = _data(settings)
+    data = comparison_data(settings)
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
         model = build_model(settings.model_ref)
@@ -62,14 +56,25 @@ def _train_only(settings: CompareSettings, console: Console) -> None:
     console.print(f"baseline accuracy {card['accuracy']:.4f}; wrote {stem}.safetensors / .json")
 
 
-def _finish(data: dict[str, Any], settings: CompareSettings, as_json: bool,
+def _finish(data: dict[str, Any], settings: CompareSettings, as_json: bool, plots: bool,
             console: Console) -> None:
-    paths = write_reports(data, settings.out_dir)
+    """Write the reports, show the table, then exit 1 if anything failed.
+
+    Raises:
+        CheckFailed: a variant (or the dense control) failed; names each one.
+    """
+    paths = write_reports(data, settings.out_dir, plots=plots)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
-        return
-    render_terminal(data, console)
-    console.print(f"reports: {', '.join(str(p) for p in paths)}")
+    else:
+        render_terminal(data, console)
+        console.print(f"reports: {', '.join(str(p) for p in paths)}")
+    failed = failed_rows(data)
+    if failed:
+        raise CheckFailed(
+            f"{len(failed)} of {len(data.get('requested', [])) + 1} runs failed: "
+            + "; ".join(f"{name}: {error}" for name, error in failed.items())
+            + f" (the others are reported in {settings.out_dir / 'report.md'})")
 
 
 @report_failures
@@ -103,12 +108,22 @@ def compare_command(
     as_json: bool = typer.Option(False, "--json", help="print results as JSON"),
     train_baseline_flag: bool = typer.Option(
         False, "--train-baseline", help="train the dense baseline from scratch, write it, stop"),
+    fresh: bool = typer.Option(
+        False, "--fresh",
+        help="discard the results and cached baseline already in --out (made with other "
+        "settings) instead of refusing to run; what is discarded is logged"),
+    plots: bool = typer.Option(
+        True, "--plots/--no-plots", help="draw the PNG plots (needs matplotlib)"),
     progress: bool = typer.Option(True, help="progress bars"),
 ) -> None:
     """Prune one dense model several ways, fine-tune each, and measure them side by side.
 
     Writes report.md, results.json, results.csv and PNG plots to --out. Finished variants
-    are kept as they complete; rerunning the same command resumes.
+    are kept as they complete; rerunning the same command resumes. Besides the variants, the
+    dense baseline is fine-tuned with the same budget (the dense+recovery control row), and
+    each variant's accuracy is reported against both. Exit code 1 when a variant failed
+    (the others are still reported); a folder holding results made with other settings is
+    refused unless --fresh.
 
     Examples: `prunekit compare` (one variant per family, shipped baseline);
     `prunekit compare --variants all --distill` (the full table);
@@ -125,20 +140,23 @@ def compare_command(
         distill=distill, quick=quick, seed=seed, threads=threads, lr=lr, fade=fade,
         gradual=gradual, augment=augment, progress=progress,
     )
+    check_requirements(settings, plots=plots and not train_baseline_flag)
     build_model(settings.model_ref)  # fail early on a broken factory
     if train_baseline_flag:
         _train_only(settings, console)
         return
-    data = _data(settings)
+    ResultStore(settings.out_dir, settings.fingerprint()).check(fresh=fresh)
+    data = comparison_data(settings)
     try:
-        results = run_comparison(settings, lambda: build_model(settings.model_ref), data)
+        results = run_comparison(settings, lambda: build_model(settings.model_ref), data,
+                                 fresh=fresh)
     except KeyboardInterrupt:
         path = settings.out_dir / RESULTS_FILE
         if path.is_file():
-            write_reports(json.loads(path.read_text()), settings.out_dir)
+            write_reports(json.loads(path.read_text()), settings.out_dir, plots=plots)
         console.print(f"[yellow]interrupted[/yellow]: finished variants kept in {path}; "
                       "rerun the same command to resume")
         raise
     logging.getLogger(__name__).debug("done: %s", list(results["variants"]))
-    _finish(results, settings, as_json, console)
+    _finish(results, settings, as_json, plots, console)
 

@@ -1,18 +1,26 @@
-"""The dense baseline: load the shipped checkpoint, a cached one, or train and cache it."""
+"""The dense baseline: load the shipped checkpoint, a cached one, or train and cache it.
+
+The shipped checkpoint is package data (``prunekit/compare/checkpoints/``), read through
+:mod:`importlib.resources`, so a wheel install finds it as well as a source checkout.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save_file
 from torch import nn
 
 from ..data.bundle import DataBundle
@@ -20,9 +28,15 @@ from ..errors import FormatError
 from ..measure.accuracy import evaluate_accuracy
 from ..recover import RecoveryConfig, finetune
 
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:
+        from importlib.abc import Traversable
+
 log = logging.getLogger(__name__)
 
-SHIPPED_DIR = Path(__file__).resolve().parents[3] / "checkpoints"
+SHIPPED_FOLDER = "checkpoints"  # inside this package
 BASELINE_CONFIG = RecoveryConfig(
     epochs=4, lr=0.1, momentum=0.9, weight_decay=5e-4, warmup_steps=100, seed=0
 )
@@ -49,20 +63,48 @@ def save_checkpoint(model: nn.Module, card: dict[str, Any], stem: Path) -> None:
     _atomic_write(stem.with_suffix(".json"), lambda p: p.write_text(text))
 
 
-def load_checkpoint(model: nn.Module, stem: Path) -> dict[str, Any] | None:
-    """Load ``stem.safetensors`` strictly into ``model``; return its card, or None if absent.
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """A checkpoint's two files: weights (safetensors) and card (JSON).
+
+    Attributes:
+        weights: the ``.safetensors`` file (a path or a package resource).
+        card: the ``.json`` card beside it.
+    """
+
+    weights: Traversable
+    card: Traversable
+
+    @classmethod
+    def at(cls, stem: Path) -> CheckpointFiles:
+        """The files ``stem.safetensors`` and ``stem.json``."""
+        return cls(stem.with_suffix(".safetensors"), stem.with_suffix(".json"))
+
+    def exists(self) -> bool:
+        """Both files are present."""
+        return self.weights.is_file() and self.card.is_file()
+
+
+def load_checkpoint(model: nn.Module, files: CheckpointFiles) -> dict[str, Any] | None:
+    """Load the weights strictly into ``model``; return the card, or None if a file is absent.
+
+    Args:
+        model: the freshly built model to load into.
+        files: where the checkpoint lives (a folder on disk or package data).
+
+    Returns:
+        The card, or None when the checkpoint is not there.
 
     Raises:
         FormatError: the files exist but are unreadable or do not fit the model.
     """
-    weights, card_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    if not (weights.is_file() and card_path.is_file()):
+    if not files.exists():
         return None
     try:
-        card: dict[str, Any] = json.loads(card_path.read_text())
-        model.load_state_dict(load_file(str(weights)), strict=True)
+        card: dict[str, Any] = json.loads(files.card.read_text())
+        model.load_state_dict(load_bytes(files.weights.read_bytes()), strict=True)
     except (OSError, ValueError, RuntimeError) as exc:
-        raise FormatError(f"cannot load baseline {weights}: {exc}",
+        raise FormatError(f"cannot load baseline {files.weights}: {exc}",
                           "delete the file to retrain the baseline") from exc
     return card
 
@@ -105,9 +147,16 @@ def train_baseline(
     }
 
 
+def shipped_files(model_ref: str) -> CheckpointFiles:
+    """The checkpoint of a zoo model shipped with prunekit (package data; may be absent)."""
+    folder = resources.files(__package__).joinpath(SHIPPED_FOLDER)
+    return CheckpointFiles(folder.joinpath(f"{model_ref}.safetensors"),
+                           folder.joinpath(f"{model_ref}.json"))
+
+
 def shipped_stem(model_ref: str) -> Path:
-    """Where the project's own trained checkpoint of a zoo model lives."""
-    return SHIPPED_DIR / model_ref
+    """Where ``--train-baseline`` writes the shipped checkpoint: this package's folder on disk."""
+    return Path(__file__).resolve().parent / SHIPPED_FOLDER / model_ref
 
 
 def baseline_config(quick: bool) -> RecoveryConfig:
@@ -122,7 +171,7 @@ def ensure_baseline(
     data: DataBundle,
     *,
     cache_stem: Path,
-    shipped: Path | None,
+    shipped: CheckpointFiles | None,
     quick: bool = False,
     retrain: bool = False,
     progress: bool = True,
@@ -133,19 +182,43 @@ def ensure_baseline(
         model: freshly built model (loaded or trained in place).
         data: training data (used only when training).
         cache_stem: ``<out>/baseline/model`` style stem for the run's own cache.
-        shipped: stem of a checkpoint shipped with prunekit for this model and data, if any.
+        shipped: the checkpoint shipped with prunekit for this model and data, if any.
         quick: train the short recipe when nothing is cached.
         retrain: ignore shipped and cached weights.
         progress: show progress bars.
 
     Returns:
         The baseline card, with ``"source"`` set to shipped / cached / trained.
+
+    Raises:
+        FormatError: a checkpoint exists but cannot be loaded into ``model``.
     """
+    cached = CheckpointFiles.at(cache_stem)
     if not retrain:
-        for source, stem in (("shipped", shipped), ("cached", cache_stem)):
-            if stem is not None and (card := load_checkpoint(model, stem)) is not None:
-                log.info("dense baseline: %s %s", source, stem)
-                return {**card, "source": source, "path": str(stem.with_suffix(".safetensors"))}
-    card = train_baseline(model, data, baseline_config(quick), progress=progress)
+        for source, files in (("shipped", shipped), ("cached", cached)):
+            if files is not None and (card := load_checkpoint(model, files)) is not None:
+                log.info("dense baseline: %s %s", source, files.weights)
+                return {**card, "source": source, "path": str(files.weights)}
+    config = baseline_config(quick)
+    log.warning("%s: training the dense baseline (%d epoch(s)) and caching it in %s",
+                _why_training(shipped, retrain), config.epochs, cached.weights)
+    card = train_baseline(model, data, config, progress=progress)
     save_checkpoint(model, card, cache_stem)
-    return {**card, "source": "trained", "path": str(cache_stem.with_suffix(".safetensors"))}
+    return {**card, "source": "trained", "path": str(cached.weights)}
+
+
+def _why_training(shipped: CheckpointFiles | None, retrain: bool) -> str:
+    if retrain:
+        return "retraining asked for"
+    if shipped is not None:
+        return (f"the shipped baseline {shipped.weights} is missing from this installation "
+                "(reinstall prunekit to get it back)")
+    return "no shipped baseline for this model and data, none cached"
+
+
+def discard_cached_baseline(cache_stem: Path) -> None:
+    """Delete a run's cached baseline (``--fresh``: it may come from other settings)."""
+    for path in (cache_stem.with_suffix(".safetensors"), cache_stem.with_suffix(".json")):
+        if path.is_file():
+            log.warning("--fresh: discarding the cached baseline %s", path)
+            path.unlink()

@@ -15,15 +15,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.bundle import DataBundle
-from ..data.loaders import TensorLoader
 from ..errors import PrunekitError
 from ..measure.accuracy import evaluate_accuracy
 from ..measure.latency import fixed_threads
-from ..recover import finetune
-from .baseline import ensure_baseline, shipped_stem
+from .baseline import discard_cached_baseline, ensure_baseline, shipped_files
+from .control import CONTROL_FAMILY, CONTROL_NAME, run_control
 from .gradual import training_start
 from .measuring import MeasureContext, measure_model
 from .pipeline import deployable, layer_table, prune_variant, save_bytes
+from .recovery import finetune_record, recover
 from .settings import DEFAULT_MODEL, CompareSettings
 from .store import ResultStore
 from .variants import Variant
@@ -49,9 +49,24 @@ def _environment(settings: CompareSettings) -> dict[str, Any]:
     }
 
 
-def _load_dense(
-    factory: Callable[[], nn.Module], data: DataBundle, settings: CompareSettings, retrain: bool
+def load_dense(
+    factory: Callable[[], nn.Module], data: DataBundle, settings: CompareSettings,
+    retrain: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
+    """The dense baseline of a comparison: shipped, cached in ``--out``, or trained.
+
+    Args:
+        factory: builds the untrained model (seeded with ``settings.seed``).
+        data: training data (used only when the baseline must be trained).
+        settings: the run's settings.
+        retrain: train even if a checkpoint exists.
+
+    Returns:
+        ``(model, card)``: the model in eval mode (channels_last) and its baseline card.
+
+    Raises:
+        FormatError: a checkpoint exists but does not fit the model.
+    """
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
         model = factory()
@@ -59,7 +74,7 @@ def _load_dense(
     default = settings.model_ref == DEFAULT_MODEL and settings.dataset_ref is None
     card = ensure_baseline(
         model, data, cache_stem=settings.out_dir / "baseline" / "model",
-        shipped=shipped_stem(DEFAULT_MODEL) if default else None,
+        shipped=shipped_files(DEFAULT_MODEL) if default else None,
         quick=settings.quick, retrain=retrain, progress=settings.progress,
     )
     return model.eval(), card
@@ -93,20 +108,11 @@ def run_variant(variant: Variant, dense: nn.Module, data: DataBundle, ctx: Measu
                                                description=f"evaluate {variant.name}")
     begin = training_start(contiguous, variant, result, example, gradual=settings.gradual,
                            fade=settings.fade, seed=settings.seed)
-    model = begin.model.to(memory_format=torch.channels_last)
-    dense.to(memory_format=torch.channels_last)  # the teacher, in its faster layout
-    if isinstance(data.train, TensorLoader):
-        data.train.epoch = 0  # every variant sees the same batches, whatever ran before it
-        data.train.augment = settings.augment
-    report = finetune(model, data.train, settings.recovery(), teacher=dense,
-                      progress=settings.progress, description=f"fine-tune {variant.name}",
-                      pruner=begin.pruner)
+    report = recover(begin.model, data, settings, teacher=dense, pruner=begin.pruner,
+                     description=f"fine-tune {variant.name}")
     result = begin.finish(result)
     model = result.model
-    row["finetune"] = {"steps": report.steps, "epochs": report.epochs,
-                       "seconds": round(report.seconds, 1), "losses": report.losses,
-                       "distill": settings.distill, "schedule": begin.describe(),
-                       "augment": settings.augment}
+    row["finetune"] = finetune_record(report, settings, begin.describe())
     row["accuracy"] = evaluate_accuracy(model, data.test, progress=settings.progress,
                                         description=f"evaluate {variant.name}")
     row["disk"] = save_bytes(result, settings.out_dir / "models" / variant.name,
@@ -119,11 +125,14 @@ def run_variant(variant: Variant, dense: nn.Module, data: DataBundle, ctx: Measu
     return row
 
 
-def _failed(variant: Variant, exc: BaseException) -> dict[str, Any]:
-    log.warning("variant %s failed: %s", variant.name, exc)
+def _failed(name: str, family: str, sparsity: float, exc: BaseException) -> dict[str, Any]:
+    log.warning("%s failed: %s", name, exc)
     message = exc.message if isinstance(exc, PrunekitError) else f"{type(exc).__name__}: {exc}"
-    return {"name": variant.name, "family": variant.family, "sparsity": variant.sparsity,
-            "status": "failed", "error": message}
+    return {"name": name, "family": family, "sparsity": sparsity, "status": "failed",
+            "error": message}
+
+
+FAILURES = (PrunekitError, ImportError, RuntimeError)  # recorded; the run goes on
 
 
 def run_comparison(
@@ -132,26 +141,38 @@ def run_comparison(
     data: DataBundle,
     *,
     retrain_baseline: bool = False,
+    fresh: bool = False,
     on_variant: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run every variant of ``settings`` and return the results (also in results.json).
 
     Finished variants are written to ``settings.out_dir/results.json`` at once, so an
     interruption loses only the variant in progress; a rerun with the same settings reuses
-    them. A variant that fails is recorded with its error and the run goes on.
+    them. Results made with other settings are never dropped silently: the run refuses to
+    start unless ``fresh`` is set. A variant that fails is recorded with its error and the
+    run goes on.
 
     Args:
         settings: what to run.
         model_factory: builds the (untrained) model.
         data: training and test batches.
         retrain_baseline: train the dense model even if a checkpoint exists.
-        on_variant: called with each finished row (dense first).
+        fresh: discard the results (and the cached baseline) already in ``out_dir``
+            instead of resuming them; what is discarded is logged.
+        on_variant: called with each finished row (dense first, then the dense control).
 
     Returns:
         The results document (see :class:`ResultStore`).
+
+    Raises:
+        ArtifactExistsError: ``out_dir`` holds results made with other settings and
+            ``fresh`` is not set (nothing has been run or written).
+        FormatError: ``out_dir``'s results.json or cached baseline is unreadable.
     """
     store = ResultStore(settings.out_dir, settings.fingerprint())
-    reused = store.resume()
+    reused = store.resume(fresh=fresh)
+    if fresh:
+        discard_cached_baseline(settings.out_dir / "baseline" / "model")
     store.data["environment"] = _environment(settings)
     store.data["requested"] = [v.name for v in settings.variants]
     store.data["interrupted"] = False
@@ -174,7 +195,7 @@ def _run_all(
     retrain_baseline: bool,
     on_variant: Callable[[dict[str, Any]], None] | None,
 ) -> None:
-    dense, card = _load_dense(model_factory, data, settings, retrain_baseline)
+    dense, card = load_dense(model_factory, data, settings, retrain_baseline)
     store.data["baseline"] = {"source": card["source"], "path": card["path"]}
     ctx = MeasureContext.create(deployable(dense), _inputs(data, (1, 64)), settings.threads,
                                 settings.latency_rounds)
@@ -182,6 +203,14 @@ def _run_all(
         store.put_dense(_dense_row(dense, data, ctx, settings, card))
     if on_variant is not None:
         on_variant(store.data["dense"])
+    if (store.data.get("control") or {}).get("status") != "done":
+        try:
+            control = run_control(dense, data, ctx, settings)
+        except FAILURES as exc:
+            control = _failed(CONTROL_NAME, CONTROL_FAMILY, 0.0, exc)
+        store.put_control(control)
+    if on_variant is not None:
+        on_variant(store.data["control"])
     bar = tqdm(settings.variants, desc="variants", disable=not settings.progress, leave=False)
     for variant in bar:
         bar.set_postfix(variant=variant.name)
@@ -190,8 +219,8 @@ def _run_all(
         else:
             try:
                 row = run_variant(variant, copy.deepcopy(dense), data, ctx, settings)
-            except (PrunekitError, ImportError, RuntimeError) as exc:
-                row = _failed(variant, exc)
+            except FAILURES as exc:
+                row = _failed(variant.name, variant.family, variant.sparsity, exc)
             store.put_variant(variant.name, row)
         if on_variant is not None:
             on_variant(store.data["variants"][variant.name])

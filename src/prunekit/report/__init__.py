@@ -7,7 +7,7 @@ from typing import Any
 
 from ..compare.store import write_json_atomic
 from .markdown import render_markdown
-from .rows import COLUMNS, flat_rows, missing_variants, to_csv
+from .rows import COLUMNS, failed_rows, flat_rows, missing_variants, to_csv
 from .terminal import render_terminal
 
 
@@ -31,7 +31,7 @@ def write_reports(data: dict[str, Any], out_dir: Path, *, plots: bool = True) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "results.json", data)
     _write_text(out_dir / "results.csv", to_csv(flat_rows(data)))
-    _write_text(out_dir / "report.md", render_markdown(data))
+    _write_text(out_dir / "report.md", render_markdown(data, plots=plots))
     paths = [out_dir / name for name in ("results.json", "results.csv", "report.md")]
     if plots:
         from .plots import write_plots
@@ -42,6 +42,7 @@ def write_reports(data: dict[str, Any], out_dir: Path, *, plots: bool = True) ->
 
 __all__ = [
     "COLUMNS",
+    "failed_rows",
     "flat_rows",
     "missing_variants",
     "render_markdown",

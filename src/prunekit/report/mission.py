@@ -1,23 +1,32 @@
-"""MISSION.md's unstructured-vs-structured table, each cell backed by a measured figure."""
+"""The unstructured-vs-structured table: every verdict derived from this run's figures.
+
+One column per family (unstructured, structured, combined), represented by its most
+compressed finished variant. Each cell states what the measured figures say (which family
+lost less accuracy against the dense control, which ran faster than dense at the measured
+batch sizes, which is smaller on disk, ...); a figure that was not measured says so. No
+verdict is written in advance.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .fmt import signed_pt, times
 from .tables import markdown_table
 
-_PROSE = {
-    "granularity": ("single weights", "filters / channels", "channels, then weights"),
-    "sparsity pattern": ("irregular", "regular (smaller dense tensors)", "both"),
-    "hardware friendliness": ("poor: needs sparse kernels", "good: dense kernels get faster",
-                              "speed of the structured part"),
-    "accuracy loss": ("small, after fine-tuning", "larger, needs fine-tuning", "adds up"),
-    "flexibility": ("high: weight by weight", "low: coarse units", "medium"),
-    "typical use": ("accuracy-critical, small on disk", "fast inference (mobile, real time)",
-                    "smallest model at a given accuracy"),
-}
 FAMILIES = ("unstructured", "structured", "combined")
+SPEED_TOLERANCE = 0.05  # a speedup within 5% of 1.0 counts as "as fast as dense"
+ZEROS_INSIDE = 0.01  # a layer with at least 1% zero weights has "zeros inside"
+NOT_MEASURED = "not measured"
+NOTE = (
+    "Each family is represented by its most compressed finished variant. Faster / slower: a "
+    f"CPU speedup more than {SPEED_TOLERANCE:.0%} away from the dense model's, timed "
+    "interleaved with it. Accuracy loss is against the dense control (the baseline given the "
+    "same fine-tuning), then against the baseline."
+)
+
+Reps = dict[str, dict[str, Any]]  # family -> its representative flat row
 
 
 def representative(rows: list[dict[str, Any]], family: str) -> dict[str, Any] | None:
@@ -26,41 +35,170 @@ def representative(rows: list[dict[str, Any]], family: str) -> dict[str, Any] | 
     return max(done, key=lambda r: r["compression"] or 0.0, default=None)
 
 
-def _evidence(dimension: str, row: dict[str, Any], layers: list[dict[str, Any]]) -> str:
-    if dimension == "granularity":
-        removed = sum(1 for layer in layers if layer["dense_width"]
-                      and layer["width"] < layer["dense_width"])
-        return f"{removed}/{len(layers)} layers narrower"
-    if dimension == "sparsity pattern":
-        return (f"{times(row['compression'], 1)} fewer nonzeros, "
-                f"MACs /{row['macs_reduction']:.1f}" if row["macs_reduction"] else "n/a")
-    if dimension == "hardware friendliness":
-        return f"CPU speedup b1 {times(row['b1_speedup'])} / b64 {times(row['b64_speedup'])}"
-    if dimension == "accuracy loss":
-        return f"{signed_pt(row['delta_pt'])} pt after fine-tuning"
-    if dimension == "flexibility":
-        sparsities = [layer["sparsity"] for layer in layers]
-        widths = [layer["width"] / layer["dense_width"] for layer in layers if layer["dense_width"]]
-        return (f"layer sparsity {min(sparsities):.0%}-{max(sparsities):.0%}, "
-                f"width kept {min(widths):.0%}-{max(widths):.0%}")
-    return f"bytes on disk {times(row['bytes_ratio'])} of dense"
+def _ranked(reps: Reps, key: Callable[[dict[str, Any]], float | None],
+            higher_is_better: bool) -> list[tuple[str, float]]:
+    """Families with a value for ``key``, best first."""
+    values = [(f, v) for f, r in reps.items() if (v := key(r)) is not None]
+    return sorted(values, key=lambda fv: fv[1], reverse=higher_is_better)
+
+
+def _granularity(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
+    if not layers:
+        return NOT_MEASURED
+    narrower = sum(1 for x in layers if x["dense_width"] and x["width"] < x["dense_width"])
+    inside = sum(1 for x in layers if x["sparsity"] >= ZEROS_INSIDE)
+    n = len(layers)
+    if narrower and inside:
+        return f"channels and single weights: {narrower}/{n} layers narrower, {inside}/{n} " \
+               "with zeros inside"
+    if narrower:
+        return f"whole channels: {narrower}/{n} layers narrower, none with zeros inside"
+    if inside:
+        return f"single weights: no layer narrower, {inside}/{n} with zeros inside"
+    return f"nothing removed: no layer narrower or with zeros inside ({n} layers)"
+
+
+def _pattern(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
+    compression, macs = row["compression"], row["macs_reduction"]
+    if compression is None or macs is None:
+        return NOT_MEASURED
+    figures = f"{times(compression, 1)} fewer nonzeros, MACs /{macs:.1f}"
+    if macs >= 1 + SPEED_TOLERANCE:
+        return f"regular: smaller dense tensors ({figures})"
+    if compression >= 1 + SPEED_TOLERANCE:
+        return f"irregular: zeros inside dense tensors, dense kernels still compute them " \
+               f"({figures})"
+    return f"no fewer nonzeros or MACs ({figures})"
+
+
+def _speed_word(speedup: float) -> str:
+    if speedup >= 1 + SPEED_TOLERANCE:
+        return "faster than"
+    if speedup <= 1 / (1 + SPEED_TOLERANCE):
+        return "slower than"
+    return "as fast as"
+
+
+def _speed(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
+    measured = {b: row[f"{b}_speedup"] for b in ("b1", "b64") if row[f"{b}_speedup"] is not None}
+    if not measured:
+        return NOT_MEASURED
+    batches: dict[str, list[str]] = {}
+    for batch, speedup in measured.items():
+        batches.setdefault(_speed_word(speedup), []).append(batch)
+    verdict = "; ".join(f"{word} dense at {' and '.join(b)}" for word, b in batches.items())
+    figures = " / ".join(f"{b} {times(s)}" for b, s in measured.items())
+    text = f"{verdict} ({figures})"
+    ranking = _ranked(reps, lambda r: r["b64_speedup"], higher_is_better=True)
+    if len(ranking) > 1 and ranking[0][0] == row["family"]:
+        text += "; fastest family at b64"
+    return text
+
+
+def _control_delta(row: dict[str, Any]) -> float | None:
+    return row["delta_control_pt"]
+
+
+def _accuracy(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
+    control, base = row["delta_control_pt"], row["delta_pt"]
+    if control is None and base is None:
+        return NOT_MEASURED
+    against = f"{signed_pt(control)} pt vs control" if control is not None \
+        else "vs control: not measured"
+    text = f"{against} ({signed_pt(base)} pt vs baseline)"
+    ranking = _ranked(reps, _control_delta, higher_is_better=True)
+    if control is None or len(ranking) < 2:
+        return text
+    best_family, best = ranking[0]
+    if best_family == row["family"]:
+        return f"{text}; least loss of the {len(ranking)} families"
+    return f"{text}; {best - control:.2f} pt more loss than {best_family}"
+
+
+def _layer_spread(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
+    if not layers:
+        return NOT_MEASURED
+    sparsities = [x["sparsity"] for x in layers]
+    widths = [x["width"] / x["dense_width"] for x in layers if x["dense_width"]]
+    uneven = max(sparsities) - min(sparsities) >= ZEROS_INSIDE or \
+        (bool(widths) and max(widths) - min(widths) > 0)
+    shape = "varies by layer" if uneven else "the same in every layer"
+    text = f"{shape}: layer sparsity {min(sparsities):.0%}-{max(sparsities):.0%}"
+    if widths:
+        text += f", width kept {min(widths):.0%}-{max(widths):.0%}"
+    return text
+
+
+def _disk(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
+    ratio = row["bytes_ratio"]
+    if ratio is None:
+        return NOT_MEASURED
+    text = f"{times(ratio, 3)} of dense"
+    ranking = _ranked(reps, lambda r: r["bytes_ratio"], higher_is_better=False)
+    if len(ranking) < 2:
+        return text
+    best_family, best = ranking[0]
+    if best_family == row["family"]:
+        return f"{text}; smallest of the {len(ranking)} families"
+    return f"{text}; {ratio / best:.1f}x the size of {best_family}"
+
+
+def _wins(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
+    axes = {
+        "least accuracy loss vs control": (_control_delta, True),
+        "fastest at b1": (lambda r: r["b1_speedup"], True),
+        "fastest at b64": (lambda r: r["b64_speedup"], True),
+        "smallest on disk": (lambda r: r["bytes_ratio"], False),
+        "fewest MACs": (lambda r: r["macs_reduction"], True),
+    }
+    won, compared = [], 0
+    for axis, (key, higher) in axes.items():
+        ranking = _ranked(reps, key, higher)
+        if len(ranking) < 2 or key(row) is None:
+            continue
+        compared += 1
+        if ranking[0][0] == row["family"]:
+            won.append(axis)
+    if not compared:
+        return f"{NOT_MEASURED} (no other family to compare with)"
+    return ", ".join(won) if won else "best on none of the measured axes"
+
+
+DIMENSIONS: dict[str, Callable[[dict[str, Any], list[dict[str, Any]], Reps], str]] = {
+    "what is removed": _granularity,
+    "sparsity pattern": _pattern,
+    "CPU speed vs dense": _speed,
+    "accuracy loss": _accuracy,
+    "per-layer allocation": _layer_spread,
+    "bytes on disk": _disk,
+    "best of this run at": _wins,
+}
 
 
 def mission_table(rows: list[dict[str, Any]], variants: dict[str, Any]) -> str:
-    """Markdown table: one column per family, prose + the representative variant's figure."""
-    reps = {f: representative(rows, f) for f in FAMILIES}
+    """Markdown table: one column per family, each cell derived from measured figures.
+
+    Args:
+        rows: flat rows (:func:`prunekit.report.rows.flat_rows`).
+        variants: the results document's variants (their per-layer tables).
+
+    Returns:
+        The table, followed by a note on how the verdicts are drawn.
+    """
+    found = {f: representative(rows, f) for f in FAMILIES}
+    reps: Reps = {f: r for f, r in found.items() if r is not None}
     header = ["dimension"]
-    for family, rep in reps.items():
-        header.append(f"{family} ({rep['variant']})" if rep else f"{family} (not measured)")
+    header += [f"{f} ({r['variant']})" if (r := found[f]) else f"{f} ({NOT_MEASURED})"
+               for f in FAMILIES]
     body = []
-    for dimension, prose in _PROSE.items():
+    for dimension, derive in DIMENSIONS.items():
         cells = [dimension]
-        for family, text in zip(FAMILIES, prose, strict=True):
-            rep = reps[family]
+        for family in FAMILIES:
+            rep = found[family]
             if rep is None:
-                cells.append(f"{text}; no measured variant")
+                cells.append(NOT_MEASURED)
                 continue
             layers = variants.get(rep["variant"], {}).get("layers", [])
-            cells.append(f"{text}; measured: {_evidence(dimension, rep, layers)}")
+            cells.append(derive(rep, layers, reps))
         body.append(cells)
-    return markdown_table(header, body)
+    return markdown_table(header, body) + "\n\n" + NOTE

@@ -1,23 +1,40 @@
-"""PNG plots of a comparison (matplotlib, headless)."""
+"""PNG plots of a comparison, drawn headless without touching matplotlib's global state.
+
+Each plot is a :class:`matplotlib.figure.Figure` with its own Agg canvas: no pyplot, no
+``matplotlib.use``, so importing or calling this leaves the caller's backend and figures
+alone.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+from .rows import flat_rows
 
-from .rows import flat_rows  # noqa: E402
+MARKERS = {"dense": "*", "control": "P", "unstructured": "o", "nm": "D", "structured": "s",
+           "combined": "^"}
 
-MARKERS = {"dense": "*", "unstructured": "o", "nm": "D", "structured": "s", "combined": "^"}
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
 
 
 def _scatter(rows: list[dict[str, Any]], x_key: str, y_keys: list[str], ylabel: str,
              title: str, path: Path, x_label: str) -> Path:
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig = _figure((6.4, 4.4))
+    ax = fig.subplots()
     for row in rows:
         if row["status"] != "done" or row[x_key] is None:
             continue
@@ -35,15 +52,13 @@ def _scatter(rows: list[dict[str, Any]], x_key: str, y_keys: list[str], ylabel: 
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _layers(data: dict[str, Any], path: Path) -> Path:
     variants = {n: v for n, v in data.get("variants", {}).items() if v.get("status") == "done"}
-    fig, axes = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    fig = _figure((9, 6.5))
+    axes = fig.subplots(2, 1, sharex=True)
     names: list[str] = []
     for name, variant in variants.items():
         layers = variant.get("layers", [])
@@ -62,14 +77,15 @@ def _layers(data: dict[str, Any], path: Path) -> Path:
     if variants:
         axes[0].legend(fontsize=7, ncol=3)
     axes[0].set_title("per-layer sparsity and width")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_plots(data: dict[str, Any], out_dir: Path) -> list[Path]:
     """Write accuracy_vs_compression.png, speedup_vs_compression.png and layers.png.
+
+    Args:
+        data: the results document.
+        out_dir: the folder to write into.
 
     Returns:
         The written paths.

@@ -1,4 +1,9 @@
-"""Flatten a results document into one row of numbers per model (dense first)."""
+"""Flatten a results document into one row of numbers per model (dense, control, variants).
+
+Accuracy changes are given against two references: the dense baseline (``delta_pt``) and the
+dense control, the baseline fine-tuned with the variants' budget (``delta_control_pt``): the
+second is what pruning itself cost, without the extra training every variant got.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,10 @@ import statistics
 from typing import Any
 
 COLUMNS = (
-    "variant", "family", "status", "acc_before", "acc_after", "delta_pt", "params",
-    "nonzero_params", "compression", "macs", "macs_reduction", "bytes_on_disk", "bytes_ratio",
-    "peak_memory_bytes", "b1_ms", "b1_iqr_ms", "b1_speedup", "b64_ms", "b64_iqr_ms",
-    "b64_speedup", "finetune_seconds",
+    "variant", "family", "status", "acc_before", "acc_after", "delta_pt", "delta_control_pt",
+    "params", "nonzero_params", "compression", "macs", "macs_reduction", "bytes_on_disk",
+    "bytes_ratio", "peak_memory_bytes", "b1_ms", "b1_iqr_ms", "b1_speedup", "b64_ms",
+    "b64_iqr_ms", "b64_speedup", "finetune_seconds",
 )
 
 
@@ -28,17 +33,36 @@ def _get(row: dict[str, Any], *path: str) -> Any:
     return value
 
 
-def flat_row(row: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
-    """One flat record: accuracies, counts and ratios to dense, latency and speedups."""
+def _points(acc: float | None, reference: dict[str, Any] | None) -> float | None:
+    """``acc`` minus the reference's accuracy, in percentage points (None if either is missing
+    or the reference did not finish)."""
+    if reference is None or reference.get("status", "done") != "done":
+        return None
+    ref = reference.get("accuracy")
+    return (acc - ref) * 100 if acc is not None and ref is not None else None
+
+
+def flat_row(row: dict[str, Any], dense: dict[str, Any],
+             control: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One flat record: accuracies, counts and ratios to dense, latency and speedups.
+
+    Args:
+        row: a results row (dense, the control or a variant).
+        dense: the dense baseline's row.
+        control: the dense control's row (None: ``delta_control_pt`` is None).
+
+    Returns:
+        The record, keyed by :data:`COLUMNS`.
+    """
     acc = row.get("accuracy")
-    dense_acc = dense.get("accuracy")
     return {
         "variant": row["name"],
         "family": row.get("family"),
         "status": row.get("status"),
         "acc_before": row.get("accuracy_before"),
         "acc_after": acc,
-        "delta_pt": (acc - dense_acc) * 100 if acc is not None and dense_acc is not None else None,
+        "delta_pt": _points(acc, dense),
+        "delta_control_pt": None if row is control else _points(acc, control),
         "params": row.get("params"),
         "nonzero_params": row.get("nonzero_params"),
         "compression": _ratio(dense.get("nonzero_params"), row.get("nonzero_params")),
@@ -73,16 +97,29 @@ def _paired_dense_latency(dense_row: dict[str, Any], variants: dict[str, Any]) -
 
 
 def flat_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Dense first, then every recorded variant in the order they were requested."""
+    """Dense first, then the dense control, then every recorded variant in the order they
+    were requested."""
     dense = data.get("dense") or {}
+    control = data.get("control")
     variants = data.get("variants", {})
-    rows = [flat_row(dense, dense)] if dense else []
+    rows = [flat_row(dense, dense, control)] if dense else []
     if rows:
-        _paired_dense_latency(rows[0], variants)
+        rows[0]["delta_control_pt"] = None  # a reference: no change against the other one
+        timed = {**variants, **({"control": control} if control else {})}
+        _paired_dense_latency(rows[0], timed)
+    if control:
+        rows.append(flat_row(control, dense, control))
     order = [n for n in data.get("requested", []) if n in variants]
     order += [n for n in variants if n not in order]
-    rows += [flat_row(variants[n], dense) for n in order]
+    rows += [flat_row(variants[n], dense, control) for n in order]
     return rows
+
+
+def failed_rows(data: dict[str, Any]) -> dict[str, str]:
+    """Every run that failed (the dense control and variants): name -> error message."""
+    rows = [data.get("control"), *data.get("variants", {}).values()]
+    return {r["name"]: str(r.get("error")) for r in rows
+            if isinstance(r, dict) and r.get("status") == "failed"}
 
 
 def missing_variants(data: dict[str, Any]) -> list[str]:

@@ -1,4 +1,4 @@
-"""The measured side-by-side table (shared by the terminal and report.md)."""
+"""The measured side-by-side table: full cells for report.md, short ones for the terminal."""
 
 from __future__ import annotations
 
@@ -7,51 +7,71 @@ from typing import Any
 from .fmt import count, mega, mib, millis, pct, signed_pt, times
 
 HEADER = (
-    "variant", "acc before FT %", "acc after FT %", "vs dense pt", "nonzero params",
-    "MACs", "bytes on disk", "peak mem MiB (b64)", "CPU b1 ms (speedup)",
+    "variant", "acc before FT %", "acc after FT %", "vs baseline pt", "vs control pt",
+    "nonzero params", "MACs", "bytes on disk", "peak mem MiB (b64)", "CPU b1 ms (speedup)",
     "CPU b64 ms (speedup)",
 )
 
-
+# The terminal's table fits 80 columns: accuracy, its change against the dense baseline and
+# the dense control, and ratios to dense (size, compute, disk, speed); the full figures are
+# in report.md, results.json and results.csv.
 SHORT_HEADER = (
-    "variant", "acc pre %", "acc FT %", "Δ pt", "nonzero (x)", "MACs", "disk (x)",
-    "mem MiB", "b1 ms (x)", "b64 ms (x)",
+    "variant", "acc %", "Δ base", "Δ ctrl", "nonzero", "MACs", "disk", "b1", "b64",
 )
+REFERENCES = ("dense", "control")  # families whose rows are references, not pruned
 
 
-def _latency(ms: float | None, iqr: float | None, speedup: float | None,
-             compact: bool = False) -> str:
+def _latency(ms: float | None, iqr: float | None, speedup: float | None) -> str:
     if ms is None:
         return "n/a"
-    if compact:
-        return f"{ms:.1f} ({times(speedup)})"
     return f"{millis(ms)} ±{millis(iqr)} ({times(speedup)})"
 
 
-def table_cells(row: dict[str, Any], compact: bool = False) -> list[str]:
-    """One table row as strings; failed variants say so instead of numbers.
+def _failed(row: dict[str, Any], width: int) -> list[str]:
+    return [row["variant"], "failed", *[""] * (width - 2)]
+
+
+def short_cells(row: dict[str, Any]) -> list[str]:
+    """One terminal row (:data:`SHORT_HEADER`): ratios to dense instead of absolute figures.
 
     Args:
         row: a flat row (:func:`prunekit.report.rows.flat_row`).
-        compact: shorter cells for the terminal (no IQR, ratios only for sizes).
+
+    Returns:
+        The cells; a failed variant says so instead of numbers.
     """
     if row["status"] != "done":
-        return [row["variant"], "failed", *[""] * (len(HEADER) - 2)]
+        return _failed(row, len(SHORT_HEADER))
     dense = row["family"] == "dense"
-    if compact:
-        return [
-            row["variant"], "" if dense else pct(row["acc_before"]), pct(row["acc_after"]),
-            "" if dense else signed_pt(row["delta_pt"]), times(row["compression"], 1),
-            f"/{row['macs_reduction']:.1f}" if row["macs_reduction"] else "n/a",
-            times(row["bytes_ratio"]), mib(row["peak_memory_bytes"]),
-            _latency(row["b1_ms"], None, row["b1_speedup"], True),
-            _latency(row["b64_ms"], None, row["b64_speedup"], True),
-        ]
+    macs = row["macs_reduction"]
+    return [
+        row["variant"], pct(row["acc_after"]),
+        "" if dense else signed_pt(row["delta_pt"]),
+        "" if row["family"] in REFERENCES else signed_pt(row["delta_control_pt"]),
+        times(row["compression"], 1), "n/a" if macs is None else f"/{macs:.1f}",
+        times(row["bytes_ratio"]), times(row["b1_speedup"]), times(row["b64_speedup"]),
+    ]
+
+
+def table_cells(row: dict[str, Any]) -> list[str]:
+    """One report.md row (:data:`HEADER`); failed variants say so instead of numbers.
+
+    Args:
+        row: a flat row (:func:`prunekit.report.rows.flat_row`).
+
+    Returns:
+        The cells.
+    """
+    if row["status"] != "done":
+        return _failed(row, len(HEADER))
+    dense = row["family"] == "dense"
+    reference = row["family"] in REFERENCES
     return [
         row["variant"],
-        "" if dense else pct(row["acc_before"]),
+        "" if reference else pct(row["acc_before"]),
         pct(row["acc_after"]),
         "" if dense else signed_pt(row["delta_pt"]),
+        "" if reference else signed_pt(row["delta_control_pt"]),
         f"{count(row['nonzero_params'])} ({times(row['compression'], 1)})",
         f"{mega(row['macs'])} (/{row['macs_reduction']:.1f})" if row["macs_reduction"] else "n/a",
         f"{count(row['bytes_on_disk'])} ({times(row['bytes_ratio'])})"

@@ -1,30 +1,43 @@
-"""The rich terminal table."""
+"""The rich terminal table: short columns that fit an 80-column terminal."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from .rows import flat_rows, missing_variants
-from .tables import SHORT_HEADER, table_cells
+from .rows import failed_rows, flat_rows, missing_variants
+from .tables import SHORT_HEADER, short_cells
+
+LEGEND = (
+    "acc %: top-1 after fine-tuning; Δ base / Δ ctrl: points against the dense baseline / "
+    "the dense+recovery control (the baseline given the same fine-tuning); nonzero: dense "
+    "nonzero params ÷ the variant's; MACs: dense ÷ variant; disk: bytes on disk vs dense; "
+    "b1 / b64: CPU speedup at batch 1 / 64. All figures: report.md."
+)
+
+
+def comparison_table(data: dict[str, Any]) -> Table:
+    """The measured comparison as a rich table (cells fold, never cut with an ellipsis)."""
+    dense = data.get("dense") or {}
+    title = f"prunekit compare: {dense.get('baseline', {}).get('dataset', 'dataset')}"
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    for i, col in enumerate(SHORT_HEADER):
+        table.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
+    for row in flat_rows(data):
+        table.add_row(*short_cells(row))
+    return table
 
 
 def render_terminal(data: dict[str, Any], console: Console) -> None:
-    """Print the measured comparison and any missing variants."""
-    rows = flat_rows(data)
-    dense = data.get("dense") or {}
-    title = f"prunekit compare: {dense.get('baseline', {}).get('dataset', 'dataset')}"
-    table = Table(title=title, show_lines=False)
-    for i, col in enumerate(SHORT_HEADER):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for row in rows:
-        table.add_row(*table_cells(row, compact=True))
-    console.print(table)
-    for name, variant in data.get("variants", {}).items():
-        if variant.get("status") == "failed":
-            console.print(f"[red]{name} failed:[/red] {variant.get('error')}", highlight=False)
+    """Print the measured comparison, a legend, and any failed or missing variants."""
+    console.print(comparison_table(data))
+    console.print(LEGEND, highlight=False, style="dim")
+    for name, error in failed_rows(data).items():
+        console.print(f"[red]{escape(name)} failed:[/red] {escape(error)}", highlight=False)
     missing = missing_variants(data)
     if data.get("interrupted") or missing:
         console.print(f"[yellow]missing variants:[/yellow] {', '.join(missing) or 'none'}")
