@@ -121,6 +121,8 @@ def _probe_app() -> typer.Typer:
             raise pk.TargetError("no layer named 'x'", "see named_modules()")
         if what == "bug":
             raise RuntimeError("boom")
+        if what == "internal":
+            raise pk.PruningBrokeModelError("structured pruning broke the model", "please report it")
 
     return probe
 
@@ -132,6 +134,7 @@ def _probe_app() -> typer.Typer:
         ("check", 1, "check failed: accuracy 0.41 < 0.90"),
         ("input", 2, "error: no layer named 'x'"),
         ("bug", 3, "internal error: RuntimeError: boom"),
+        ("internal", 3, "internal error: structured pruning broke the model"),
     ],
 )
 def test_one_mapping_from_failures_to_exit_codes(what: str, code: int, text: str) -> None:
@@ -140,6 +143,35 @@ def test_one_mapping_from_failures_to_exit_codes(what: str, code: int, text: str
     assert text in res.output
     if code == 2:
         assert "hint: see named_modules()" in res.output
+    if code == 3:
+        assert "please report" in res.output and "--verbose" in res.output
+
+
+def _failing_prune(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_: object, **__: object) -> None:
+        raise ZeroDivisionError("a prunekit bug")
+
+    monkeypatch.setattr("prunekit.unstructured.plan_masks", boom)
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_before_or_after_the_subcommand_prints_the_traceback(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _failing_prune(monkeypatch)
+    args = ["prune", "--model", "mlp", "--sparsity", "0.5"]
+    res = invoke(*(["--verbose", *args] if where == "before" else [*args, "--verbose"]))
+    assert res.exit_code == 3, res.output
+    assert "internal error: unstructured l1 pruning failed while validating" in res.output
+    assert "Traceback" in res.output and "ZeroDivisionError: a prunekit bug" in res.output
+
+
+def test_without_verbose_an_internal_error_has_no_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _failing_prune(monkeypatch)
+    res = invoke("prune", "--model", "mlp", "--sparsity", "0.5")
+    assert res.exit_code == 3 and "Traceback" not in res.output and "please report" in res.output
 
 
 def test_console_command_in_a_subprocess() -> None:

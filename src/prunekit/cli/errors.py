@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import PrunekitError
+from ..errors import InternalError, PrunekitError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -47,12 +48,31 @@ def report_failures(func: F) -> F:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
         except Exception as exc:  # noqa: BLE001 - last resort: report, never a bare traceback
-            logging.getLogger("prunekit").debug("internal error", exc_info=True)
-            err_console.print(
-                f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))}",
-                highlight=False,
-            )
-            err_console.print("hint: rerun with --verbose for the traceback and report it")
+            _report_internal(exc)
             raise typer.Exit(EXIT_INTERNAL) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def configure_logging(verbose: bool) -> None:
+    """Warnings always on stderr; prunekit's debug messages (and tracebacks) with --verbose."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("prunekit").setLevel(logging.DEBUG if verbose else logging.NOTSET)
+
+
+def _verbose() -> bool:
+    return logging.getLogger("prunekit").isEnabledFor(logging.DEBUG)
+
+
+def _report_internal(exc: Exception) -> None:
+    """A failure of prunekit itself: say so, ask for a report, traceback under --verbose."""
+    if _verbose():
+        err_console.print("".join(traceback.format_exception(exc)), markup=False,
+                          highlight=False)
+    internal = isinstance(exc, InternalError)
+    message = exc.message if internal else f"{type(exc).__name__}: {exc}"
+    hint = exc.hint if internal and exc.hint else "this is a prunekit bug; please report it"
+    err_console.print(f"[red]internal error:[/red] {escape(message)}", highlight=False)
+    err_console.print(f"[yellow]hint:[/yellow] {escape(hint)}", highlight=False)
+    if not _verbose():
+        err_console.print("rerun with --verbose to print the traceback for the report")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
 from collections.abc import Iterable, Iterator
 from typing import Protocol, TypeVar
 
@@ -25,7 +24,6 @@ from torch import nn
 from ..errors import InternalError, PrunekitError, UnsupportedModelError
 from .snapshot import ModelSnapshot
 
-log = logging.getLogger(__name__)
 R_co = TypeVar("R_co", covariant=True)
 REPORT_HINT = "this is a prunekit bug; please report it with the model and the call"
 
@@ -62,7 +60,6 @@ def internal_errors(what: str, stage: str) -> Iterator[None]:
     except (PrunekitError, InternalError):
         raise
     except Exception as exc:  # noqa: BLE001 - classified here, once for every pipeline
-        log.debug("%s failed while %s", what, stage, exc_info=True)
         raise InternalError(
             f"{what} failed while {stage}: {type(exc).__name__}: {exc}",
             f"{REPORT_HINT}; the model was left unchanged",
