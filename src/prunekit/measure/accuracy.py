@@ -10,6 +10,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..inputs import call_model, eval_mode
+from .placement import model_device, to_device
 
 
 def evaluate_accuracy(
@@ -21,6 +22,8 @@ def evaluate_accuracy(
 ) -> float:
     """Fraction of samples whose arg-max logit equals the label.
 
+    Inputs are moved to the model's device, labels to the logits'.
+
     Args:
         model: classifier returning (N, classes) logits.
         batches: ``(inputs, labels)`` batches.
@@ -31,9 +34,10 @@ def evaluate_accuracy(
         Top-1 accuracy in [0, 1] (0.0 for no samples).
     """
     correct = total = 0
+    device = model_device(model)
     with eval_mode(model), torch.inference_mode():
         for inputs, labels in tqdm(batches, desc=description, disable=not progress, leave=False):
-            logits = call_model(model, inputs)
-            correct += int((logits.argmax(dim=-1) == labels).sum())
+            logits = call_model(model, to_device(inputs, device))
+            correct += int((logits.argmax(dim=-1) == labels.to(logits.device)).sum())
             total += int(labels.numel())
     return correct / total if total else 0.0
