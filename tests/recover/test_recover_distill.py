@@ -79,3 +79,13 @@ def test_bad_arguments_are_refused_before_training():
         distill_outputs(student, dense, batches, outputs=lambda m, b: m(b).tolist(),
                         progress=False)
     assert all(torch.equal(student.state_dict()[k], v) for k, v in state.items())
+
+
+def test_distillation_keeps_the_pruned_zeros_of_a_finalized_model():
+    dense, _ = toy_problem()
+    finalized = pk.finalize(pk.prune(copy.deepcopy(dense), pk.Unstructured(sparsity=0.8)).model)
+    zeros = {n: p.detach() == 0 for n, p in finalized.named_parameters() if p.dim() > 1}
+    report = distill_outputs(finalized, dense, _inputs(), epochs=2, lr=3e-3, progress=False)
+    assert report.losses[-1] < report.losses[0]
+    for name, mask in zeros.items():
+        assert bool((finalized.get_parameter(name)[mask] == 0).all()), name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from torch import nn
@@ -117,3 +119,71 @@ def test_batchnorm_recalibration_gives_the_exact_statistics_of_the_batches() -> 
     assert torch.allclose(model[1].running_mean, features.mean(0), atol=1e-5)
     assert model[1].momentum == 0.1  # restored
     assert torch.equal(model[0].weight, weight)
+
+
+def _zeros(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach() == 0 for n, p in model.named_parameters() if p.dim() > 1}
+
+
+def _finalized(model: nn.Module) -> nn.Module:
+    return pk.finalize(pk.prune(model, pk.Unstructured(sparsity=0.8)).model)
+
+
+def test_finetune_keeps_the_pruned_zeros_of_a_finalized_model(tmp_path) -> None:
+    dense, loader = _problem()
+    finalized = _finalized(dense)
+    saved = pk.save(finalized, tmp_path / "finalized")
+    for model in (finalized, pk.load(saved, build=lambda: toy_problem()[0])):
+        zeros = _zeros(model)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        keys = sorted(model.state_dict())
+        finetune(model, loader, RecoveryConfig(epochs=2, lr=0.05), progress=False)
+        for name, param in model.named_parameters():
+            assert not bool(torch.equal(param, before[name])), f"{name} did not train"
+            if name in zeros:
+                assert bool((param[zeros[name]] == 0).all()), f"{name}: a pruned zero came back"
+        assert sorted(model.state_dict()) == keys  # still finalized: no masks were left on it
+
+
+def test_keep_zeros_false_trains_every_weight_of_a_finalized_model() -> None:
+    dense, loader = _problem()
+    model = _finalized(dense)
+    zeros = _zeros(model)
+    finetune(model, loader, RecoveryConfig(epochs=1, lr=0.05), progress=False, keep_zeros=False)
+    assert all(bool((model.get_parameter(n)[z] != 0).any()) for n, z in zeros.items())
+
+
+def test_a_weight_pruned_whole_is_held_with_a_warning_naming_it(caplog) -> None:
+    # global pruning can empty a layer; a zero-initialised weight looks the same, so the
+    # warning says how to train it (keep_zeros=False)
+    model, loader = _problem()
+    with torch.no_grad():
+        model[2].weight.zero_()
+    with caplog.at_level(logging.WARNING, logger="prunekit.recover.zeros"):
+        finetune(model, loader, RecoveryConfig(epochs=1, lr=0.05), progress=False)
+    assert "2.weight is entirely zero" in caplog.text and "keep_zeros=False" in caplog.text
+    assert bool((model[2].weight == 0).all())
+    finetune(model, loader, RecoveryConfig(epochs=1, lr=0.05), progress=False, keep_zeros=False)
+    assert bool((model[2].weight != 0).all())
+
+
+def test_step_keeps_the_zeros_of_a_finalized_model_in_a_user_loop() -> None:
+    dense, loader = _problem()
+    model = _finalized(dense)
+    zeros = _zeros(model)
+    step = RecoveryStep(model, RecoveryConfig(lr=0.05), total_steps=len(loader))
+    for x, y in loader:
+        step(x, y)
+    for name, mask in zeros.items():
+        assert bool((model.get_parameter(name)[mask] == 0).all()), name
+
+
+def test_distill_without_a_teacher_is_refused_before_training() -> None:
+    model, loader = _problem()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    config = RecoveryConfig(epochs=1, distill=True)
+    with pytest.raises(SpecError, match="teacher"):
+        finetune(model, loader, config, progress=False)
+    with pytest.raises(SpecError, match="teacher"):
+        RecoveryStep(model, config, total_steps=4)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())

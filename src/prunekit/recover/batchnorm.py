@@ -10,6 +10,39 @@ import torch
 from torch import nn
 
 from ..inputs import call_model
+from ..measure.placement import model_device, to_device
+
+Norm = nn.modules.batchnorm._BatchNorm
+
+
+class _BatchMoments:
+    """Sums of every batch's per-channel mean and unbiased variance of one norm's input, in
+    float64 whatever the model's dtype (a bf16 running average drifts by its rounding)."""
+
+    def __init__(self) -> None:
+        self.means: torch.Tensor | None = None
+        self.variances: torch.Tensor | None = None
+        self.batches = 0
+
+    def hook(self, _: nn.Module, inputs: tuple[Any, ...]) -> None:
+        x = inputs[0].detach().double()
+        dims = [0, *range(2, x.dim())]  # every dim but the channels
+        mean, var = x.mean(dim=dims), x.var(dim=dims, correction=1)
+        self.means = mean if self.means is None else self.means + mean
+        self.variances = var if self.variances is None else self.variances + var
+        self.batches += 1
+
+    def write(self, norm: Norm) -> None:
+        """Set the norm's running statistics to the averages (reset if it never ran)."""
+        norm.reset_running_stats()
+        if self.means is None or self.variances is None:
+            return
+        assert norm.running_mean is not None and norm.running_var is not None
+        with torch.no_grad():
+            norm.running_mean.copy_(self.means / self.batches)
+            norm.running_var.copy_(self.variances / self.batches)
+            if norm.num_batches_tracked is not None:
+                norm.num_batches_tracked.fill_(self.batches)
 
 
 def recalibrate_batchnorm(
@@ -20,7 +53,10 @@ def recalibrate_batchnorm(
     Pruning (and short fine-tuning) changes the activations each BatchNorm sees, while its
     running statistics still describe the old ones; eval-mode accuracy then understates
     the model. This runs ``max_batches`` forward passes in train mode without gradients and
-    leaves the statistics of exactly those batches. Weights are not touched.
+    leaves the statistics of exactly those batches: the average of each batch's mean and
+    unbiased variance, as BatchNorm's cumulative average (``momentum=None``) would give,
+    but summed in float64 and stored in the buffers' own dtype. Inputs are moved to the
+    model's device. Weights are not touched.
 
     Args:
         model: the model (left in eval mode).
@@ -30,20 +66,23 @@ def recalibrate_batchnorm(
     Returns:
         The number of batches used.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in model.modules() if isinstance(m, Norm) and m.track_running_stats]
     if not norms or max_batches <= 0:
         return 0
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
+    moments = [_BatchMoments() for _ in norms]
+    hooks = [m.register_forward_pre_hook(s.hook) for m, s in zip(norms, moments, strict=True)]
+    device = model_device(model)
     used = 0
     model.train()
-    with torch.no_grad():
-        for inputs, _ in itertools.islice(batches, max_batches):
-            call_model(model, inputs)
-            used += 1
-    for m, momentum in zip(norms, momenta, strict=True):
-        m.momentum = momentum
+    try:
+        with torch.no_grad():
+            for inputs, _ in itertools.islice(batches, max_batches):
+                call_model(model, to_device(inputs, device))
+                used += 1
+    finally:
+        for handle in hooks:
+            handle.remove()
+    for norm, stats in zip(norms, moments, strict=True):
+        stats.write(norm)
     model.eval()
     return used

@@ -31,6 +31,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ..apply.surgery.slicing import sliced_tensors
 from ..errors import PlanError, SpecError
+from ..measure.placement import model_device
 from ..plan import Plan
 from ..result import PruneResult
 
@@ -105,8 +106,7 @@ class ChannelFade:
         for name in self.channels:
             module = model.get_submodule(name)
             assert isinstance(module, nn.modules.batchnorm._BatchNorm)
-            scale = torch.ones(module.num_features, device=module.running_mean.device
-                               if module.running_mean is not None else None)
+            scale = torch.ones(module.num_features, device=model_device(module))
             self._scales[name] = scale
             self._handles.append(module.register_forward_hook(_scaler(scale)))
         self._set(1.0)
@@ -137,7 +137,7 @@ class ChannelFade:
 def _scaler(scale: torch.Tensor) -> Callable[[nn.Module, object, torch.Tensor], torch.Tensor]:
     def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
         shape = [1, -1] + [1] * (output.dim() - 2)
-        return output * scale.view(shape).to(output.dtype)
+        return output * scale.view(shape).to(device=output.device, dtype=output.dtype)
     return hook
 
 

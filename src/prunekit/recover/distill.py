@@ -2,8 +2,9 @@
 outputs (sentence embeddings, hidden states, logits) on unlabelled inputs.
 
 This is the recovery for models without a labelled task at hand, such as a sentence
-encoder: the loss is the squared distance between the pruned and the dense outputs. Masks
-and pruned shapes stay as they are (checked after the run), exactly as in
+encoder: the loss is the squared distance between the pruned and the dense outputs. Masks,
+the pruned zeros of a finalized model and pruned shapes stay as they are (checked after
+the run), and bf16 / fp16 students train through float32 master weights, exactly as in
 :func:`.finetune.finetune`.
 """
 
@@ -20,9 +21,12 @@ from tqdm.auto import tqdm
 
 from ..errors import SpecError
 from ..inputs import call_model
+from ..measure.placement import model_device, to_device
 from .finetune import FinetuneReport
 from .invariants import check_unchanged, snapshot
-from .step import cosine_factor
+from .precision import MasterWeights
+from .step import cosine_factor, precise
+from .zeros import ZeroHold
 
 OutputFn = Callable[[nn.Module, Any], torch.Tensor]
 
@@ -77,12 +81,15 @@ def distill_outputs(
     dropout: bool = False,
     seed: int = 0,
     progress: bool = True,
+    keep_zeros: bool = True,
 ) -> FinetuneReport:
     """Train ``student`` in place so that ``outputs(student, batch)`` matches the teacher's.
 
     The loss is ``||student - teacher||^2`` summed over the last dimension, averaged over
-    the rest; AdamW without weight decay. For a list of batches the teacher's outputs are
-    computed once and reused in later epochs.
+    the rest (in float32 for bf16 / fp16 outputs); AdamW without weight decay, on float32
+    master copies of bf16 / fp16 parameters. For a list of batches the teacher's outputs
+    are computed once and reused in later epochs. Each model gets the batch on its own
+    device.
 
     Args:
         student: the pruned model (masked or physically smaller).
@@ -97,6 +104,8 @@ def distill_outputs(
             the teacher's outputs are the dropout-free ones.
         seed: seeds the run (dropout).
         progress: show a tqdm bar.
+        keep_zeros: hold the exact zeros of the student's weights that carry no mask at
+            zero (a finalized model's pruned weights; see :mod:`.zeros`); False trains them.
 
     Returns:
         A :class:`FinetuneReport` (steps, epochs, seconds, mean loss per epoch).
@@ -109,9 +118,11 @@ def distill_outputs(
         >>> report = distill_outputs(pruned, dense, batches, epochs=1, lr=1e-4)
     """
     per_epoch = _check_arguments(student, teacher, batches, epochs, lr)
-    before = snapshot(student)
+    zeros = ZeroHold(student, keep_zeros)
+    before = snapshot(student, zeros.zeros)
     params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    master = MasterWeights(params)
+    optimizer = torch.optim.AdamW([master[p] for p in params], lr=lr, weight_decay=0.0)
     total = max(1, per_epoch * epochs)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: cosine_factor(step, total, 0) if cosine else 1.0
@@ -119,6 +130,7 @@ def distill_outputs(
     cache: dict[int, torch.Tensor] | None = {} if isinstance(batches, Sequence) else None
     teacher_was_training = teacher.training
     teacher.eval()
+    device = model_device(student)
     losses: list[float] = []
     start = time.perf_counter()
     try:
@@ -131,10 +143,16 @@ def distill_outputs(
                 epoch_losses = []
                 for index, batch in enumerate(batches):
                     target = _teacher_output(teacher, batch, index, outputs, cache)
-                    loss = (_tensor(outputs(student, batch)) - target).pow(2).sum(-1).mean()
+                    predicted = _tensor(outputs(student, to_device(batch, device)))
+                    target = target.to(predicted.device)
+                    loss = (precise(predicted) - precise(target)).pow(2).sum(-1).mean()
                     optimizer.zero_grad(set_to_none=True)
+                    student.zero_grad(set_to_none=True)
                     loss.backward()
+                    master.gradients_in()
                     optimizer.step()
+                    master.weights_out()
+                    zeros()
                     schedule.step()
                     epoch_losses.append(float(loss.detach()))
                     bar.update()
@@ -156,7 +174,7 @@ def _teacher_output(
     if cache is not None and index in cache:
         return cache[index]
     with torch.no_grad():
-        target = _tensor(outputs(teacher, batch)).detach()
+        target = _tensor(outputs(teacher, to_device(batch, model_device(teacher)))).detach()
     if cache is not None:
         cache[index] = target
     return target

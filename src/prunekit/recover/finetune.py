@@ -16,7 +16,7 @@ from .batchnorm import recalibrate_batchnorm
 from .config import RecoveryConfig
 from .gradual import Pruner
 from .invariants import check_unchanged, snapshot
-from .step import RecoveryStep
+from .step import RecoveryStep, check_teacher
 
 log = logging.getLogger(__name__)
 
@@ -58,26 +58,37 @@ def finetune(
     on_epoch_end: Callable[[int, float], None] | None = None,
     description: str = "fine-tune",
     pruner: Pruner | None = None,
+    keep_zeros: bool = True,
 ) -> FinetuneReport:
-    """Fine-tune ``model`` in place with masks and pruned shapes held fixed (or masks grown
-    on a gradual-pruning schedule).
+    """Fine-tune ``model`` in place with masks, pruned zeros and pruned shapes held fixed
+    (or masks grown on a gradual-pruning schedule).
+
+    A model whose masks were baked in (:func:`prunekit.finalize`, or loaded from a
+    finalized artefact) keeps its pruned zeros too: the exact zeros of its weights are
+    written back after every step, and it comes back finalized (see
+    :mod:`prunekit.recover.zeros`). Batches are moved to the model's device; a bf16 / fp16
+    model is trained through float32 master weights (see :mod:`prunekit.recover.precision`).
 
     Args:
-        model: a pruned (masked or physically smaller) or dense model.
+        model: a pruned (masked, finalized or physically smaller) or dense model.
         train_loader: re-iterable ``(inputs, labels)`` batches (one pass per epoch).
         config: :class:`RecoveryConfig` (default: 1 epoch, SGD lr 0.01, cosine).
-        teacher: dense model to distil from when ``config.distill`` is set.
+        teacher: dense model to distil from; required when ``config.distill`` is set.
         progress: show a tqdm bar.
         on_epoch_end: called with ``(epoch, mean loss)`` after every epoch.
         description: progress-bar label.
         pruner: a :class:`GradualPruner` (its initial sparsity is applied before
             training and the masks grow on its schedule; they only ever lose entries) or
             a :class:`ChannelFade`.
+        keep_zeros: hold the exact zeros of weights without a mask at zero (the pruned
+            weights of a finalized model; a weight that is entirely zero is not held).
+            False trains every unmasked weight freely.
 
     Returns:
         A :class:`FinetuneReport`.
 
     Raises:
+        SpecError: ``config.distill`` without a teacher (before anything is changed).
         PlanError: fine-tuning changed a shape or a mask (other than by the pruner's
             growth), or revived a pruned weight.
 
@@ -86,11 +97,12 @@ def finetune(
         ...                   teacher=dense_model)
     """
     config = config or RecoveryConfig()
+    check_teacher(config, teacher)
     total = _total_steps(train_loader, config)
     if pruner is not None:
         pruner.start(model, total)
-    before = snapshot(model)
-    step = RecoveryStep(model, config, total, teacher, pruner)
+    step = RecoveryStep(model, config, total, teacher, pruner, keep_zeros=keep_zeros)
+    before = snapshot(model, step.zeros.zeros)
     losses: list[float] = []
     start = time.perf_counter()
     with torch.random.fork_rng(), tqdm(total=total, desc=description, disable=not progress,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Container
-from dataclasses import dataclass
+from collections.abc import Container, Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -15,15 +15,26 @@ from ..targets import qualified_name
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Shapes of every parameter/buffer (by logical name: ``weight``, not ``weight_orig``)
-    and the zero pattern of every masked weight."""
+    """Shapes of every parameter/buffer (by logical name: ``weight``, not ``weight_orig``),
+    the zero pattern of every masked weight, and the pruned zeros of unmasked weights that
+    must stay zero (``{name: True at the zeros}``)."""
 
     shapes: dict[str, tuple[int, ...]]
     masks: dict[str, torch.Tensor]
+    zeros: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def snapshot(model: nn.Module) -> Snapshot:
-    """Record what fine-tuning must hold fixed."""
+def snapshot(model: nn.Module, zeros: Mapping[str, torch.Tensor] | None = None) -> Snapshot:
+    """Record what fine-tuning must hold fixed.
+
+    Args:
+        model: the model before training.
+        zeros: ``{parameter name: True where it must stay zero}`` for weights without a
+            mask (a finalized model's pruned zeros, see :class:`.zeros.ZeroHold`).
+
+    Returns:
+        The :class:`Snapshot`.
+    """
     masks = {
         qualified_name(name, param):
             getattr(module, f"{param}_mask").detach().bool().clone()
@@ -31,11 +42,13 @@ def snapshot(model: nn.Module) -> Snapshot:
     }
     shapes = {_logical(k, masks): tuple(v.shape) for k, v in model.state_dict().items()
               if not (k.endswith("_mask") and k.removesuffix("_mask") in masks)}
-    return Snapshot(shapes, masks)
+    held = {k: v.detach().clone() for k, v in (zeros or {}).items()}
+    return Snapshot(shapes, masks, held)
 
 
 def check_unchanged(model: nn.Module, before: Snapshot, *, may_shrink: bool = False) -> None:
-    """Raise if a shape or mask changed or a pruned weight became nonzero.
+    """Raise if a shape or mask changed or a pruned weight (masked, or held in
+    ``before.zeros``) became nonzero.
 
     Args:
         model: the model after fine-tuning.
@@ -61,6 +74,11 @@ def check_unchanged(model: nn.Module, before: Snapshot, *, may_shrink: bool = Fa
         module_name, _, param = key.rpartition(".")
         weight = effective_weight(model.get_submodule(module_name), param)
         if bool((weight[~after.masks[key]] != 0).any()):
+            problems.append(f"{key}: pruned weights became nonzero")
+    for key, held in before.zeros.items():
+        module_name, _, param = key.rpartition(".")
+        weight = effective_weight(model.get_submodule(module_name), param)
+        if bool((weight[held] != 0).any()):
             problems.append(f"{key}: pruned weights became nonzero")
     if problems:
         raise PlanError("fine-tuning changed the pruned structure: " + "; ".join(problems))

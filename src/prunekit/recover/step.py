@@ -1,5 +1,10 @@
 """One optimisation step of recovery fine-tuning, usable inside any training loop.
 
+Batches are moved to the model's device; the losses are computed in float32 for a bf16 /
+fp16 model, whose optimiser updates float32 master copies (:mod:`.precision`). Pruned
+weights stay zero: masked ones by their masks, those of a finalized model (no masks) by
+:class:`.zeros.ZeroHold`.
+
 Example:
     >>> step = RecoveryStep(model, config, total_steps=len(loader) * epochs, teacher=dense)
     >>> for epoch in range(epochs):
@@ -10,14 +15,37 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import SpecError
 from ..inputs import ExampleInputs, call_model
+from ..measure.placement import model_device, to_device
 from .config import RecoveryConfig
 from .gradual import Pruner
+from .precision import LOW_PRECISION, MasterWeights
+from .zeros import ZeroHold
+
+
+def check_teacher(config: RecoveryConfig, teacher: nn.Module | None) -> None:
+    """Refuse ``config.distill`` without a teacher (it would train without distillation).
+
+    Raises:
+        SpecError: ``distill=True`` and ``teacher`` is None.
+    """
+    if config.distill and teacher is None:
+        raise SpecError(
+            "RecoveryConfig(distill=True) needs a teacher to distil from, and none was given",
+            "pass teacher=<the dense model>, or set distill=False to train on the labels only",
+        )
+
+
+def precise(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32 if it is bf16 / fp16 (losses are computed there), else itself."""
+    return tensor.float() if tensor.dtype in LOW_PRECISION else tensor
 
 
 def distillation_loss(
@@ -31,15 +59,16 @@ def distillation_loss(
         temperature: softening temperature T.
 
     Returns:
-        A scalar loss.
+        A scalar loss (float32 for bf16 / fp16 logits).
     """
+    student_logits, teacher_logits = precise(student_logits), precise(teacher_logits)
     t = temperature
     log_p_student = F.log_softmax(student_logits / t, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits / t, dim=-1)
     return F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean") * t * t
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two SGD groups: weights with decay, BatchNorm/bias (1-d tensors) without."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
@@ -64,16 +93,24 @@ class RecoveryStep:
     """Forward, loss (cross-entropy, plus KL to a teacher), backward, SGD step, LR schedule.
 
     Masked weights stay zero because the masked end state multiplies by the mask in every
-    forward (their gradient is zero); physically pruned shapes never change. The teacher,
-    if any, runs in eval mode without gradients. With a ``pruner`` the masks grow on its
-    schedule (it is called before each step), otherwise they stay fixed.
+    forward (their gradient is zero); the exact zeros of weights without a mask (a model
+    after :func:`prunekit.finalize`) are written back after every step (``keep_zeros``);
+    physically pruned shapes never change. The teacher, if any, runs in eval mode without
+    gradients. With a ``pruner`` the masks grow on its schedule (it is called before each
+    step), otherwise they stay fixed. Inputs and targets are moved to the model's device
+    (the teacher's inputs to the teacher's).
 
     Args:
         model: the model to train (put in train mode on every call).
         config: :class:`RecoveryConfig`.
         total_steps: steps of the whole run (for the cosine and pruning schedules).
-        teacher: dense model to distil from (used when ``config.distill``).
+        teacher: dense model to distil from (needed when ``config.distill``).
         pruner: a :class:`GradualPruner` or :class:`ChannelFade` acting before each step.
+        keep_zeros: hold the exact zeros of unmasked weights at zero (see
+            :mod:`.zeros`); False trains them like any weight.
+
+    Raises:
+        SpecError: ``config.distill`` without a teacher.
     """
 
     def __init__(
@@ -83,7 +120,10 @@ class RecoveryStep:
         total_steps: int,
         teacher: nn.Module | None = None,
         pruner: Pruner | None = None,
+        *,
+        keep_zeros: bool = True,
     ) -> None:
+        check_teacher(config, teacher)
         self.model = model
         self.pruner = pruner
         self.config = config
@@ -91,9 +131,13 @@ class RecoveryStep:
         self.teacher = teacher if config.distill else None
         if self.teacher is not None:
             self.teacher.eval()
+        self.zeros = ZeroHold(model, keep_zeros)
+        groups = param_groups(model, config.weight_decay)
+        self.master = MasterWeights(p for group in groups for p in group["params"])
+        for group in groups:
+            group["params"] = [self.master[p] for p in group["params"]]
         self.optimizer = torch.optim.SGD(
-            param_groups(model, config.weight_decay), lr=config.lr,
-            momentum=config.momentum, nesterov=config.momentum > 0,
+            groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
         )
         self.steps_done = 0
 
@@ -104,12 +148,16 @@ class RecoveryStep:
             group["lr"] = lr
 
     def loss(self, inputs: ExampleInputs, targets: torch.Tensor) -> torch.Tensor:
-        """The training loss on one batch (with graph; no optimiser step)."""
-        logits = call_model(self.model, inputs)
-        loss = F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
+        """The training loss on one batch (with graph; no optimiser step), in float32 at
+        least."""
+        device = model_device(self.model)
+        logits = call_model(self.model, to_device(inputs, device))
+        loss = F.cross_entropy(precise(logits), to_device(targets, device),
+                               label_smoothing=self.config.label_smoothing)
         if self.teacher is not None:
             with torch.no_grad():
-                teacher_logits = call_model(self.teacher, inputs)
+                teacher_inputs = to_device(inputs, model_device(self.teacher))
+                teacher_logits = call_model(self.teacher, teacher_inputs).to(logits.device)
             kd = distillation_loss(logits, teacher_logits, self.config.temperature)
             loss = (1 - self.config.alpha) * loss + self.config.alpha * kd
         return loss
@@ -117,12 +165,17 @@ class RecoveryStep:
     def __call__(self, inputs: ExampleInputs, targets: torch.Tensor) -> float:
         """Run one step; returns the batch loss as a float."""
         self.model.train()
-        if self.pruner is not None:
-            self.pruner(self.model, self.steps_done, self.total_steps)
+        if self.pruner is not None and self.pruner(self.model, self.steps_done,
+                                                   self.total_steps):
+            self.master.refresh()
         self._set_lr()
         loss = self.loss(inputs, targets)
         self.optimizer.zero_grad(set_to_none=True)
+        self.model.zero_grad(set_to_none=True)
         loss.backward()
+        self.master.gradients_in()
         self.optimizer.step()
+        self.master.weights_out()
+        self.zeros()
         self.steps_done += 1
         return float(loss.detach())
