@@ -29,12 +29,11 @@ from .errors import (
     UnsupportedModelError,
     WeightError,
 )
-from .hf.spec import TransformerStructured
 from .io import artifact_bytes, export_onnx, load, save
 from .plan import Plan
 from .result import PruneResult
 from .sparse import SparseConversion, to_sparse
-from .specs import NM, Structured, Unstructured, spec_from_dict
+from .specs import NM, Structured, TransformerStructured, Unstructured, spec_from_dict
 from .summary import Summary
 
 __all__ = [

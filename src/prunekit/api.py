@@ -12,7 +12,14 @@ from .inputs import ExampleInputs
 from .pipeline import Pipeline, Request, run
 from .plan import Plan
 from .result import PruneResult, model_of
-from .specs import CALIBRATED_IMPORTANCE, NM, Spec, Structured, Unstructured
+from .specs import (
+    CALIBRATED_IMPORTANCE,
+    NM,
+    Spec,
+    Structured,
+    TransformerStructured,
+    Unstructured,
+)
 from .targets import IgnoreEntry
 from .unstructured import ApplyPlanPipeline, MaskedPipeline
 
@@ -76,8 +83,6 @@ def pipeline_for(spec: Spec, request: Request) -> Pipeline[PruneResult]:
     Raises:
         SpecError: ``spec`` is not a prunekit spec.
     """
-    from .hf.spec import TransformerStructured
-
     if isinstance(spec, TransformerStructured):
         from .hf.prune import TransformerPipeline
 

@@ -12,7 +12,8 @@ import pytest
 CORE_MODULES = [
     "prunekit",
     "prunekit.api",
-    "prunekit.specs",
+    "prunekit.specs.weights",
+    "prunekit.specs.transformer",
     "prunekit.plan",
     "prunekit.targets",
     "prunekit.summary",

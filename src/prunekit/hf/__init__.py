@@ -1,9 +1,9 @@
 """Hugging Face-aware structured pruning: attention heads, MLP neurons, whole blocks."""
 
+from ..specs import TransformerStructured
 from .arch import read_arch
 from .prune import TransformerPipeline
 from .rebuild import original_config_values, rebuild_transformer
-from .spec import TransformerStructured
 
 __all__ = [
     "TransformerStructured",

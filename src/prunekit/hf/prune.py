@@ -17,6 +17,7 @@ from ..pipeline.request import Request
 from ..pipeline.verify import check_still_runs
 from ..plan import Plan
 from ..result import PruneResult
+from ..specs import TransformerStructured
 from ..structured import refuse_masked
 from ..summary import LayerInfo, count_parameters
 from ..targets import IgnoreEntry, matches
@@ -38,7 +39,6 @@ from .select import (
     lowest,
     neurons_to_remove_count,
 )
-from .spec import TransformerStructured
 from .surgery import Changes, prune_block, remove_blocks, update_config
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Rebuild a head/neuron/layer-pruned Hugging Face model from its original and the plan.
 
-The plan of a :class:`~prunekit.hf.TransformerStructured` result describes the pruned model relative to
-the original architecture:
+The plan of a :class:`~prunekit.specs.TransformerStructured` result describes the pruned
+model relative to the original architecture:
 
 - ``removed_modules``: blocks deleted from their ``nn.ModuleList``, highest index first;
   later blocks move down (``encoder.layer.5`` becomes ``encoder.layer.4``), exactly as

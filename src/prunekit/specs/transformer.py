@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SpecError
-from ..specs import check_sparsity
+from .checks import check_sparsity
 
 TRANSFORMER_IMPORTANCE = ("magnitude", "activation", "taylor")
 
