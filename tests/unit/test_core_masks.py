@@ -169,8 +169,7 @@ def test_deepcopy_and_pickle_of_a_masked_model(with_grad_forward: bool) -> None:
 def test_masked_model_still_copies_after_a_forward_that_failed() -> None:
     _, model = pruned_net()
     with pytest.raises(RuntimeError):
-        model(torch.randn(3, 5))  # wrong width: fc1 fails after its pre-hook ran
-    assert not model.fc1.weight.requires_grad  # the post-hook detached it anyway
+        model(torch.randn(3, 5))  # wrong width: fc1 fails after reading its masked weight
     clone = pickle.loads(pickle.dumps(copy.deepcopy(model)))
     x = torch.randn(2, 12)
     torch.testing.assert_close(clone(x), model(x), rtol=0, atol=0)

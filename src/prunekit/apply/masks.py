@@ -1,82 +1,126 @@
-"""The masked end state: ``weight = weight_orig * weight_mask``, recomputed every forward.
+"""The masked end state: ``weight = weight_orig * weight_mask``, computed whenever it is read.
 
 Masking ``module.weight`` moves the trainable tensor to ``weight_orig`` (same Parameter
 object, so optimizers keep working) and adds a bool ``weight_mask`` buffer (True = kept).
-A forward pre-hook computes the masked weight for the forward pass, so pruned weights are
-exactly zero in every forward and receive zero gradient; a forward hook then leaves a
-detached copy behind, so the model deep-copies and pickles like any module.
+The module's class becomes a subclass of its own class with :class:`MaskedWeights` in
+front (the prior art is ``torch.nn.utils.parametrize``), whose ``__getattr__`` answers
+``module.weight`` with ``weight_orig * weight_mask``. So every read is current: in any
+forward (pruned weights are exactly zero and receive zero gradient), after an optimizer
+step, after ``.to()`` / ``.half()`` / ``.cuda()``, and in parents that read a child's
+weight directly (``nn.MultiheadAttention`` reads ``out_proj.weight``;
+``nn.TransformerEncoderLayer``'s fast path reads ``linear1/linear2/self_attn.out_proj``
+weights). No hook is involved, nothing is cached; the subclass keeps the original class's
+name, so reprs and summaries read as before, and it deep-copies and pickles (it is
+rebuilt from the original class).
 
-Some parents read a child's weight directly instead of calling the child
-(``nn.MultiheadAttention`` reads ``out_proj.weight``; ``nn.TransformerEncoderLayer``'s
-fast path reads ``linear1/linear2/self_attn.out_proj`` weights). Their masked children get
-a :class:`ChildMaskHook` on the parent as well, so the masked weight is fresh (and
-gradients reach ``weight_orig``) whichever module reads it.
-
-:func:`finalize` bakes the zeros in and restores the original state-dict keys.
+:func:`finalize` bakes the zeros in, restores the original state-dict keys and the
+original class.
 """
 
 from __future__ import annotations
 
+from typing import Any, SupportsIndex, cast
+
 import torch
 from torch import nn
 
-# Parents whose forward reads a descendant's weight without calling the descendant.
+# Parents whose forward reads a descendant's weight without calling the descendant. A
+# masked weight is computed on every read, so they see it current like any other reader.
 DIRECT_READERS: tuple[type[nn.Module], ...] = (nn.MultiheadAttention, nn.TransformerEncoderLayer)
 
-
-class MaskHook:
-    """Forward pre-hook (sets the masked weight) and forward hook (detaches it after)."""
-
-    def __init__(self, param: str) -> None:
-        self.param = param
-
-    def masked(self, module: nn.Module) -> torch.Tensor:
-        """``<param>_orig * <param>_mask`` (differentiable with respect to ``_orig``)."""
-        orig = getattr(module, f"{self.param}_orig")
-        mask = getattr(module, f"{self.param}_mask")
-        return orig * mask
-
-    def __call__(self, module: nn.Module, *args: object) -> None:
-        if len(args) == 1:  # pre-hook: (module, inputs)
-            setattr(module, self.param, self.masked(module))
-        else:  # forward hook: (module, inputs, output); the graph keeps its own reference
-            setattr(module, self.param, self.masked(module).detach())
+ORIG_SUFFIX = "_orig"
+MASK_SUFFIX = "_mask"
 
 
-class ChildMaskHook:
-    """Pre/post forward hook on a parent that reads ``<child>.<param>`` directly."""
+class MaskedWeights(nn.Module):
+    """Put in front of a masked module's class: ``<param>`` reads as ``_orig * _mask``.
 
-    def __init__(self, child: str, param: str) -> None:
-        self.child = child
-        self.param = param
+    Never instantiated directly; :func:`masked_class` makes the per-class subclass.
+    """
 
-    def __call__(self, module: nn.Module, *args: object) -> None:
-        child = module.get_submodule(self.child)
-        if is_masked(child, self.param):  # a no-op once the child is unmasked
-            MaskHook(self.param)(child, *args)
+    _unmasked_class: type[nn.Module]
+
+    def __getattr__(self, name: str) -> Any:
+        state = self.__dict__
+        orig = state["_parameters"].get(name + ORIG_SUFFIX) if "_parameters" in state else None
+        if orig is not None:
+            mask = state["_buffers"].get(name + MASK_SUFFIX)
+            if mask is not None:
+                return orig * mask
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, torch.Tensor) and is_masked(self, name):
+            raise AttributeError(
+                f"{name} of a masked {type(self).__name__} is computed as {name}_orig * "
+                f"{name}_mask; write {name}_orig instead (or prunekit.finalize the model first)"
+            )
+        super().__setattr__(name, value)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        # The subclass is made at run time, so pickle cannot find it by name: rebuild the
+        # module as its original class and put the subclass back (state as nn.Module keeps it).
+        return (_new_masked, (type(self)._unmasked_class,), self.__getstate__())
+
+
+_MASKED_CLASSES: dict[type[nn.Module], type[MaskedWeights]] = {}  # filled on first use
+
+
+def masked_class(base: type[nn.Module]) -> type[MaskedWeights]:
+    """The subclass of ``base`` that computes masked parameters on read (one per class)."""
+    if issubclass(base, MaskedWeights):
+        return base
+    cls = _MASKED_CLASSES.get(base)
+    if cls is None:
+        namespace = {
+            "__module__": base.__module__,
+            "__qualname__": base.__qualname__,
+            "__doc__": base.__doc__,
+            "_unmasked_class": base,
+        }
+        cls = cast(type[MaskedWeights], type(base.__name__, (MaskedWeights, base), namespace))
+        _MASKED_CLASSES[base] = cls
+    return cls
+
+
+def _new_masked(base: type[nn.Module]) -> nn.Module:
+    """An empty instance of ``masked_class(base)`` (pickle then restores its state)."""
+    module = base.__new__(base)
+    module.__class__ = masked_class(base)
+    return module
 
 
 def is_masked(module: nn.Module, param: str = "weight") -> bool:
     """True if ``module.<param>`` carries a prunekit mask."""
-    return isinstance(getattr(module, f"{param}_orig", None), nn.Parameter) and hasattr(
-        module, f"{param}_mask"
+    return isinstance(getattr(module, param + ORIG_SUFFIX, None), nn.Parameter) and hasattr(
+        module, param + MASK_SUFFIX
     )
+
+
+def masked_params(module: nn.Module) -> list[str]:
+    """Names of the parameters of ``module`` that are masked (``["weight"]`` typically)."""
+    if not isinstance(module, MaskedWeights):
+        return []
+    names = [n.removesuffix(ORIG_SUFFIX) for n in module._parameters if n.endswith(ORIG_SUFFIX)]
+    return [n for n in names if n + MASK_SUFFIX in module._buffers]
 
 
 def existing_mask(module: nn.Module, param: str = "weight") -> torch.Tensor | None:
     """The keep-mask (bool) on ``module.<param>``, or None if it is not masked."""
     if not is_masked(module, param):
         return None
-    mask: torch.Tensor = getattr(module, f"{param}_mask")
+    mask: torch.Tensor = getattr(module, param + MASK_SUFFIX)
     return mask.bool()
 
 
 def effective_weight(module: nn.Module, param: str = "weight") -> torch.Tensor:
     """The weight the module computes with (``orig * mask`` if masked), detached."""
-    if is_masked(module, param):
-        return MaskHook(param).masked(module).detach()
-    weight: torch.Tensor = getattr(module, param)
-    return weight.detach()
+    with torch.no_grad():
+        if is_masked(module, param):
+            orig: torch.Tensor = getattr(module, param + ORIG_SUFFIX)
+            return orig * getattr(module, param + MASK_SUFFIX)
+        weight: torch.Tensor = getattr(module, param)
+        return weight.detach()
 
 
 def apply_mask(
@@ -91,10 +135,8 @@ def apply_mask(
             a float mask's memory, and ``orig * mask`` stays in the parameter's dtype.
         param: the parameter's name.
         zeros_applied: the caller guarantees that ``<param>`` is already zero wherever
-            ``mask`` is 0 (weights just loaded from a pruned artefact), so ``orig * mask``
-            equals ``orig`` exactly and is not recomputed: until the next forward,
-            ``module.<param>`` is a detached view of ``<param>_orig``. Ignored when the
-            parameter is already masked.
+            ``mask`` is 0 (weights just loaded from a pruned artefact). Accepted for
+            callers that know it; masking computes nothing up front either way.
 
     Example:
         >>> layer = torch.nn.Linear(2, 2)
@@ -104,20 +146,16 @@ def apply_mask(
         >>> int((layer.weight == 0).sum())
         2
     """
+    del zeros_applied  # nothing is computed at masking time any more
     if is_masked(module, param):
-        buffer: torch.Tensor = getattr(module, f"{param}_mask")
+        buffer: torch.Tensor = getattr(module, param + MASK_SUFFIX)
         buffer.mul_(mask.to(device=buffer.device, dtype=buffer.dtype))
-        setattr(module, param, MaskHook(param).masked(module).detach())
         return
     orig = module._parameters[param]
     assert isinstance(orig, nn.Parameter), f"{param} is not a parameter"
-    _rename_parameter(module, param, f"{param}_orig")
-    module.register_buffer(f"{param}_mask", mask.to(device=orig.device, dtype=torch.bool))
-    hook = MaskHook(param)
-    module.register_forward_pre_hook(hook)
-    module.register_forward_hook(hook, always_call=True)  # detach even if forward fails
-    masked = orig.detach() if zeros_applied else hook.masked(module).detach()
-    setattr(module, param, masked)
+    module.__class__ = masked_class(type(module))
+    _rename_parameter(module, param, param + ORIG_SUFFIX)
+    module.register_buffer(param + MASK_SUFFIX, mask.to(device=orig.device, dtype=torch.bool))
 
 
 def _rename_parameter(module: nn.Module, old: str, new: str) -> None:
@@ -128,41 +166,31 @@ def _rename_parameter(module: nn.Module, old: str, new: str) -> None:
 
 
 def refresh_from_parents(model: nn.Module, module_name: str, param: str = "weight") -> None:
-    """Give every :data:`DIRECT_READERS` ancestor of ``module_name`` a :class:`ChildMaskHook`."""
-    parts = module_name.split(".")
-    for depth in range(len(parts)):
-        parent = model.get_submodule(".".join(parts[:depth]))
-        if not isinstance(parent, DIRECT_READERS):
-            continue
-        child = ".".join(parts[depth:])
-        hooks = parent._forward_pre_hooks.values()
-        if any(isinstance(h, ChildMaskHook) and (h.child, h.param) == (child, param)
-               for h in hooks):
-            continue
-        hook = ChildMaskHook(child, param)
-        parent.register_forward_pre_hook(hook)
-        parent.register_forward_hook(hook, always_call=True)
+    """Nothing to do: a masked weight is computed on every read, by any module.
+
+    Kept so that callers written for hook-refreshed masks keep working.
+    """
+    del model, module_name, param
 
 
-def _remove_mask_hooks(module: nn.Module, param: str) -> None:
-    for hooks in (module._forward_pre_hooks, module._forward_hooks):
-        doomed = [k for k, h in hooks.items() if isinstance(h, MaskHook) and h.param == param]
-        for key in doomed:
-            del hooks[key]
+def drop_stale_parent_hooks(model: nn.Module) -> None:
+    """Nothing to do: masks install no hooks on parents (see :func:`refresh_from_parents`)."""
+    del model
 
 
 def masked_modules(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     """Every ``(module name, module, param)`` that currently carries a mask."""
     return [
-        (name, module, hook.param)
+        (name, module, param)
         for name, module in model.named_modules()
-        for hook in module._forward_pre_hooks.values()
-        if isinstance(hook, MaskHook)
+        for param in masked_params(module)
     ]
 
 
 def unmask(module: nn.Module, param: str = "weight", *, bake: bool = True) -> None:
     """Remove one mask: the ``_orig`` Parameter becomes ``param`` again (same object).
+
+    Once no parameter of ``module`` is masked, it is an instance of its original class again.
 
     Args:
         module: a module with ``<param>_orig`` and ``<param>_mask``.
@@ -170,37 +198,25 @@ def unmask(module: nn.Module, param: str = "weight", *, bake: bool = True) -> No
         bake: multiply the mask into the weight first (pruned weights become exactly 0);
             ``False`` restores the weight as it was before masking.
     """
-    orig: nn.Parameter = getattr(module, f"{param}_orig")
-    mask: torch.Tensor = getattr(module, f"{param}_mask")
+    orig: nn.Parameter = getattr(module, param + ORIG_SUFFIX)
+    mask: torch.Tensor = getattr(module, param + MASK_SUFFIX)
     if bake:
         with torch.no_grad():
             orig.mul_(mask)
-    _remove_mask_hooks(module, param)
-    module.__dict__.pop(param, None)
-    del module._buffers[f"{param}_mask"]
-    _rename_parameter(module, f"{param}_orig", param)
-
-
-def drop_stale_parent_hooks(model: nn.Module) -> None:
-    """Remove every :class:`ChildMaskHook` whose child is no longer masked."""
-    for module in model.modules():
-        for hooks in (module._forward_pre_hooks, module._forward_hooks):
-            stale = [
-                key
-                for key, hook in hooks.items()
-                if isinstance(hook, ChildMaskHook)
-                and not is_masked(module.get_submodule(hook.child), hook.param)
-            ]
-            for key in stale:
-                del hooks[key]
+    del module._buffers[param + MASK_SUFFIX]
+    _rename_parameter(module, param + ORIG_SUFFIX, param)
+    if isinstance(module, MaskedWeights) and not masked_params(module):
+        plain: nn.Module = module
+        plain.__class__ = module._unmasked_class
 
 
 def finalize(model: nn.Module) -> nn.Module:
     """Bake every mask into its weight and remove the masks, in place.
 
     Afterwards ``model.state_dict()`` has the original keys, pruned weights are exactly
-    zero, outputs are unchanged and each weight is the same Parameter object that was
-    trained as ``weight_orig``. Returns ``model`` for chaining.
+    zero, outputs are unchanged, each module is of its original class again and each
+    weight is the same Parameter object that was trained as ``weight_orig``. Returns
+    ``model`` for chaining.
 
     Example:
         >>> import prunekit as pk, torch
@@ -211,5 +227,4 @@ def finalize(model: nn.Module) -> nn.Module:
     """
     for _, module, param in masked_modules(model):
         unmask(module, param)
-    drop_stale_parent_hooks(model)
     return model
