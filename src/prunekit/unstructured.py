@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -140,12 +140,28 @@ def _warn_if_nothing_removed(
         )
 
 
-def check_nm_shapes(spec: NM, targets: Iterable[Target]) -> None:
+def nm_misfits(
+    spec: NM, targets: Iterable[Target], input_dim: Callable[[Target], int] | None = None
+) -> list[Target]:
+    """Targets whose input width is not a multiple of ``spec.m`` (N:M cannot apply).
+
+    Args:
+        input_dim: the weight dimension of each target's inputs (default
+            :attr:`Target.input_dim`; Hugging Face Conv1D stores its weight transposed).
+    """
+    dim = input_dim or (lambda t: t.input_dim)
+    return [t for t in targets if effective_weight(t.module).shape[dim(t)] % spec.m]
+
+
+def check_nm_shapes(
+    spec: NM, targets: Iterable[Target], input_dim: Callable[[Target], int] | None = None
+) -> None:
     """Raise ShapeError naming every target whose input width m does not divide."""
-    width = {t.key: effective_weight(t.module).shape[t.input_dim] for t in targets}
-    bad = [t for t in targets if width[t.key] % spec.m]
+    bad = nm_misfits(spec, targets, input_dim)
     if bad:
-        widths = [f"{t.key} (input width {width[t.key]})" for t in bad]
+        dim = input_dim or (lambda t: t.input_dim)
+        widths = [f"{t.key} (input width {effective_weight(t.module).shape[dim(t)]})"
+                  for t in bad]
         raise ShapeError(
             f"N:M with m={spec.m} needs input widths divisible by {spec.m}: {', '.join(widths)}",
             f"ignore these layers (ignore={[t.module_name for t in bad]!r}) or choose another m",

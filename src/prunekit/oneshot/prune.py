@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from ..errors import ShapeError, SpecError, TargetError
+from ..errors import SpecError, TargetError
 from ..inputs import eval_mode, run_example
 from ..pipeline.request import Request
 from ..pipeline.verify import check_still_runs
@@ -24,10 +24,10 @@ from ..result import PruneResult
 from ..specs import NM, Unstructured
 from ..summary import count_parameters, layer_infos
 from ..targets import IgnoreEntry, Target, qualified_name, resolve_overrides, resolve_targets
-from ..unstructured import check_finite
+from ..unstructured import check_finite, check_nm_shapes
 from .blocks import find_blocks
 from .calibration import check_calibration, check_token_ids
-from .layers import OneShotSettings, hf_conv1d_type, layer_matrix
+from .layers import OneShotSettings, hf_conv1d_type, is_transposed
 from .walk import calibrate_and_prune
 
 logger = logging.getLogger(__name__)
@@ -87,19 +87,6 @@ def _check_spec(spec: Unstructured | NM, overrides: Mapping[str, float] | None) 
         raise SpecError("per-layer overrides do not apply to N:M", "use ignore= to skip layers")
 
 
-def _check_nm_widths(spec: NM, targets: list[Target]) -> None:
-    bad = [
-        f"{t.key} (input width {layer_matrix(t.module).shape[1]})"
-        for t in targets
-        if layer_matrix(t.module).shape[1] % spec.m
-    ]
-    if bad:
-        raise ShapeError(
-            f"N:M with m={spec.m} needs input widths divisible by {spec.m}: {', '.join(bad)}",
-            "ignore these layers (ignore=[...]) or choose another m",
-        )
-
-
 class OneShotPipeline:
     """Wanda / SparseGPT through the common skeleton (:func:`prunekit.pipeline.run`).
 
@@ -124,7 +111,7 @@ class OneShotPipeline:
         resolved = resolve_overrides(model, targets, request.overrides)
         check_finite(targets)
         if isinstance(spec, NM):
-            _check_nm_widths(spec, targets)
+            check_nm_shapes(spec, targets, lambda t: 0 if is_transposed(t.module) else 1)
         self.outputs_before = (
             run_example(model, request.example_inputs)
             if request.example_inputs is not None else None
