@@ -134,3 +134,16 @@ def test_every_entry_point_takes_a_prune_result() -> None:
     assert masked is not result.model
     conversion = pk.to_sparse(again, kernel="dense")
     assert conversion.plan is again.plan
+
+
+def test_one_shot_nm_reads_the_input_width_of_transposed_conv1d_weights() -> None:
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=4,
+                                     n_positions=32)
+    model = transformers.GPT2LMHeadModel(config).eval()  # Conv1D weights are (in, out)
+    with pytest.raises(pk.ShapeError) as info:
+        pk.prune(model, pk.NM(32, 64, importance="wanda"), calibration=[_tokens()],
+                 ignore=["lm_head"])
+    message = str(info.value)
+    assert "h.0.mlp.c_fc.weight (input width 32)" in message  # (32, 128): 32 inputs
+    assert "h.0.mlp.c_proj" not in message  # (128, 32): 128 inputs, a multiple of 64
