@@ -168,3 +168,18 @@ def test_csr_linear_bias_gets_its_gradient_at_any_row_count(rows):
     lin(x).pow(2).sum().backward()
     assert sparse.bias.grad is not None
     torch.testing.assert_close(sparse.bias.grad, lin.bias.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_csr_linear_runs_in_half_precision_on_cpu(dtype):
+    # torch has no CPU CSR product in bf16 / fp16: the layer multiplies in float32 there,
+    # so it agrees with the dense layer to the dtype's rounding and trains
+    lin = _pruned_linear(64, 32, 0.8).to(dtype)
+    sparse = CSRLinear.from_linear(lin)
+    assert to_sparse(nn.Sequential(lin), kernel="csr").kernels == {"0": "csr"}
+    x = torch.randn(5, 64, dtype=dtype, requires_grad=True)
+    y = sparse(x)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y, lin(x), rtol=0.02, atol=0.02)
+    y.float().pow(2).sum().backward()
+    assert x.grad is not None and x.grad.dtype == dtype and sparse.bias.grad.dtype == dtype

@@ -89,10 +89,14 @@ def sparse_module(linear: nn.Linear, kernel: str) -> nn.Module:
 
 
 def candidate_kernels(linear: nn.Linear) -> list[str]:
-    """Sparse kernels that can run this layer's weight on its device and dtype."""
+    """Sparse kernels that can run this layer's weight on its device and dtype.
+
+    CSR runs any floating weight on the CPU (bf16 / fp16 multiply in float32 there, see
+    :meth:`.modules.CSRLinear.torch_product`) and on CUDA; 2:4 needs CUDA with fp16 / bf16.
+    """
     weight = linear.weight
     kernels = []
-    if weight.dtype in (torch.float32, torch.float64) or weight.is_cuda:
+    if weight.is_floating_point() and weight.device.type in ("cpu", "cuda"):
         kernels.append("csr")
     if semi_structured_available(weight) and is_two_four(weight.detach()):
         kernels.append("2:4")

@@ -102,8 +102,16 @@ class CSRLinear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def torch_product(self, rows: torch.Tensor) -> torch.Tensor:
-        """``rows W^T + b`` for ``rows`` of shape ``(N, in)`` with torch's CSR kernel."""
-        out = torch.sparse.mm(self.weight_csr(), rows.t().contiguous()).t()  # (N, out)
+        """``rows W^T + b`` for ``rows`` of shape ``(N, in)`` with torch's CSR kernel.
+
+        torch has no CPU CSR product in bf16 / fp16: there it runs in float32 and the
+        result is rounded to the input's dtype.
+        """
+        weight, x = self.weight_csr(), rows.t().contiguous()
+        if rows.device.type == "cpu" and rows.dtype in (torch.float16, torch.bfloat16):
+            size = (self.out_features, self.in_features)
+            weight, x = _csr(self.crow, self.col, self.values.float(), size), x.float()
+        out = torch.sparse.mm(weight, x).t().to(rows.dtype)  # (N, out)
         return out if self.bias is None else out + self.bias
 
     def extra_repr(self) -> str:
