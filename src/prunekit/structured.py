@@ -131,10 +131,10 @@ def _with_widths(
     return result
 
 
-def _failing_class(exc: BaseException) -> str | None:
-    """Class of the innermost module whose forward raised ``exc``."""
+def _failing_class(broken: PruningBrokeModelError) -> str | None:
+    """Class of the innermost module whose forward raised the error behind ``broken``."""
     found = None
-    tb = exc.__traceback__
+    tb = broken.__cause__.__traceback__ if broken.__cause__ is not None else None
     while tb is not None:
         candidate = tb.tb_frame.f_locals.get("self")
         if isinstance(candidate, nn.Module):
@@ -155,7 +155,7 @@ def _pin_failing_class(analysis: Analysis, broken: PruningBrokeModelError) -> st
     Returns:
         The class name, or None when there is nothing new to pin.
     """
-    cls = _failing_class(broken.__cause__) if broken.__cause__ is not None else None
+    cls = _failing_class(broken)
     channels = analysis.class_channels.get(cls or "", torch.empty(0, dtype=torch.long))
     fresh = channels[~analysis.frozen[channels]] if channels.numel() else channels
     if cls is None or not fresh.numel():
@@ -195,7 +195,7 @@ def cut_with_retries(
                     f"{broken.message} (channels read inside {', '.join(pinned)} were kept "
                     "and it still failed)" if pinned else broken.message,
                     f"this is a prunekit bug; please report it with the model. As a "
-                    f"workaround, ignore=[{_failing_class(broken.__cause__) or 'the module'}] "
+                    f"workaround, ignore=[{_failing_class(broken) or 'the module'}] "
                     "leaves that module's channels alone",
                 ) from broken.__cause__
             pinned.append(cls)
@@ -314,6 +314,7 @@ class StructuredPipeline:
                 "structured pruning needs example_inputs to trace the model",
                 "pass example_inputs=torch.randn(1, 3, 224, 224) or whatever the model accepts",
             )
+        self.example_inputs: ExampleInputs = request.example_inputs
         refuse_masked(model, self.name)
         entries = list(request.ignore)
         targets, skipped = resolve_targets(model, ignore=entries)
@@ -336,10 +337,10 @@ class StructuredPipeline:
 
     def mutate(self, work: nn.Module) -> None:
         self.decision, self.attributes = cut_with_retries(
-            work, self.request.example_inputs, self.analysis, self.choose, self.name)
+            work, self.example_inputs, self.analysis, self.choose, self.name)
 
     def verify(self, work: nn.Module) -> None:
-        check_still_runs(work, self.request.example_inputs, self.analysis.outputs, self.name)
+        check_still_runs(work, self.example_inputs, self.analysis.outputs, self.name)
         if bool(self.decision.removed.any()) and count_parameters(work) >= self.params_before:
             raise InternalError("structured pruning removed channels but no parameter",
                                 "this is a prunekit bug; please report it with the model")

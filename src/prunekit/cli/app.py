@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import click
+from typing import Any
+
 import typer
 from typer.core import TyperGroup
 
@@ -17,7 +18,7 @@ VERBOSE_FLAGS = ("--verbose", "-v")
 class VerboseAnywhere(TyperGroup):
     """Accept ``--verbose`` before or after the subcommand (``prunekit prune ... -v``)."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # click's Context
         end = args.index("--") if "--" in args else len(args)
         flags = [a for a in args[:end] if a in VERBOSE_FLAGS]
         rest = [a for a in args[:end] if a not in VERBOSE_FLAGS] + args[end:]

@@ -69,9 +69,9 @@ def _report_internal(exc: Exception) -> None:
     if _verbose():
         err_console.print("".join(traceback.format_exception(exc)), markup=False,
                           highlight=False)
-    internal = isinstance(exc, InternalError)
-    message = exc.message if internal else f"{type(exc).__name__}: {exc}"
-    hint = exc.hint if internal and exc.hint else "this is a prunekit bug; please report it"
+    message, hint = f"{type(exc).__name__}: {exc}", "this is a prunekit bug; please report it"
+    if isinstance(exc, InternalError):
+        message, hint = exc.message, exc.hint or hint
     err_console.print(f"[red]internal error:[/red] {escape(message)}", highlight=False)
     err_console.print(f"[yellow]hint:[/yellow] {escape(hint)}", highlight=False)
     if not _verbose():

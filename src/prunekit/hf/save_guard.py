@@ -80,5 +80,5 @@ def guard_save_pretrained(model: nn.Module, arch: Arch) -> str | None:
     reason = "; ".join(mismatches)
     for module in model.modules():
         if callable(getattr(type(module), "save_pretrained", None)):
-            module.save_pretrained = RefusedSavePretrained(reason)
+            vars(module)["save_pretrained"] = RefusedSavePretrained(reason)  # shadows the method
     return reason
