@@ -30,7 +30,7 @@ def _attributes(module: nn.Module) -> dict[str, Any]:
 def model_state(model: nn.Module) -> dict[str, Any]:
     """Module tree, attributes, hooks, modes, tensors bit for bit and their identities."""
     return {
-        "modules": [(n, type(m).__name__, id(m)) for n, m in model.named_modules()],
+        "modules": [(n, type(m), id(m)) for n, m in model.named_modules()],
         "attributes": {n: _attributes(m) for n, m in model.named_modules()},
         "tensors": {
             k: (v.dtype, tuple(v.shape), v.device, v.detach().clone())

@@ -1,8 +1,9 @@
 """Undo any mutation of a model: module tree, attributes, parameters, buffers, config.
 
-:class:`ModelSnapshot` records, for every module, its attribute dictionary (the torch
-containers ``_parameters`` / ``_buffers`` / ``_modules`` / hooks, and a deep copy of every
-other attribute, e.g. a Hugging Face config) and, for every tensor, the storage it points to.
+:class:`ModelSnapshot` records, for every module, its class and attribute dictionary (the
+torch containers ``_parameters`` / ``_buffers`` / ``_modules`` / hooks, and a deep copy of
+every other attribute, e.g. a Hugging Face config) and, for every tensor, the storage it
+points to.
 :meth:`ModelSnapshot.restore` puts all of it back *in place*: the user's module, Parameter,
 container and config objects keep their identity, so references the user holds stay valid.
 
@@ -46,6 +47,7 @@ class _TensorState:
 @dataclass
 class _ModuleState:
     module: nn.Module
+    cls: type  # masking swaps in a subclass that computes masked weights on read
     attributes: dict[str, Any]  # name -> the original object
     contents: dict[str, Any]  # name -> a copy of what a mutable object held
 
@@ -140,7 +142,7 @@ class ModelSnapshot:
             held = _snapshot_value(name, value, memo)
             if held is not None:
                 contents[name] = held
-        return _ModuleState(module, attributes, contents)
+        return _ModuleState(module, type(module), attributes, contents)
 
     @staticmethod
     def _tensor_state(tensor: torch.Tensor, written: bool) -> _TensorState:
@@ -159,6 +161,8 @@ class ModelSnapshot:
         """
         memo = dict(self._identity)  # shared objects (a config) are restored once, shared
         for state in self._modules:
+            if type(state.module) is not state.cls:
+                state.module.__class__ = state.cls
             attributes = vars(state.module)
             attributes.clear()
             attributes.update(state.attributes)
