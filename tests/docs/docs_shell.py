@@ -10,10 +10,13 @@ in pyproject.toml).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -54,13 +57,27 @@ def runs_for_real(cmd: Command, flags_only: bool) -> bool:
     return "--help" in cmd.words or (bool(rest) and rest[0] in RUN_FOR_REAL)
 
 
+@contextlib.contextmanager
+def logging_kept() -> Iterator[None]:
+    """Undo what the CLI's logging set-up changes (``--verbose`` sets prunekit's level)."""
+    root, ours = logging.getLogger(), logging.getLogger("prunekit")
+    handlers, root_level, our_level = root.handlers[:], root.level, ours.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(root_level)
+        ours.setLevel(our_level)
+
+
 def run_prunekit(cmd: Command) -> None:
     """Run a ``prunekit`` command in this process (current directory) and check its exit code."""
     from typer.testing import CliRunner
 
     from prunekit.cli.app import app
 
-    result = CliRunner().invoke(app, list(cmd.words[1:]), env=WIDE)
+    with logging_kept():
+        result = CliRunner().invoke(app, list(cmd.words[1:]), env=WIDE)
     assert result.exit_code == cmd.expected_exit, (
         f"{cmd.where}: `{' '.join(cmd.words)}` exited {result.exit_code}, the page says "
         f"{cmd.expected_exit}\n{result.output}\n{result.exception!r}"
