@@ -1,7 +1,9 @@
 """Typed errors. Each names what was wrong and how to fix it.
 
-Every error derives from :class:`PrunekitError`; most also derive from the builtin
-a caller would expect (``ValueError`` / ``TypeError``), so ``except ValueError`` keeps working.
+An error about the caller's input derives from :class:`PrunekitError`; most also derive from
+the builtin a caller would expect (``ValueError`` / ``TypeError``), so ``except ValueError``
+keeps working. A failure of prunekit's own code is an :class:`InternalError` instead, so a
+bug is never presented as the caller's mistake.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ class PrunekitError(_Hinted):
 
     Raised before the model is changed (or with it restored): fix the input and retry.
     """
+
+
+BUG_HINT = "this is a prunekit bug; please report it with the model and the call"
 
 
 class InternalError(_Hinted, RuntimeError):

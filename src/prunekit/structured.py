@@ -26,6 +26,7 @@ from torch import nn
 from .apply.masks import masked_modules
 from .apply.surgery.slicing import finish, install, kept_indices, sliced_tensors
 from .errors import (
+    BUG_HINT,
     CouplingError,
     ExampleInputError,
     InternalError,
@@ -194,9 +195,9 @@ def cut_with_retries(
                 raise PruningBrokeModelError(
                     f"{broken.message} (channels read inside {', '.join(pinned)} were kept "
                     "and it still failed)" if pinned else broken.message,
-                    f"this is a prunekit bug; please report it with the model. As a "
-                    f"workaround, ignore=[{_failing_class(broken) or 'the module'}] "
-                    "leaves that module's channels alone",
+                    f"{BUG_HINT}. As a workaround, "
+                    f"ignore=[{_failing_class(broken) or 'the module'}] leaves that module's "
+                    "channels alone",
                 ) from broken.__cause__
             pinned.append(cls)
         except BaseException:
@@ -342,8 +343,7 @@ class StructuredPipeline:
     def verify(self, work: nn.Module) -> None:
         check_still_runs(work, self.example_inputs, self.analysis.outputs, self.name)
         if bool(self.decision.removed.any()) and count_parameters(work) >= self.params_before:
-            raise InternalError("structured pruning removed channels but no parameter",
-                                "this is a prunekit bug; please report it with the model")
+            raise InternalError("structured pruning removed channels but no parameter", BUG_HINT)
 
     def result(self, work: nn.Module) -> PruneResult:
         plan = Plan(

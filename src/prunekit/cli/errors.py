@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import InternalError, PrunekitError
+from ..errors import BUG_HINT, InternalError, PrunekitError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -69,7 +69,7 @@ def _report_internal(exc: Exception) -> None:
     if _verbose():
         err_console.print("".join(traceback.format_exception(exc)), markup=False,
                           highlight=False)
-    message, hint = f"{type(exc).__name__}: {exc}", "this is a prunekit bug; please report it"
+    message, hint = f"{type(exc).__name__}: {exc}", BUG_HINT
     if isinstance(exc, InternalError):
         message, hint = exc.message, exc.hint or hint
     err_console.print(f"[red]internal error:[/red] {escape(message)}", highlight=False)

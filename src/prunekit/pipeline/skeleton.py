@@ -21,11 +21,10 @@ from typing import Protocol, TypeVar
 
 from torch import nn
 
-from ..errors import InternalError, PrunekitError, UnsupportedModelError
+from ..errors import BUG_HINT, InternalError, PrunekitError, UnsupportedModelError
 from .snapshot import ModelSnapshot
 
 R_co = TypeVar("R_co", covariant=True)
-REPORT_HINT = "this is a prunekit bug; please report it with the model and the call"
 
 
 class Pipeline(Protocol[R_co]):
@@ -62,7 +61,7 @@ def internal_errors(what: str, stage: str) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - classified here, once for every pipeline
         raise InternalError(
             f"{what} failed while {stage}: {type(exc).__name__}: {exc}",
-            f"{REPORT_HINT}; the model was left unchanged",
+            f"{BUG_HINT}; the model was left unchanged",
         ) from exc
 
 

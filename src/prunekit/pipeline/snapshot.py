@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InternalError
+from ..errors import BUG_HINT, InternalError
 
 IMMUTABLE = (int, float, bool, str, bytes, type(None), tuple, frozenset, torch.dtype, torch.device)
 BY_REFERENCE = (
@@ -174,7 +174,7 @@ class ModelSnapshot:
             raise InternalError(
                 "could not restore the model: tensors were written in place without a copy "
                 f"({sum(lost)} of them)",
-                "this is a prunekit bug; please report it with the call that failed",
+                BUG_HINT,
             )
 
     @staticmethod

@@ -5,10 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import PruningBrokeModelError
+from ..errors import BUG_HINT, PruningBrokeModelError
 from ..inputs import ExampleInputs, model_outputs
-
-BROKEN_HINT = "this is a prunekit bug; please report it with the model definition"
 
 
 def check_still_runs(
@@ -28,13 +26,13 @@ def check_still_runs(
         raise PruningBrokeModelError(
             f"{what} broke the model: it ran on the example inputs before and fails after: "
             f"{type(exc).__name__}: {exc}",
-            f"{BROKEN_HINT}; the model was left unchanged",
+            f"{BUG_HINT}; the model was left unchanged",
         ) from exc
     shapes_before = [tuple(t.shape) for t in before]
     shapes_after = [tuple(t.shape) for t in after]
     if shapes_before != shapes_after:
         raise PruningBrokeModelError(
             f"{what} changed the model's output shapes: {shapes_before} -> {shapes_after}",
-            f"{BROKEN_HINT}; the model was left unchanged",
+            f"{BUG_HINT}; the model was left unchanged",
         )
     return after
