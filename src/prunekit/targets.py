@@ -24,7 +24,11 @@ PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
     nn.ConvTranspose3d,
 )
 
-IgnoreEntry = str | type[nn.Module]
+IgnoreEntry = str | re.Pattern[str] | type[nn.Module]
+"""How ``ignore=`` and ``overrides=`` select modules (see :func:`matches`)."""
+
+# Characters that hint a string was meant as a regex ("." is left out: names have dots).
+_REGEX_HINTS = frozenset("\\*+?[](){}|^$")
 
 
 def qualified_name(prefix: str, name: str) -> str:
@@ -55,55 +59,118 @@ class Target:
 def matches(entry: IgnoreEntry, name: str, module: nn.Module) -> bool:
     r"""True if an ignore / override entry selects ``module`` named ``name``.
 
-    A type matches its instances; a string matches the module of that exact name, its
-    children (``"features"`` covers ``"features.3"``), or is a regex matched in full.
+    - a module type matches its instances;
+    - a string matches the module of exactly that name and its children (``"features"``
+      covers ``"features.3"``, but ``"1.0"`` never covers ``"100"``);
+    - a regex is used only when asked for: a compiled ``re.Pattern`` is matched in full
+      against the module name (``re.compile(r"blocks\.\d+\.fc1")``).
 
     Example:
         >>> layer = nn.Linear(2, 2)
         >>> matches("features", "features.3", layer), matches(nn.Linear, "head", layer)
         (True, True)
-        >>> matches(r"blocks\.\d+\.fc1", "blocks.11.fc1", layer), matches("fc", "fc1", layer)
-        (True, False)
+        >>> matches(re.compile(r"blocks\.\d+\.fc1"), "blocks.11.fc1", layer)
+        True
+        >>> matches("fc", "fc1", layer), matches("1.0", "100", layer)
+        (False, False)
     """
     if isinstance(entry, type):
         return isinstance(module, entry)
-    if name == entry or name.startswith(entry + "."):
-        return True
-    try:
-        return re.fullmatch(entry, name) is not None
-    except re.error:
-        return False
+    if isinstance(entry, re.Pattern):
+        return entry.fullmatch(name) is not None
+    return name == entry or name.startswith(entry + ".")
 
 
-def _check_entries_match(
-    entries: Iterable[IgnoreEntry], model: nn.Module, what: str
-) -> None:
+def entry_label(entry: IgnoreEntry) -> str:
+    """How an entry is shown in reasons and errors: ``'head'``, ``'Linear'``,
+    ``re.compile('blocks\\.\\d+')``."""
+    if isinstance(entry, type):
+        return repr(entry.__name__)
+    if isinstance(entry, re.Pattern):
+        return f"re.compile({entry.pattern!r})"
+    return repr(entry)
+
+
+def _unmatched_line(entry: IgnoreEntry, names: list[str]) -> str:
+    line = entry_label(entry)
+    if isinstance(entry, str):
+        close = difflib.get_close_matches(entry, names, n=3)
+        if close:
+            line += f" (did you mean {', '.join(close)}?)"
+        if _REGEX_HINTS & set(entry):
+            line += f" (a string is a module name; for a regex pass re.compile({entry!r}))"
+    return line
+
+
+def _check_entries_match(entries: Iterable[IgnoreEntry], model: nn.Module, what: str) -> None:
     named = list(model.named_modules())
     names = [n for n, _ in named if n]
     unmatched = [e for e in entries if not any(matches(e, n, m) for n, m in named)]
     if not unmatched:
         return
-    lines = []
-    for entry in unmatched:
-        close = difflib.get_close_matches(str(entry), names, n=3) if isinstance(entry, str) else []
-        lines.append(f"{entry!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
     raise TargetError(
-        f"{what} entries match no module of the model: {'; '.join(lines)}",
-        "use module names as printed by model.named_modules(), a module type, or a regex",
+        f"{what} entries match no module of the model: "
+        + "; ".join(_unmatched_line(e, names) for e in unmatched),
+        "use module names as printed by model.named_modules() (a name covers its "
+        "children), a module type, or a compiled regex: re.compile(r\"blocks\\.\\d+\\.fc1\")",
     )
 
 
-def _check_ignore_types(ignore: Iterable[object] | IgnoreEntry) -> list[IgnoreEntry]:
-    single = isinstance(ignore, (str, type))  # ignore="fc" means ["fc"], not ["f", "c"]
+def _is_entry(entry: object) -> bool:
+    return isinstance(entry, (str, re.Pattern)) or (
+        isinstance(entry, type) and issubclass(entry, nn.Module)
+    )
+
+
+def ignore_entries(ignore: Iterable[IgnoreEntry] | IgnoreEntry) -> list[IgnoreEntry]:
+    r"""The entries of an ``ignore=`` argument as a list, each checked to be usable.
+
+    A bare string, regex or type is one entry (``ignore="fc"`` means ``["fc"]``, not
+    ``["f", "c"]``). Every pruning path normalises ``ignore`` through this function.
+
+    Args:
+        ignore: module names, ``nn.Module`` types and compiled regexes, or one of them.
+
+    Returns:
+        The entries, in order.
+
+    Raises:
+        TargetError: an entry is none of the three (a regex given as a plain string is a
+            name, not an error; it fails later if no module has that name).
+
+    Example:
+        >>> ignore_entries("fc"), ignore_entries(nn.Embedding)
+        (['fc'], [<class 'torch.nn.modules.sparse.Embedding'>])
+        >>> ignore_entries(["head", re.compile(r"blocks\.\d+")])
+        ['head', re.compile('blocks\\.\\d+')]
+    """
+    single = isinstance(ignore, (str, re.Pattern, type)) or not isinstance(ignore, Iterable)
+    items: Iterable[object] = [ignore] if single else ignore  # type: ignore[assignment]
     entries: list[IgnoreEntry] = []
-    for entry in [ignore] if single else ignore:  # type: ignore[union-attr]
-        if isinstance(entry, str) or (isinstance(entry, type) and issubclass(entry, nn.Module)):
-            entries.append(entry)
-        else:
+    for entry in items:
+        if not _is_entry(entry):
             raise TargetError(
-                f"ignore entry {entry!r} is neither a module name/regex nor an nn.Module type",
-                'e.g. ignore=["classifier.2", nn.Embedding, r"blocks\\.\\d+\\.attn\\..*"]',
+                f"ignore entry {entry!r} is neither a module name, an nn.Module type nor a "
+                "compiled regex",
+                'e.g. ignore=["classifier.2", nn.Embedding, re.compile(r"blocks\\.\\d+\\.attn")]',
             )
+        entries.append(entry)  # type: ignore[arg-type]
+    return entries
+
+
+def check_ignore(
+    model: nn.Module, ignore: Iterable[IgnoreEntry] | IgnoreEntry
+) -> list[IgnoreEntry]:
+    """:func:`ignore_entries`, and every entry must select some module of ``model``.
+
+    Returns:
+        The entries, in order.
+
+    Raises:
+        TargetError: an entry is unusable or matches no module (with "did you mean").
+    """
+    entries = ignore_entries(ignore)
+    _check_entries_match(entries, model, "ignore")
     return entries
 
 
@@ -160,11 +227,18 @@ def _resolve_ties(
 def resolve_targets(
     model: nn.Module,
     *,
-    ignore: Iterable[IgnoreEntry] = (),
+    ignore: Iterable[IgnoreEntry] | IgnoreEntry = (),
     types: tuple[type[nn.Module], ...] = PRUNABLE_TYPES,
     include_embeddings: bool = False,
 ) -> tuple[list[Target], dict[str, str]]:
     """Find the prunable weights of ``model``.
+
+    Args:
+        model: the model (only read).
+        ignore: module names (each covers its children), ``nn.Module`` types and compiled
+            regexes (``re.compile(...)``, matched in full) to leave alone; see :func:`matches`.
+        types: the prunable module types.
+        include_embeddings: also target ``nn.Embedding`` weights.
 
     Returns:
         ``(targets, skipped)``: the weights to prune and ``{module name: reason}`` for
@@ -173,8 +247,7 @@ def resolve_targets(
     Raises:
         TargetError: an ignore entry matches nothing, or nothing is left to prune.
     """
-    entries = _check_ignore_types(ignore)
-    _check_entries_match(entries, model, "ignore")
+    entries = check_ignore(model, ignore)
     wanted = types + ((nn.Embedding,) if include_embeddings else ())
     candidates: list[Target] = []
     skipped: dict[str, str] = {}
@@ -189,8 +262,7 @@ def resolve_targets(
             )
         hit = next((e for e in entries if matches(e, name, module)), None)
         if hit is not None:
-            label = hit.__name__ if isinstance(hit, type) else hit
-            skipped[name] = f"ignored by {label!r}"
+            skipped[name] = f"ignored by {entry_label(hit)}"
         else:
             candidates.append(Target(name, module))
     targets = _resolve_ties(model, candidates, skipped)
@@ -204,21 +276,36 @@ def resolve_targets(
 
 
 def resolve_overrides(
-    model: nn.Module, targets: list[Target], overrides: Mapping[str, float] | None
+    model: nn.Module,
+    targets: list[Target],
+    overrides: Mapping[IgnoreEntry, float] | Mapping[str, float] | None,
 ) -> dict[str, float]:
-    """Map each override pattern onto target keys: ``{target.key: sparsity}``.
+    r"""Map each override entry onto target keys: ``{target.key: sparsity}``.
 
-    The last matching pattern wins, so put general patterns first and specific ones last.
+    Entries select modules as ``ignore=`` entries do (:func:`matches`): a module name
+    (covering its children), an ``nn.Module`` type, or a compiled regex such as
+    ``re.compile(r"blocks\.\d+\.fc1")``. The last matching entry wins, so put general
+    entries first and specific ones last.
+
+    Raises:
+        SpecError: a sparsity is out of range.
+        TargetError: an entry is unusable, matches no module, or matches no pruned layer.
     """
     if not overrides:
         return {}
     from .specs import check_sparsity
 
     for pattern, sparsity in overrides.items():
-        check_sparsity(sparsity, f"override sparsity for {pattern!r}")
+        if not _is_entry(pattern):
+            raise TargetError(
+                f"override key {pattern!r} is neither a module name, an nn.Module type nor "
+                "a compiled regex",
+                'e.g. overrides={"features.0": 0.5, re.compile(r"blocks\\.\\d+\\.fc1"): 0.8}',
+            )
+        check_sparsity(sparsity, f"override sparsity for {entry_label(pattern)}")
     _check_entries_match(list(overrides), model, "override")
     resolved: dict[str, float] = {}
-    used: set[str] = set()
+    used: set[IgnoreEntry] = set()
     for target in targets:
         for pattern, sparsity in overrides.items():
             if matches(pattern, target.module_name, target.module):
@@ -227,7 +314,7 @@ def resolve_overrides(
     unused = [p for p in overrides if p not in used]
     if unused:
         raise TargetError(
-            f"override entries match no pruned layer: {', '.join(map(repr, unused))}",
+            f"override entries match no pruned layer: {', '.join(map(entry_label, unused))}",
             "overrides apply to targeted layers (not ignored, of a prunable type); "
             "check the names against the summary's layer column",
         )

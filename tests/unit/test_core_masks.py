@@ -82,7 +82,7 @@ def test_masks_survive_ten_optimizer_steps(make_optimizer) -> None:
     masks = {name: existing_mask(model.get_submodule(name)).clone() for name in ("fc1", "conv", "fc2")}
     seen: list[tuple[str, torch.Tensor]] = []
 
-    def record(module: nn.Module, inputs: object) -> None:  # runs after the mask pre-hook
+    def record(module: nn.Module, inputs: object) -> None:  # reads the weight forward uses
         seen.append((names[module], module.weight.detach().clone()))
 
     names = {model.get_submodule(n): n for n in masks}
@@ -152,7 +152,7 @@ def test_deepcopy_and_pickle_of_a_masked_model(with_grad_forward: bool) -> None:
     _, model = pruned_net()
     x = torch.randn(3, 12)
     if with_grad_forward:
-        model(x).sum().backward()  # leaves grads and (without the post-hook) non-leaf weights
+        model(x).sum().backward()  # leaves grads behind
     expected = model(x).detach()
     clones = [copy.deepcopy(model), pickle.loads(pickle.dumps(model))]
     buffer = io.BytesIO()
@@ -231,7 +231,7 @@ def test_multihead_attention_out_proj_is_pruned_correctly_in_eval_and_training()
     assert (oracle.layers[0].self_attn.out_proj.weight[~mask] == 0).all()
     assert list(oracle.state_dict()) == list(dense.state_dict())
     assert not any(m._forward_pre_hooks for m in oracle.modules())
-    clone = pickle.loads(pickle.dumps(model))  # parent hooks pickle too
+    clone = pickle.loads(pickle.dumps(model))  # masked children inside parents pickle too
     with torch.no_grad():
         torch.testing.assert_close(clone(x), fast, rtol=0, atol=0)
 

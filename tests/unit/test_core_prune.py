@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
@@ -114,7 +115,7 @@ def test_types_targeted_by_default_and_embeddings_optional() -> None:
     [
         (["head"], "ignored by 'head'"),
         ([nn.Linear], "ignored by 'Linear'"),
-        ([r"he.d"], "ignored by 'he.d'"),
+        ([re.compile(r"he.d")], "ignored by re.compile('he.d')"),
         ("head", "ignored by 'head'"),  # a single string is one entry
     ],
 )
@@ -137,7 +138,7 @@ def test_ignoring_a_container_skips_its_children() -> None:
 
 
 def test_per_layer_overrides_by_name_and_regex_last_match_wins() -> None:
-    overrides = {r"\d": 0.2, "5": 0.7}  # every layer 0.2, then layer "5" 0.7
+    overrides = {re.compile(r"\d"): 0.2, "5": 0.7}  # every layer 0.2, then layer "5" 0.7
     result = pk.prune(mlp(), pk.Unstructured(sparsity=0.9), overrides=overrides)
     counts = removed_counts(result)
     assert counts == {"1": round(0.2 * 784 * 256), "3": round(0.2 * 256 * 128), "5": 896}
