@@ -6,18 +6,21 @@ A reference is ``"<prefix>:<name>"``. Built-in prefixes:
 - ``torchvision:NAME``: ``torchvision.models.get_model(NAME, weights=None)``;
 - ``hf:CLASS``: a Hugging Face ``transformers`` class built from the config stored in the
   manifest (``CLASS(config)``; no download, no remote code);
-- ``import:package.module:factory``: calls a user factory. Importing runs that package's
-  code, so ``load`` refuses it unless ``allow_import=True``.
+- ``import:package.module:factory``: calls a user factory, found among the installed
+  packages or in the working directory (on ``sys.path`` only while the factory is imported
+  and called; ``sys.path`` is never changed for good). Importing runs that package's code,
+  so ``load`` refuses it unless ``allow_import=True``.
 
 Other libraries add prefixes with :func:`register_builder`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,18 +135,37 @@ def _torchvision(name: str, entry: Mapping[str, Any]) -> nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def importable_from_cwd() -> Iterator[None]:
+    """The working directory is importable inside the block (as under ``python -m``).
+
+    ``sys.path`` gets the working directory in front only if neither it nor ``""`` is
+    there already, and loses exactly that entry again when the block ends, whatever
+    happens inside: the process's import path is the same afterwards.
+    """
+    cwd = os.getcwd()
+    if "" in sys.path or cwd in sys.path:
+        yield
+        return
+    sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(cwd)
+
+
 def _import(name: str, entry: Mapping[str, Any]) -> nn.Module:
     module_name, _, attr = name.partition(":")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like ``python -m``: the user's project is importable
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise TargetError(
-            f"cannot import model factory {name!r}: {exc}",
-            "use package.module:function, where function() returns an nn.Module",
-        ) from exc
-    return call_factory(factory, f"model factory {name!r}", TargetError)
+    with importable_from_cwd():  # the factory may import its own modules when called
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise TargetError(
+                f"cannot import model factory {name!r}: {exc}",
+                "use package.module:function, where function() returns an nn.Module",
+            ) from exc
+        return call_factory(factory, f"model factory {name!r}", TargetError)
 
 
 def call_factory(
