@@ -223,3 +223,11 @@ def test_masked_tensor_in_a_sparse_layer_is_refused_before_writing(tmp_path):
     _edit_manifest(folder, lambda d: d["tensors"]["head.weight"].update(masked=True))
     with pytest.raises(FormatError, match="not parameters of dense layers"):
         pk.load(folder)
+
+
+@pytest.mark.parametrize("bad", [None, "model.pt", {"1.weight": torch.zeros(2)}])
+def test_save_refuses_what_is_neither_a_model_nor_a_result(bad, tmp_path):
+    with pytest.raises(pk.SpecError, match="PruneResult") as info:
+        pk.save(bad, tmp_path / "bad")
+    assert type(bad).__name__ in str(info.value)
+    assert list(tmp_path.iterdir()) == []

@@ -74,3 +74,22 @@ def test_export_refuses_to_overwrite(tmp_path):
     assert path.read_bytes() == b"keep"
     export_onnx(result.model, x, path, overwrite=True)
     assert check_onnx(result.model, x, path).ok
+
+
+def test_export_and_check_take_a_prune_result(tmp_path):
+    result, x = masked_zoo("mlp")
+    path = export_onnx(result, x, tmp_path / "result.onnx")  # the result, not result.model
+    check = check_onnx(result, x, path)
+    assert check.ok, check
+    same = check_onnx(result.model, x, path)
+    assert same.max_abs_diff == check.max_abs_diff  # the result stands for its model
+    assert pk.apply.masks.masked_modules(result.model)  # exported from a copy
+
+
+def test_export_refuses_what_is_not_a_model_before_writing(tmp_path):
+    _, x = masked_zoo("mlp")
+    with pytest.raises(pk.SpecError, match="PruneResult, got dict"):
+        export_onnx({"weights": 1}, x, tmp_path / "bad.onnx")
+    with pytest.raises(pk.SpecError, match="PruneResult, got str"):
+        check_onnx("model.onnx", x, tmp_path / "bad.onnx")
+    assert list(tmp_path.iterdir()) == []

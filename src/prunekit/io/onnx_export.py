@@ -24,6 +24,7 @@ from torch import nn
 from ..apply.masks import finalize
 from ..errors import ExampleInputError, FormatError
 from ..inputs import ExampleInputs, run_example
+from ..result import PruneResult, model_of
 from ..sparse.modules import CSRLinear, SemiStructuredLinear, to_linear
 from .atomic import check_target, ensure_parent
 
@@ -39,9 +40,13 @@ class OnnxCheck:
     ok: bool
 
 
-def exportable_copy(model: nn.Module) -> nn.Module:
-    """A copy with masks baked in and sparse layers dense again, in eval mode."""
-    work = copy.deepcopy(model)
+def exportable_copy(model: nn.Module | PruneResult) -> nn.Module:
+    """A copy with masks baked in and sparse layers dense again, in eval mode.
+
+    Raises:
+        SpecError: ``model`` is neither a module nor a :class:`PruneResult`.
+    """
+    work = copy.deepcopy(model_of(model))
     finalize(work)
     for name, module in list(work.named_modules()):
         if isinstance(module, (CSRLinear, SemiStructuredLinear)):
@@ -58,7 +63,7 @@ def _as_args(example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[str, 
 
 
 def export_onnx(
-    model: nn.Module,
+    model: nn.Module | PruneResult,
     example_inputs: ExampleInputs,
     path: str | Path,
     *,
@@ -68,7 +73,8 @@ def export_onnx(
     """Export ``model`` to a single ONNX file, atomically.
 
     Args:
-        model: any end state (masks and sparse layers are made dense on a copy).
+        model: a module in any end state (masks and sparse layers are made dense on a
+            copy), or a :class:`PruneResult` (its ``.model``).
         example_inputs: inputs the model accepts (tensor, tuple or dict).
         path: the ``.onnx`` file to write.
         overwrite: replace an existing file.
@@ -78,13 +84,15 @@ def export_onnx(
         The written path.
 
     Raises:
+        SpecError: ``model`` is neither a module nor a :class:`PruneResult`.
         ArtifactExistsError: ``path`` exists and ``overwrite`` is False.
         ExampleInputError: the model does not run on ``example_inputs``.
         UnsupportedModelError: the exporter cannot express the model.
     """
+    module = model_of(model)
     path = Path(path)
     check_target(path, overwrite)
-    work = exportable_copy(model)
+    work = exportable_copy(module)
     run_example(work, example_inputs)
     args, kwargs = _as_args(example_inputs)
     ensure_parent(path)
@@ -130,7 +138,7 @@ def _feeds(session: Any, example_inputs: ExampleInputs) -> dict[str, np.ndarray]
 
 
 def check_onnx(
-    model: nn.Module,
+    model: nn.Module | PruneResult,
     example_inputs: ExampleInputs,
     path: str | Path,
     *,
@@ -139,13 +147,22 @@ def check_onnx(
 ) -> OnnxCheck:
     """Run the ONNX file with onnxruntime (CPU) and compare with the PyTorch model.
 
+    Args:
+        model: the module that was exported, or its :class:`PruneResult`.
+        example_inputs: inputs the model accepts (tensor, tuple or dict).
+        path: the ``.onnx`` file.
+        rtol: relative tolerance per output element.
+        atol: absolute tolerance per output element.
+
     Returns:
         :class:`OnnxCheck` with the largest absolute difference over all outputs and
         ``ok`` = every output is within ``atol + rtol * |torch output|``.
 
     Raises:
+        SpecError: ``model`` is neither a module nor a :class:`PruneResult`.
         FormatError: the file cannot be loaded by onnxruntime.
     """
+    module = model_of(model)
     import onnxruntime as ort
 
     try:
@@ -154,7 +171,7 @@ def check_onnx(
         raise FormatError(f"onnxruntime cannot load {path}: {exc}") from exc
     expected = [
         t.detach().cpu().float().numpy()
-        for t in run_example(exportable_copy(model), example_inputs)
+        for t in run_example(exportable_copy(module), example_inputs)
     ]
     got = session.run(None, _feeds(session, example_inputs))
     if len(got) != len(expected):

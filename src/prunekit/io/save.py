@@ -15,9 +15,9 @@ import xxhash
 from safetensors.torch import save_file
 from torch import nn
 
-from ..errors import FormatError, SpecError
+from ..errors import FormatError
 from ..plan import Plan, library_versions
-from ..result import PruneResult
+from ..result import PruneResult, model_of
 from ..sparse.convert import SparseConversion, sparse_kernels
 from ..sparse.formats import Encoded, choose_format, encode
 from .atomic import atomic_file, atomic_folder, check_target
@@ -139,12 +139,8 @@ def save(
         model, plan, spec = result_or_model.model, result_or_model.plan, result_or_model.plan.spec
     elif isinstance(result_or_model, SparseConversion):
         model, plan, spec = result_or_model.model, None, None
-    elif isinstance(result_or_model, nn.Module):
-        model, plan, spec = result_or_model, None, None
     else:
-        raise SpecError(
-            f"save needs a PruneResult or nn.Module, got {type(result_or_model).__name__}"
-        )
+        model, plan, spec = model_of(result_or_model, "save's first argument"), None, None
     check_target(path, overwrite)
     state = logical_state(model)
     bad = [k for k in state if PART_SEPARATOR in k]
