@@ -183,6 +183,24 @@ def test_transformer_structured_llama(device, dtype, importance):
         k: {d: len(i) for d, i in v.items()} for k, v in reference.kept.items()}
 
 
+def test_taylor_gradients_sum_in_float64_and_leave_the_model_as_it_was(device, dtype):
+    from prunekit.importance.channel import output_energy_gradients
+
+    torch.manual_seed(0)
+    reference = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    batches = [torch.randn(4, 16) for _ in range(3)]
+    expected = output_energy_gradients(reference, batches)
+    with torch_kernels(device, dtype):
+        model = on(reference, device, dtype)
+        model[0].weight.requires_grad_(False)  # frozen by the user: scored all the same
+        grads = output_energy_gradients(model, floats_to(batches, device, dtype))
+    assert sorted(grads) == sorted(expected)
+    for name, grad in grads.items():
+        assert grad.dtype == torch.float64 and grad.device.type == device
+        torch.testing.assert_close(grad.cpu(), expected[name], rtol=0.05, atol=0.02)
+    assert not model[0].weight.requires_grad and model[2].weight.grad is None  # untouched
+
+
 # --- sparse-stored ---------------------------------------------------------------------
 
 

@@ -13,7 +13,8 @@ What reads values cannot run under the mode (``.item()``, ``.numpy()``, a bool o
 tensor, boolean indexing): SparseGPT's and Wanda's unstructured selection (an exact k-th
 value: ``prunekit.select.unstructured``), OWL's outlier ratio, the held zeros of a
 finalized model (:mod:`prunekit.recover.zeros`, which asks which weights have zeros) and
-padded calibration batches (the token mask indexes the rows). Decoding and loading read
+padded calibration batches (the token mask indexes the rows). Backward passes (Taylor
+scores, recovery steps) need a real device context: the matrix runs them. Decoding and loading read
 numpy arrays: they are checked on the ``meta`` device instead (another device the CPU
 code must not hand to numpy); the real-CUDA cases of ``test_dtype_matrix.py`` cover the
 rest where a GPU is present.
@@ -194,3 +195,4 @@ def test_loading_into_a_model_built_off_the_cpu(tmp_path, kind):
     loaded = pk.load(folder, build=lambda: pk.zoo.build("mlp").to("meta"))
     tensors = [*loaded.parameters(), *loaded.buffers()]
     assert {t.device.type for t in tensors} == {"meta"}
+
