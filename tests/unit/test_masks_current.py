@@ -150,3 +150,15 @@ def test_assigning_a_tensor_to_a_masked_weight_is_refused() -> None:
         model[0].weight = nn.Parameter(torch.zeros(8, 6))
     model[0].some_flag = True  # other attributes are unaffected
     assert model[0].some_flag is True
+
+
+def test_finalize_takes_a_prune_result() -> None:
+    torch.manual_seed(0)
+    result = pk.prune(nn.Sequential(nn.Linear(6, 8), nn.ReLU()), pk.Unstructured(sparsity=0.5))
+    x = torch.randn(3, 6)
+    expected = result.model(x).detach()
+    assert pk.finalize(result) is result.model
+    assert not masked_modules(result.model) and type(result.model[0]) is nn.Linear
+    torch.testing.assert_close(result.model(x), expected, rtol=0, atol=0)
+    with pytest.raises(pk.SpecError, match="PruneResult, got dict"):
+        pk.finalize({"0.weight": torch.zeros(8, 6)})

@@ -19,10 +19,13 @@ original class.
 
 from __future__ import annotations
 
-from typing import Any, SupportsIndex, cast
+from typing import TYPE_CHECKING, Any, SupportsIndex, cast
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..result import PruneResult
 
 # Parents whose forward reads a descendant's weight without calling the descendant. A
 # masked weight is computed on every read, so they see it current like any other reader.
@@ -210,13 +213,21 @@ def unmask(module: nn.Module, param: str = "weight", *, bake: bool = True) -> No
         plain.__class__ = module._unmasked_class
 
 
-def finalize(model: nn.Module) -> nn.Module:
+def finalize(model: nn.Module | PruneResult) -> nn.Module:
     """Bake every mask into its weight and remove the masks, in place.
 
     Afterwards ``model.state_dict()`` has the original keys, pruned weights are exactly
     zero, outputs are unchanged, each module is of its original class again and each
-    weight is the same Parameter object that was trained as ``weight_orig``. Returns
-    ``model`` for chaining.
+    weight is the same Parameter object that was trained as ``weight_orig``.
+
+    Args:
+        model: a module, or a :class:`~prunekit.PruneResult` (its ``.model`` is finalized).
+
+    Returns:
+        The finalized module (for chaining).
+
+    Raises:
+        SpecError: ``model`` is neither a module nor a result.
 
     Example:
         >>> import prunekit as pk, torch
@@ -225,6 +236,9 @@ def finalize(model: nn.Module) -> nn.Module:
         >>> sorted(pk.finalize(m).state_dict())
         ['bias', 'weight']
     """
-    for _, module, param in masked_modules(model):
-        unmask(module, param)
-    return model
+    from ..result import model_of  # the result module imports this one
+
+    module = model_of(model)
+    for _, layer, param in masked_modules(module):
+        unmask(layer, param)
+    return module
