@@ -7,7 +7,8 @@ created without ``device=`` next to the model's. So the value-free parts that cr
 tensors run here on fake CUDA tensors: the SparseGPT Hessian, update and N:M choice, the
 reconstruction target, Wanda scores and N:M masks, bias correction, the calibration
 statistics, channel and head / neuron score accumulation, random scores, mask
-application, float32 master weights and BatchNorm moments.
+application, float32 master weights, BatchNorm moments and the replay of index tensors on
+the structured trace's (CPU) atom maps.
 
 What reads values cannot run under the mode (``.item()``, ``.numpy()``, a bool of a
 tensor, boolean indexing): SparseGPT's and Wanda's unstructured selection (an exact k-th
@@ -167,6 +168,27 @@ def test_masks_master_weights_and_batchnorm_moments_follow_the_device(fake_cuda)
     moments.write(norm)
     _on_cuda(norm.running_mean, norm.running_var)
     assert norm.running_mean.dtype == BF16
+
+
+@pytest.mark.parametrize("by_keyword", [False, True])
+def test_layout_rules_replay_index_tensors_on_the_cpu_maps(fake_cuda, by_keyword):
+    # structured tracing keeps its atom maps on the CPU whatever the model's device; an
+    # op whose index comes from the model (index_select, getitem with a tensor) is replayed
+    # on those maps, with the index brought to them
+    from types import SimpleNamespace
+
+    from prunekit.graph.rules_layout import _as_map, _host_indices, _run_on_maps
+
+    x = torch.empty(3, 6, device="cuda")
+    index = torch.empty(2, dtype=torch.long, device="cuda")
+    amap = torch.arange(6).view(1, 6)  # one atom per channel, on the CPU
+    state = SimpleNamespace(map_of=lambda t: amap if t is x else None)
+    if by_keyword:
+        args, kwargs = _as_map(state, (x,)), _host_indices({"dim": 1, "index": index})
+    else:
+        args, kwargs = _as_map(state, (x, 1, index)), {}
+    replayed = _run_on_maps("index_select", torch.index_select, args, kwargs)
+    assert replayed.device.type == "cpu" and tuple(replayed.shape) == (3, 2)
 
 
 # --- decoding and loading on a device that is not the CPU (meta) --------------------------

@@ -34,10 +34,12 @@ HEAD_ATTRS = ("num_heads", "n_heads", "num_attention_heads", "n_head", "heads", 
 
 
 def _as_map(state: TraceState, value: Any) -> Any:
-    """Replace every floating tensor by its full-size atom map (NO_ATOM where none)."""
+    """Replace every floating tensor by its full-size atom map (NO_ATOM where none), and
+    bring every other tensor (indices, boolean masks, repeats) to the CPU, where the maps
+    live whatever the model's device."""
     if isinstance(value, torch.Tensor):
         if not value.is_floating_point():
-            return value
+            return value.cpu()
         amap = state.map_of(value)
         if amap is None:
             return torch.full(value.shape, NO_ATOM, dtype=torch.long)
@@ -45,6 +47,13 @@ def _as_map(state: TraceState, value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(_as_map(state, v) for v in value)
     return value
+
+
+def _host_indices(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments with their tensors that are not floating (an ``index=``) on the
+    CPU, next to the maps; floating ones stay as they are."""
+    return {k: v.cpu() if isinstance(v, torch.Tensor) and not v.is_floating_point() else v
+            for k, v in kwargs.items()}
 
 
 def _run_on_maps(name: str, func: Any, args: Any, kwargs: dict[str, Any]) -> Any:
@@ -67,7 +76,7 @@ def layout(
     inputs = [a for a in _flat(args) if isinstance(a, torch.Tensor) and a.is_floating_point()]
     if not any(state.map_of(t) is not None for t in inputs):
         return
-    result = _run_on_maps(name, func, _as_map(state, args), _as_map(state, kwargs))
+    result = _run_on_maps(name, func, _as_map(state, args), _host_indices(kwargs))
     outs, maps = _flat(out), _flat(result)
     for tensor, amap in zip(outs, maps, strict=False):
         if isinstance(tensor, torch.Tensor) and isinstance(amap, torch.Tensor):
