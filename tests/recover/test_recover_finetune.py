@@ -187,3 +187,20 @@ def test_distill_without_a_teacher_is_refused_before_training() -> None:
     with pytest.raises(SpecError, match="teacher"):
         RecoveryStep(model, config, total_steps=4)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_low_precision_masters_keep_their_precision_across_pruner_steps() -> None:
+    # a pruner acting before a step may write weights: what it wrote is adopted, and the
+    # float32 master values it left alone keep the precision bf16 cannot hold
+    from prunekit.recover.precision import MasterWeights
+
+    weight = nn.Parameter(torch.tensor([1.0, 2.0, 3.0], dtype=torch.bfloat16))
+    master = MasterWeights([weight])
+    with torch.no_grad():
+        master[weight].add_(torch.tensor([1e-3, 1e-3, 1e-3]))  # below bf16's step at 1-3
+    master.weights_out()
+    assert torch.equal(weight, torch.tensor([1.0, 2.0, 3.0], dtype=torch.bfloat16))
+    with torch.no_grad():
+        weight[2] = 0.0  # the pruner's write
+    master.refresh()
+    torch.testing.assert_close(master[weight], torch.tensor([1.001, 2.001, 0.0]))

@@ -52,8 +52,10 @@ class MasterWeights:
                 param.copy_(master)
 
     def refresh(self) -> None:
-        """Copy the model's parameters into the master copies (after something else, such
-        as a pruner, changed them)."""
+        """Adopt what something else (a pruner) wrote into the model's parameters: entries
+        that no longer equal their rounded master copy are copied in; the others keep the
+        master's extra precision."""
         with torch.no_grad():
             for param, master in self._pairs:
-                master.copy_(param)
+                unchanged = param == master.to(param.dtype)
+                master.copy_(torch.where(unchanged, master, param.float()))
