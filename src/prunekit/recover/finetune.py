@@ -81,8 +81,8 @@ def finetune(
             training and the masks grow on its schedule; they only ever lose entries) or
             a :class:`ChannelFade`.
         keep_zeros: hold the exact zeros of weights without a mask at zero (the pruned
-            weights of a finalized model; a weight that is entirely zero is not held).
-            False trains every unmasked weight freely.
+            weights of a finalized model; a weight that is entirely zero is held too, with
+            a warning naming it). False trains every unmasked weight freely.
 
     Returns:
         A :class:`FinetuneReport`.
