@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,11 +20,11 @@ import torch
 from torch import nn
 
 from ..apply.masks import finalize
-from ..errors import ExampleInputError, FormatError
+from ..errors import ExampleInputError, FormatError, UnsupportedModelError
 from ..inputs import ExampleInputs, run_example
 from ..result import PruneResult, model_of
 from ..sparse.modules import CSRLinear, SemiStructuredLinear, to_linear
-from .atomic import check_target, ensure_parent
+from .atomic import atomic_path, check_target
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +92,18 @@ def export_onnx(
     check_target(path, overwrite)
     work = exportable_copy(module)
     run_example(work, example_inputs)
+    program = _onnx_program(work, example_inputs, opset)
+    with atomic_path(path, overwrite) as tmp:
+        try:
+            program.save(str(tmp), external_data=False)
+        except Exception as exc:  # noqa: BLE001 - the exporter raises many types
+            raise _export_failed(exc) from exc
+    return path
+
+
+def _onnx_program(work: nn.Module, example_inputs: ExampleInputs, opset: int) -> Any:
+    """torch's ONNX program for ``work`` (dynamo exporter, weights inline)."""
     args, kwargs = _as_args(example_inputs)
-    ensure_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".onnx", dir=path.parent)
-    os.close(fd)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -111,20 +117,18 @@ def export_onnx(
                 external_data=False,
                 verbose=False,
             )
-            assert program is not None
-            program.save(tmp, external_data=False)
-        os.replace(tmp, path)
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types
-        from ..errors import UnsupportedModelError
+        raise _export_failed(exc) from exc
+    if program is None:
+        raise _export_failed(RuntimeError("torch.onnx.export returned no program"))
+    return program
 
-        raise UnsupportedModelError(
-            f"ONNX export failed: {type(exc).__name__}: {exc}",
-            "try another opset, or report the model",
-        ) from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+
+def _export_failed(exc: Exception) -> UnsupportedModelError:
+    return UnsupportedModelError(
+        f"ONNX export failed: {type(exc).__name__}: {exc}",
+        "try another opset, or report the model",
+    )
 
 
 def _feeds(session: Any, example_inputs: ExampleInputs) -> dict[str, np.ndarray]:
