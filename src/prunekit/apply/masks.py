@@ -176,11 +176,6 @@ def refresh_from_parents(model: nn.Module, module_name: str, param: str = "weigh
     del model, module_name, param
 
 
-def drop_stale_parent_hooks(model: nn.Module) -> None:
-    """Nothing to do: masks install no hooks on parents (see :func:`refresh_from_parents`)."""
-    del model
-
-
 def masked_modules(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     """Every ``(module name, module, param)`` that currently carries a mask."""
     return [
