@@ -10,14 +10,15 @@ import pytest
 from typer.testing import CliRunner
 
 from prunekit.cli.app import app
-from prunekit.compare.baseline import shipped_stem
+from prunekit.compare.baseline import shipped_files
+from prunekit.compare.control import CONTROL_NAME
 from prunekit.compare.variants import QUICK_VARIANTS
 from prunekit.data.fashion_mnist import DEFAULT_DIR
 from prunekit.report import flat_rows
 
 pytestmark = pytest.mark.skipif(
     not (DEFAULT_DIR / "train-images-idx3-ubyte.gz").is_file()
-    or not shipped_stem("fmnist_resnet").with_suffix(".safetensors").is_file(),
+    or not shipped_files("fmnist_resnet").exists(),
     reason="needs dataset-fashion-mnist and the shipped checkpoint",
 )
 NUMBERS = ("acc_before", "acc_after", "params", "nonzero_params", "macs", "bytes_on_disk",
@@ -37,11 +38,11 @@ def test_every_variant_is_present_with_numbers(quick_run: Path) -> None:
     data = json.loads((quick_run / "results.json").read_text())
     assert data["baseline"]["source"] == "shipped"
     rows = {r["variant"]: r for r in flat_rows(data)}
-    assert set(rows) == {"dense", *QUICK_VARIANTS}
+    assert set(rows) == {"dense", CONTROL_NAME, *QUICK_VARIANTS}
     for name, row in rows.items():
         assert row["status"] == "done", (name, data["variants"].get(name))
         for key in NUMBERS:
-            if name == "dense" and key == "acc_before":
+            if name in ("dense", CONTROL_NAME) and key == "acc_before":
                 continue
             assert isinstance(row[key], (int, float)) and math.isfinite(row[key]), (name, key)
 
@@ -70,7 +71,7 @@ def test_report_files_are_written(quick_run: Path) -> None:
     assert "## Unstructured vs structured, measured" in report
     for png in ("accuracy_vs_compression.png", "speedup_vs_compression.png", "layers.png"):
         assert (quick_run / png).read_bytes()[:4] == b"\x89PNG"
-    assert len((quick_run / "results.csv").read_text().splitlines()) == 1 + 1 + len(QUICK_VARIANTS)
+    assert len((quick_run / "results.csv").read_text().splitlines()) == 1 + 2 + len(QUICK_VARIANTS)
 
 
 def test_saved_variants_load_back_with_the_measured_accuracy(quick_run: Path) -> None:

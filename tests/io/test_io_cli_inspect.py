@@ -41,3 +41,26 @@ def test_inspect_and_prune_report_bad_paths_with_exit_code_2(tmp_path):
     (tmp_path / "taken").mkdir()
     res = runner.invoke(app, ["prune", "--model", "mlp", "-o", str(tmp_path / "taken")])
     assert res.exit_code == 2 and "already exists" in res.output
+
+
+def test_inspect_table_fits_80_columns_without_cutting_a_cell(tmp_path):
+    from rich.console import Console
+
+    from prunekit.cli.inspect_cmd import _render, describe
+    from prunekit.io import read_manifest
+
+    model = pk.zoo.build("fmnist_resnet")  # long tensor names (stages.1.0.downsample.1.*)
+    result = pk.prune(model, pk.Unstructured(sparsity=0.9, scope="global"),
+                      pk.zoo.example_inputs("fmnist_resnet"))
+    out = pk.save(result, tmp_path / "u90", model_ref="zoo:fmnist_resnet")
+    info = describe(read_manifest(out), out)
+    console = Console(width=80, record=True, color_system=None)
+    _render(info, console)
+    text = console.export_text()
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    # a long name may fold onto the next line of its column, never lose characters
+    first_column = "".join(line.split()[0] for line in text.splitlines() if line.split())
+    for t in info["tensors"]:
+        assert t["name"] in first_column, t["name"]
+        assert f"{t['stored_bytes']:,}" in text

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..io import artifact_bytes, read_manifest
@@ -62,44 +64,51 @@ def describe(manifest: Manifest, folder: Path) -> dict[str, Any]:
     }
 
 
-def _render(info: dict[str, Any], console: Console) -> None:
-    model = info["model"]
-    console.print(f"[bold]{info['path']}[/bold]: {', '.join(info['end_state'])}")
-    console.print(
-        f"model: {model.get('ref') or '(no reference: load needs build=)'} ({model.get('class')})"
-    )
-    if info["spec"]:
-        console.print(f"spec: {json.dumps(info['spec'])}")
-    table = Table(title="tensors")
-    for col in ("tensor", "shape", "dtype", "format", "stored", "dense", "ratio"):
-        table.add_column(
-            col,
-            justify="right" if col in ("stored", "dense", "ratio") else "left",
-            no_wrap=col in ("tensor", "format"),
-        )
+DTYPE_SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16",
+               "int64": "i64", "int32": "i32", "int16": "i16", "int8": "i8", "uint8": "u8"}
+
+
+def tensor_table(info: dict[str, Any]) -> Table:
+    """Per-tensor storage in columns that fit an 80-column terminal (long names fold onto a
+    second line; nothing is cut). The dense byte counts are in ``--json``."""
+    table = Table(title="tensors", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("tensor", "shape", "dtype", "format", "stored B", "ratio"):
+        table.add_column(col, justify="right" if col in ("stored B", "ratio") else "left",
+                         overflow="fold", no_wrap=col != "tensor")
     for t in info["tensors"]:
         ratio = t["stored_bytes"] / t["dense_bytes"] if t["dense_bytes"] else 1.0
-        fmt = t["format"] + (" (mask)" if t["masked"] else "")
         table.add_row(
             t["name"],
             "x".join(map(str, t["shape"])),
-            t["dtype"],
-            fmt,
+            DTYPE_SHORT.get(t["dtype"], t["dtype"]),
+            t["format"] + (" (mask)" if t["masked"] else ""),
             f"{t['stored_bytes']:,}",
-            f"{t['dense_bytes']:,}",
             f"{ratio:.3f}",
         )
-    console.print(table)
+    return table
+
+
+def _render(info: dict[str, Any], console: Console) -> None:
+    model = info["model"]
+    console.print(f"[bold]{escape(info['path'])}[/bold]: {', '.join(info['end_state'])}")
+    console.print(
+        f"model: {model.get('ref') or '(no reference: load needs build=)'} ({model.get('class')})",
+        highlight=False,
+    )
+    if info["spec"]:
+        console.print(f"spec: {escape(json.dumps(info['spec']))}", highlight=False)
+    console.print(tensor_table(info))
     if info["sparse_modules"]:
         kernels = ", ".join(f"{k}={v}" for k, v in info["sparse_modules"].items())
-        console.print(f"sparse kernels: {kernels}")
+        console.print(f"sparse kernels: {kernels}", highlight=False)
     ratio = info["stored_bytes"] / max(1, info["dense_bytes"])
     console.print(
         f"tensors {info['stored_bytes']:,} bytes stored vs {info['dense_bytes']:,} "
-        f"dense ({ratio:.3f}x); {info['bytes_on_disk']:,} bytes on disk"
+        f"dense ({ratio:.3f}x); {info['bytes_on_disk']:,} bytes on disk",
+        highlight=False,
     )
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-    console.print(f"written by {versions}")
+    console.print(f"written by {versions}", highlight=False)
 
 
 @report_failures

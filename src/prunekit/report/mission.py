@@ -123,10 +123,13 @@ def _layer_spread(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps)
     uneven = max(sparsities) - min(sparsities) >= ZEROS_INSIDE or \
         (bool(widths) and max(widths) - min(widths) > 0)
     shape = "varies by layer" if uneven else "the same in every layer"
-    text = f"{shape}: layer sparsity {min(sparsities):.0%}-{max(sparsities):.0%}"
-    if widths:
-        text += f", width kept {min(widths):.0%}-{max(widths):.0%}"
-    return text
+    return f"{shape}: layer sparsity {_span(sparsities)}" + \
+        (f", width kept {_span(widths)}" if widths else "")
+
+
+def _span(values: list[float]) -> str:
+    low, high = f"{min(values):.0%}", f"{max(values):.0%}"
+    return low if low == high else f"{low}-{high}"
 
 
 def _disk(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:

@@ -15,8 +15,8 @@ from .tables import SHORT_HEADER, short_cells
 LEGEND = (
     "acc %: top-1 after fine-tuning; Δ base / Δ ctrl: points against the dense baseline / "
     "the dense+recovery control (the baseline given the same fine-tuning); nonzero: dense "
-    "nonzero params ÷ the variant's; MACs: dense ÷ variant; disk: bytes on disk vs dense; "
-    "b1 / b64: CPU speedup at batch 1 / 64. All figures: report.md."
+    "nonzero params ÷ the variant's; disk: bytes on disk vs dense; b1 / b64: CPU speedup at "
+    "batch 1 / 64. MACs, memory and milliseconds: report.md."
 )
 
 
@@ -24,9 +24,10 @@ def comparison_table(data: dict[str, Any]) -> Table:
     """The measured comparison as a rich table (cells fold, never cut with an ellipsis)."""
     dense = data.get("dense") or {}
     title = f"prunekit compare: {dense.get('baseline', {}).get('dataset', 'dataset')}"
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for i, col in enumerate(SHORT_HEADER):
-        table.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i > 0,
+                         overflow="fold")  # only a very long variant name folds
     for row in flat_rows(data):
         table.add_row(*short_cells(row))
     return table
