@@ -73,11 +73,6 @@ def test_matches(entry, name: str, expected: bool) -> None:
 
 
 IGNORE_FORMS = {"list": ["1.0"], "bare-string": "1.0", "bare-regex": re.compile(r"1\.0")}
-NOT_NORMALISED = pytest.mark.xfail(
-    strict=True,
-    reason="Request normalises a bare str or type but not a bare re.Pattern, and this path "
-    "then calls list(ignore); Request needs prunekit.targets.ignore_entries",
-)
 
 
 @pytest.mark.parametrize("path", MASKED_PATHS, ids=list(MASKED_PATHS))
@@ -90,7 +85,7 @@ def test_masked_paths_ignore_exactly_the_named_module(path: str, form: str) -> N
 
 @pytest.mark.parametrize(
     "form",
-    ["list", "bare-string", pytest.param("bare-regex", marks=NOT_NORMALISED)],
+    ["list", "bare-string", "bare-regex"],
 )
 def test_structured_ignores_exactly_the_named_module(form: str) -> None:
     result = structured(digits(), IGNORE_FORMS[form])

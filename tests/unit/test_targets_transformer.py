@@ -42,20 +42,10 @@ def test_a_bare_string_is_one_entry() -> None:
     assert widths(prune("encoder.layer.0")) == [64, 32]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Request normalises a bare str or type but not a bare re.Pattern, and "
-    "prune_transformer then calls list(ignore); Request needs prunekit.targets.ignore_entries",
-)
 def test_a_bare_compiled_regex_is_one_entry() -> None:
     assert widths(prune(re.compile(r"encoder\.layer\.0"))) == [64, 32]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prune_transformer does not check that ignore entries match a module; "
-    "it needs prunekit.targets.check_ignore",
-)
 def test_an_entry_matching_nothing_is_a_target_error() -> None:
     with pytest.raises(pk.TargetError, match="did you mean"):
         prune(["encoder.layer.00"])

@@ -165,7 +165,6 @@ def loss_gradients(
             for n, p in params.items()}
 
 
-taylor_gradients = loss_gradients  # the former name, still imported by .prune
 
 
 def check_stats_shape(arch: Arch, stats: ActivationStats) -> None:

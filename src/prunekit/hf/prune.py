@@ -20,15 +20,15 @@ from ..result import PruneResult
 from ..specs import TransformerStructured
 from ..structured import refuse_masked
 from ..summary import LayerInfo, count_parameters
-from ..targets import IgnoreEntry, matches
+from ..targets import IgnoreEntry, check_ignore, matches
 from .arch import Arch, Block, read_arch
 from .calibration import ActivationStats, collect_activation_stats
 from .importance import (
     block_influence,
     check_stats_shape,
     head_scores,
+    loss_gradients,
     neuron_scores,
-    taylor_gradients,
 )
 from .save_guard import guard_save_pretrained
 from .select import (
@@ -127,7 +127,7 @@ def _scores(
     if batches is not None:
         stats = collect_activation_stats(model, arch, batches)
         check_stats_shape(arch, stats)
-    grads = taylor_gradients(model, arch, batches) if spec.importance == "taylor" and (
+    grads = loss_gradients(model, arch, batches) if spec.importance == "taylor" and (
         batches is not None) else None
     need_heads = bool(spec.heads) and spec.explicit_heads is None
     head_s = head_scores(model, arch, spec.importance, stats, grads) if need_heads else None
@@ -225,7 +225,7 @@ class TransformerPipeline:
                               f"layers={spec.layers!r}")
         self.arch = read_arch(model)
         refuse_masked(model, "removing heads, neurons or layers")
-        skip = _ignored_blocks(model, self.arch, request.ignore)
+        skip = _ignored_blocks(model, self.arch, check_ignore(model, request.ignore))
         batches = None
         if _needs_data(spec):
             batches = check_calibration(request.calibration, f"importance={spec.importance!r}"

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import SpecError
 from ..inputs import ExampleInputs
-from ..targets import IgnoreEntry
+from ..targets import IgnoreEntry, ignore_entries
 
 OPTIONAL_ARGUMENTS = ("overrides", "include_embeddings", "calibration")
 
@@ -26,8 +26,7 @@ class Request:
 
     def __post_init__(self) -> None:
         # ignore="fc" means ["fc"], not ["f", "c"], for every pipeline alike
-        if isinstance(self.ignore, (str, type)):
-            object.__setattr__(self, "ignore", (self.ignore,))
+        object.__setattr__(self, "ignore", tuple(ignore_entries(self.ignore)))
 
     def given(self) -> list[str]:
         """The optional arguments the caller set to something other than their default."""
