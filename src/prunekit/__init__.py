@@ -12,6 +12,9 @@ from . import zoo
 from ._version import __version__
 from .api import apply_plan, prune
 from .apply.masks import finalize
+from .budget import Latency as Latency
+from .budget import MACs as MACs
+from .budget import Params as Params
 from .errors import (
     ArtifactExistsError,
     CalibrationError,

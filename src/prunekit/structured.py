@@ -25,6 +25,10 @@ from torch import nn
 
 from .apply.masks import masked_modules
 from .apply.surgery.slicing import finish, install, kept_indices, sliced_tensors
+from .budget.planner import BudgetPlanner
+from .budget.report import BudgetPlan, BudgetResult
+from .budget.targets import Latency
+from .budget.timing import check_device
 from .errors import (
     BUG_HINT,
     CouplingError,
@@ -85,9 +89,12 @@ def _choices(analysis: Analysis, overrides: dict[str, float]) -> list[GroupChoic
 
 
 def _decide(analysis: Analysis, spec: Structured, scores: torch.Tensor,
-            overrides: dict[str, float]) -> Decision:
+            overrides: dict[str, float], budget: BudgetPlanner | None = None) -> Decision:
+    choices = _choices(analysis, overrides)
+    if budget is not None:
+        return decision_for(analysis, budget.removed(choices))
     removed = select_channels(
-        _choices(analysis, overrides), scores, sparsity=spec.sparsity, threshold=spec.threshold,
+        choices, scores, sparsity=spec.sparsity, threshold=spec.threshold,
         scope=spec.scope, round_to=spec.round_to, min_channels=spec.min_channels,
     )
     return decision_for(analysis, removed)
@@ -304,6 +311,7 @@ class StructuredPipeline:
     def __init__(self, spec: Structured, request: Request) -> None:
         self.spec = spec
         self.request = request
+        self.budget: BudgetPlanner | None = None
 
     def prepare(self, model: nn.Module) -> None:
         request, spec = self.request, self.spec
@@ -311,10 +319,14 @@ class StructuredPipeline:
         request.refuse_unused(("overrides",) + (("calibration",) if uses_data else ()),
                               f"structured pruning with importance={spec.importance!r}")
         if request.example_inputs is None:
+            needs = ("a latency target times the model on them, and " if isinstance(
+                spec.target, Latency) else "")
             raise ExampleInputError(
-                "structured pruning needs example_inputs to trace the model",
+                f"structured pruning needs example_inputs: {needs}the model is traced on them",
                 "pass example_inputs=torch.randn(1, 3, 224, 224) or whatever the model accepts",
             )
+        if isinstance(spec.target, Latency):
+            check_device(spec.target)
         self.example_inputs: ExampleInputs = request.example_inputs
         refuse_masked(model, self.name)
         entries = list(request.ignore)
@@ -326,8 +338,13 @@ class StructuredPipeline:
             request.example_inputs]
         scores = channel_scores(spec.importance, self.analysis, model, batches=batches,
                                 seed=request.seed)
+        if spec.target is not None:
+            self.budget = BudgetPlanner(
+                spec.target, model, self.analysis, request.example_inputs, scores,
+                _choices(self.analysis, overrides), round_to=spec.round_to,
+                min_channels=spec.min_channels)
         self.choose: Callable[[Analysis], Decision] = (
-            lambda current: _decide(current, spec, scores, overrides))
+            lambda current: _decide(current, spec, scores, overrides, self.budget))
         self.choose(self.analysis)  # an impossible selection is refused before any cut
         self.skipped = skipped
         self.layers_before = layer_infos(model, [t.module_name for t in targets] + list(skipped))
@@ -337,8 +354,15 @@ class StructuredPipeline:
         return []  # surgery gives tensors new data; it never writes into the old
 
     def mutate(self, work: nn.Module) -> None:
-        self.decision, self.attributes = cut_with_retries(
-            work, self.example_inputs, self.analysis, self.choose, self.name)
+        def cut_once() -> tuple[Decision, dict[str, Any]]:
+            return cut_with_retries(work, self.example_inputs, self.analysis, self.choose,
+                                    self.name)
+
+        if self.budget is None:
+            self.decision, self.attributes = cut_once()
+        else:  # measured, and cut again when the measurement misses the target
+            self.decision, self.attributes = self.budget.cut(
+                work, cut_once, lambda made: made[0].removed)
 
     def verify(self, work: nn.Module) -> None:
         check_still_runs(work, self.example_inputs, self.analysis.outputs, self.name)
@@ -346,7 +370,7 @@ class StructuredPipeline:
             raise InternalError("structured pruning removed channels but no parameter", BUG_HINT)
 
     def result(self, work: nn.Module) -> PruneResult:
-        plan = Plan(
+        fields: dict[str, Any] = dict(
             spec=self.spec.to_dict(),
             kept=self.decision.kept,
             shapes={k: list(t.shape) for k, t in work.state_dict().items()},
@@ -355,4 +379,10 @@ class StructuredPipeline:
         )
         log.info("structured pruning removed %d of %d channels",
                  int(self.decision.removed.sum()), self.analysis.num_channels)
-        return PruneResult(work, plan, self.spec, self.layers_before, self.params_before)
+        report = self.budget.report if self.budget is not None else None
+        if report is None:
+            return PruneResult(work, Plan(**fields), self.spec, self.layers_before,
+                               self.params_before)
+        log.info("%s", report)
+        return BudgetResult(work, BudgetPlan(**fields, budget=report.to_dict()), self.spec,
+                            self.layers_before, self.params_before, report)

@@ -37,6 +37,29 @@ def _kept_count(size: int, n_frozen: int, wanted_remove: int, round_to: int, uni
     return min(keep, size)
 
 
+def kept_widths(group: GroupChoice, round_to: int = 1, min_channels: int = 1) -> list[int]:
+    """Every width ``group`` may keep, widest first: its full size, then each multiple of
+    the ``round_to`` step down to the least that ``min_channels`` and its frozen channels
+    allow (the widths ratio pruning can produce).
+
+    Example:
+        >>> g = GroupChoice(torch.arange(20), torch.zeros(20, dtype=torch.bool))
+        >>> kept_widths(g, round_to=8, min_channels=4)
+        [20, 16, 8]
+    """
+    size = group.channels.numel()
+    step = _step(round_to, group.unit)
+    least = _kept_count(size, int(group.frozen.sum()), size, round_to, group.unit, min_channels)
+    widths = [size] + list(range(size // step * step, least - 1, -step))
+    return sorted({w for w in widths if least <= w <= size}, reverse=True)
+
+
+def removal_order(group: GroupChoice, scores: torch.Tensor) -> torch.Tensor:
+    """The group's non-frozen channel ids, lowest score first (the order they go in)."""
+    candidates = group.channels[~group.frozen]
+    return candidates[torch.argsort(scores[candidates], stable=True)]
+
+
 def _remove_lowest(group: GroupChoice, scores: torch.Tensor, keep: int) -> torch.Tensor:
     """Dense ids of the ``size - keep`` lowest-scored non-frozen channels."""
     n_remove = group.channels.numel() - keep
@@ -63,13 +86,18 @@ def select_layer(groups: list[GroupChoice], scores: torch.Tensor, sparsity: floa
     """
     removed = torch.zeros(scores.numel(), dtype=torch.bool)
     for group in groups:
-        size = group.channels.numel()
-        share = sparsity if group.sparsity is None else group.sparsity
-        wanted = math.floor(share * size + 1e-9)
-        keep = _kept_count(size, int(group.frozen.sum()), wanted, round_to, group.unit,
-                           min_channels)
+        keep = layer_width(group, sparsity, round_to, min_channels)
         removed[_remove_lowest(group, scores, keep)] = True
     return removed
+
+
+def layer_width(group: GroupChoice, sparsity: float, round_to: int = 1,
+                min_channels: int = 1) -> int:
+    """Channels layer-scope pruning keeps in ``group`` (its own override wins)."""
+    size = group.channels.numel()
+    share = sparsity if group.sparsity is None else group.sparsity
+    wanted = math.floor(share * size + 1e-9)
+    return _kept_count(size, int(group.frozen.sum()), wanted, round_to, group.unit, min_channels)
 
 
 def select_threshold(groups: list[GroupChoice], scores: torch.Tensor, threshold: float,
@@ -126,5 +154,6 @@ def kept_heads(head_channels: torch.Tensor, removed: torch.Tensor) -> int:
     return int((~removed[valid]).sum()) + int((head_channels < 0).sum())
 
 
-__all__ = ["GroupChoice", "select_channels", "select_global", "select_layer",
-           "select_threshold", "kept_heads"]
+__all__ = ["GroupChoice", "kept_heads", "kept_widths", "layer_width", "removal_order",
+           "select_channels",
+           "select_global", "select_layer", "select_threshold"]

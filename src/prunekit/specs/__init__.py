@@ -16,7 +16,7 @@ from .weights import CALIBRATED_IMPORTANCE, NM, UNSTRUCTURED_IMPORTANCE, Scope, 
 
 Spec = Unstructured | NM | Structured | TransformerStructured
 _SPEC_KINDS: dict[str, Any] = {
-    "unstructured": Unstructured, "nm": NM, "structured": Structured,
+    "unstructured": Unstructured, "nm": NM, "structured": Structured.from_dict,
     "transformer_structured": TransformerStructured.from_dict,
 }
 

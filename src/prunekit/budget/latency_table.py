@@ -1,0 +1,288 @@
+"""A per-layer latency table: each prunable layer timed on the target device at a few widths.
+
+The layers a forward pass runs (convolutions, linear layers, batch and layer norms) are
+recorded with their input shapes at the target batch. Each distinct layer *signature* (type,
+widths, kernel, stride, groups, input shape, dtype, threads) is timed once per width on a
+fresh layer of that shape with random weights, the smallest of a few calls after a warm-up,
+and cached on disk under the user cache dir, keyed by the device's name and the torch
+version (``PRUNEKIT_CACHE_DIR`` overrides the folder). A layer is timed at full width and,
+for each prunable side (inputs, outputs), at the :data:`FRACTIONS` of it with the other side
+full; the cost model multiplies the two curves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..inputs import ExampleInputs, call_model, eval_mode
+from ..measure.latency import fixed_threads
+from .targets import Latency
+
+log = logging.getLogger(__name__)
+FRACTIONS = (0.75, 0.5, 0.25)  # besides full width, per prunable side
+CALLS = 3  # timed calls per width after one warm-up (the smallest counts) ...
+MIN_TIMED_MS = 30.0  # ... and more calls, up to MAX_CALLS, until this much was timed
+MAX_CALLS = 50
+CACHE_FORMAT = 1
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+         nn.ConvTranspose3d)
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm)
+
+
+@dataclass(frozen=True)
+class LayerCall:
+    """One call of a timed layer in the forward pass.
+
+    Attributes:
+        name: the module's name.
+        kind: its class name.
+        config: what builds it (widths, kernel, stride, ...), JSON values.
+        shape: its input's shape at the target batch.
+        weight: the state-dict key of its weight (or running mean), read by the cost model.
+    """
+
+    name: str
+    kind: str
+    config: tuple[tuple[str, Any], ...]
+    shape: tuple[int, ...]
+    weight: str
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.config)
+
+    def signature(self) -> str:
+        """The cache key part that says what is timed."""
+        return json.dumps({"kind": self.kind, "config": self.settings, "shape": self.shape},
+                          sort_keys=True)
+
+
+def _config(module: nn.Module) -> dict[str, Any] | None:
+    if isinstance(module, CONVS):
+        return {"in": module.in_channels, "out": module.out_channels,
+                "kernel": list(module.kernel_size), "stride": list(module.stride),
+                "padding": module.padding if isinstance(module.padding, str)
+                else list(module.padding),
+                "dilation": list(module.dilation), "groups": module.groups,
+                "output_padding": list(module.output_padding), "bias": module.bias is not None,
+                "padding_mode": module.padding_mode}
+    if isinstance(module, nn.Linear):
+        return {"in": module.in_features, "out": module.out_features,
+                "bias": module.bias is not None}
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+        return {"in": module.num_features, "affine": module.affine}
+    if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
+        return {"in": module.normalized_shape[0], "affine": module.elementwise_affine}
+    return None
+
+
+def _weight_key(name: str, module: nn.Module) -> str | None:
+    for leaf in ("weight", "running_mean"):
+        if isinstance(getattr(module, leaf, None), torch.Tensor):
+            return f"{name}.{leaf}" if name else leaf
+    return None
+
+
+def layer_calls(model: nn.Module, example_inputs: ExampleInputs, rows: int,
+                batch: int) -> list[LayerCall]:
+    """Every timed layer's calls in one forward pass on ``example_inputs`` (of ``rows``
+    rows), with the input shape scaled to ``batch`` rows.
+
+    Args:
+        model: the model (run once in eval mode without gradients; not changed).
+        example_inputs: inputs it accepts.
+        rows: the batch size of ``example_inputs``.
+        batch: the batch size the table is for.
+
+    Returns:
+        The calls, in the order they ran.
+    """
+    calls: list[LayerCall] = []
+
+    def hook(module: nn.Module, args: tuple[Any, ...], name: str, config: dict[str, Any],
+             key: str) -> None:
+        if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() == 0:
+            return
+        shape = list(args[0].shape)
+        shape[0] = shape[0] * batch // rows if shape[0] % rows == 0 else shape[0]
+        calls.append(LayerCall(name, type(module).__name__, tuple(sorted(
+            (k, tuple(v) if isinstance(v, list) else v) for k, v in config.items())),
+            tuple(shape), key))
+
+    handles = []
+    for name, module in model.named_modules():
+        config, key = _config(module), _weight_key(name, module)
+        if config is not None and key is not None:
+            handles.append(module.register_forward_pre_hook(
+                lambda m, a, n=name, c=config, k=key: hook(m, a, n, c, k)))
+    try:
+        with torch.no_grad(), eval_mode(model):
+            call_model(model, example_inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def _build(call: LayerCall, n_in: int, n_out: int) -> tuple[nn.Module, list[int]]:
+    """A fresh layer like ``call``'s at ``n_in`` inputs / ``n_out`` outputs, and its input
+    shape."""
+    s = call.settings
+    shape = list(call.shape)
+    if call.kind in ("Linear", "LayerNorm"):
+        shape[-1] = n_in
+    else:
+        shape[1] = n_in
+    if call.kind == "Linear":
+        return nn.Linear(n_in, n_out, bias=s["bias"]), shape
+    if call.kind.startswith("BatchNorm"):
+        return getattr(nn, call.kind)(n_in, affine=s["affine"]), shape
+    if call.kind == "LayerNorm":
+        return nn.LayerNorm(n_in, elementwise_affine=s["affine"]), shape
+    groups = s["groups"]
+    if groups > 1 and groups == s["in"]:  # depthwise: one group per input channel
+        groups = n_in
+    padding = s["padding"] if isinstance(s["padding"], str) else tuple(s["padding"])
+    common = dict(kernel_size=tuple(s["kernel"]), stride=tuple(s["stride"]),
+                  dilation=tuple(s["dilation"]), groups=groups, bias=s["bias"],
+                  padding_mode=s["padding_mode"])
+    if call.kind.startswith("ConvTranspose"):
+        layer = getattr(nn, call.kind)(n_in, n_out, padding=padding,
+                                       output_padding=tuple(s["output_padding"]), **common)
+    else:
+        layer = getattr(nn, call.kind)(n_in, n_out, padding=padding, **common)
+    return layer, shape
+
+
+def time_layer(call: LayerCall, n_in: int, n_out: int, target: Latency) -> float:
+    """Milliseconds of one call of a fresh layer like ``call``'s at the given widths: the
+    smallest of at least :data:`CALLS` calls (more for fast layers) after a warm-up."""
+    device = torch.device(target.device)
+    layer, shape = _build(call, n_in, n_out)
+    layer = layer.eval().to(device=device, dtype=target.dtype)
+    x = torch.randn(shape, device=device, dtype=target.dtype)
+    samples: list[float] = []
+    with fixed_threads(target.threads or torch.get_num_threads()), torch.inference_mode():
+        layer(x)
+        while len(samples) < MAX_CALLS and (len(samples) < CALLS
+                                            or sum(samples) < MIN_TIMED_MS):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            layer(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            samples.append((time.perf_counter() - start) * 1000.0)
+    return min(samples)
+
+
+def device_name(device: str) -> str:
+    """A name for the device the table was measured on (CPU model, GPU name)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    if dev.type == "cpu":
+        try:
+            for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        return platform.processor() or platform.machine() or "cpu"
+    return dev.type
+
+
+def cache_dir() -> Path:
+    """``$PRUNEKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/prunekit``, else ``~/.cache/prunekit``."""
+    explicit = os.environ.get("PRUNEKIT_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "prunekit"
+
+
+@dataclass
+class TableCache:
+    """The on-disk table for one device name and torch version: ``{key: ms}``."""
+
+    path: Path
+    entries: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, device: str) -> TableCache:
+        name = device_name(device)
+        safe = "".join(c if c.isalnum() else "-" for c in name).strip("-")[:80] or "device"
+        path = cache_dir() / "latency" / f"{safe}-torch{torch.__version__}.json"
+        cache = cls(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") == CACHE_FORMAT and data.get("device") == name:
+                cache.entries = {str(k): float(v) for k, v in data["entries"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # no table yet, or an unreadable one: measure again
+        return cache
+
+    def save(self, device: str) -> None:
+        """Write the table (a temporary file renamed over the old one)."""
+        payload = {"format": CACHE_FORMAT, "device": device_name(device),
+                   "torch": torch.__version__, "entries": self.entries}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=self.path.parent, delete=False,
+                                             suffix=".tmp", encoding="utf-8") as tmp:
+                json.dump(payload, tmp, sort_keys=True)
+            os.replace(tmp.name, self.path)
+        except OSError as exc:  # a read-only home only costs the next run the measuring
+            log.warning("could not write the latency table to %s: %s", self.path, exc)
+
+
+def point_key(call: LayerCall, n_in: int, n_out: int, target: Latency) -> str:
+    threads = target.threads or torch.get_num_threads()
+    return (f"{target.device}|{target.dtype_name}|threads={threads}|{call.signature()}"
+            f"|{n_in}x{n_out}")
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Any]:
+    with tqdm(total=total, desc="latency table", unit="width", disable=total == 0,
+              leave=False) as bar:
+        yield bar
+
+
+def measure(points: dict[tuple[LayerCall, int, int], str],
+            target: Latency) -> tuple[dict[str, float], int]:
+    """Milliseconds of every ``(call, n_in, n_out)`` point, from the cache or timed now.
+
+    Args:
+        points: the points wanted, each with its :func:`point_key`.
+        target: the device, dtype, batch and threads.
+
+    Returns:
+        ``{point key: ms}`` and how many were timed now (added to the cache on disk).
+    """
+    cache = TableCache.open(target.device)
+    missing = {key: point for point, key in points.items() if key not in cache.entries}
+    start = time.perf_counter()
+    with _progress(len(missing)) as bar:
+        for key, (call, n_in, n_out) in missing.items():
+            cache.entries[key] = time_layer(call, n_in, n_out, target)
+            bar.update(1)
+    if missing:
+        cache.save(target.device)
+        log.info("latency table: timed %d layer widths in %.1f s (%d cached)", len(missing),
+                 time.perf_counter() - start, len(points) - len(missing))
+    return {key: cache.entries[key] for key in points.values()}, len(missing)
