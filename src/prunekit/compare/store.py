@@ -130,7 +130,8 @@ class ResultStore:
         """
         discarded = self.check(fresh=fresh)
         if discarded:
-            log.warning("--fresh: discarding the finished results in %s: %s", self.path,
+            log.warning("--fresh: discarding the finished results in %s: %s (their saved "
+                        "models stay under models/ until a rerun overwrites them)", self.path,
                         ", ".join(discarded))
         old = self.previous()
         if (fresh or old is None or old.get("schema") != SCHEMA
