@@ -1,0 +1,326 @@
+"""2-D convolutions that compute with a CSR weight, and the measured choice between them and
+dense.
+
+- :class:`CSRConv2d`: an ``nn.Conv2d`` whose weight is stored as CSR (one row per output
+  channel over ``in_channels / groups * kh * kw``, int32 indices). On the CPU, in float32 or
+  bfloat16, with no gradient needed and numba installed, it runs the direct sparse
+  convolution of :mod:`.conv_kernels`; anywhere else ``F.conv2d`` with the dense weight
+  (exact, differentiable, any device).
+- :func:`choose_conv_kernel`: times dense and :class:`CSRConv2d` at a layer's real input
+  shape with :func:`.dispatch.time_pair` and keeps the sparse layer only where it wins by a
+  margin (the same rule as :func:`.dispatch.choose_kernel` for Linear layers).
+
+Supported: any ``nn.Conv2d`` with ``padding_mode="zeros"`` (stride, padding including
+``"same"``/``"valid"``, dilation, groups, bias). Transposed, 1-D and 3-D convolutions,
+other padding modes and subclasses with their own ``forward`` are refused
+(:func:`unsupported_reason`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UnsupportedModelError
+from . import conv_kernels
+from .dispatch import KernelChoice, cautious_speedup, time_pair
+
+KERNEL = "csr"  # the kernel name a CSRConv2d layer runs (as for CSRLinear)
+
+Pair = tuple[int, int]
+
+
+def unsupported_reason(module: nn.Module) -> str | None:
+    """Why ``module`` cannot become a :class:`CSRConv2d`, or None if it can.
+
+    Args:
+        module: any module.
+
+    Returns:
+        None for an ``nn.Conv2d`` with zero padding whose ``forward`` is torch's own; a
+        one-line reason otherwise.
+    """
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return f"{type(module).__name__} is a transposed convolution"
+    if not isinstance(module, nn.Conv2d):
+        return f"{type(module).__name__} is not a 2-D convolution"
+    if module.padding_mode != "zeros":
+        return f"padding_mode={module.padding_mode!r} (only 'zeros' is supported)"
+    overridden = [
+        name
+        for name in ("forward", "_conv_forward")
+        if getattr(type(module), name) is not getattr(nn.Conv2d, name)
+    ]
+    if overridden:
+        return f"{type(module).__name__} overrides {overridden[0]}()"
+    return None
+
+
+def _resolved_padding(
+    padding: str | Pair, kernel_size: Pair, dilation: Pair
+) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)``: ``"same"`` puts the odd extra row/column at the end,
+    as torch does."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        sides = []
+        for k, d in zip(kernel_size, dilation, strict=True):
+            total = d * (k - 1)
+            sides += [total // 2, total - total // 2]
+        return (sides[0], sides[1], sides[2], sides[3])
+    assert not isinstance(padding, str)
+    return (padding[0], padding[0], padding[1], padding[1])
+
+
+class CSRConv2d(nn.Module):
+    """A Conv2d layer whose weight is stored, and multiplied, in CSR form.
+
+    The CSR parts are ordinary buffers (``crow``, ``col`` int32, ``values``), so the module
+    moves between devices, deep-copies and pickles like any other, and ``state_dict`` holds
+    exactly what a save must store. The logical weight is ``(out_channels, in_channels /
+    groups, kh, kw)``; :meth:`dense_weight` rebuilds it.
+
+    Example:
+        >>> conv = torch.nn.Conv2d(4, 6, 3, padding=1)
+        >>> sparse = CSRConv2d.from_conv(conv)
+        >>> x = torch.randn(2, 4, 8, 8)
+        >>> torch.allclose(sparse(x), conv(x), atol=1e-5)
+        True
+    """
+
+    crow: torch.Tensor
+    col: torch.Tensor
+    values: torch.Tensor
+    bias: nn.Parameter | None
+
+    def __init__(
+        self,
+        crow: torch.Tensor,
+        col: torch.Tensor,
+        values: torch.Tensor,
+        in_channels: int,
+        kernel_size: Pair,
+        stride: Pair = (1, 1),
+        padding: str | Pair = (0, 0),
+        dilation: Pair = (1, 1),
+        groups: int = 1,
+        bias: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = crow.numel() - 1
+        self.kernel_size: Pair = _pair(kernel_size)
+        self.stride: Pair = _pair(stride)
+        self.padding: str | Pair = padding if isinstance(padding, str) else _pair(padding)
+        self.dilation: Pair = _pair(dilation)
+        self.groups = groups
+        self.padding_mode = "zeros"
+        self.register_buffer("crow", crow.to(torch.int32))
+        self.register_buffer("col", col.to(torch.int32))
+        self.register_buffer("values", values)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> CSRConv2d:
+        """Convert a dense ``nn.Conv2d`` (its zeros are dropped) into a CSR one.
+
+        Raises:
+            UnsupportedModelError: not a zero-padded ``nn.Conv2d`` (see
+                :func:`unsupported_reason`).
+        """
+        reason = unsupported_reason(conv)
+        if reason is not None:
+            raise UnsupportedModelError(
+                f"cannot run {type(conv).__name__} as a sparse convolution: {reason}",
+                "keep this layer dense (CSRConv2d covers nn.Conv2d with padding_mode='zeros')",
+            )
+        weight = conv.weight.detach()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            csr = weight.reshape(weight.shape[0], -1).to_sparse_csr()
+        return cls(
+            csr.crow_indices(),
+            csr.col_indices(),
+            csr.values().clone(),
+            conv.in_channels,
+            _pair(conv.kernel_size),
+            _pair(conv.stride),
+            conv.padding if isinstance(conv.padding, str) else _pair(conv.padding),
+            _pair(conv.dilation),
+            conv.groups,
+            None if conv.bias is None else conv.bias,
+        )
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        """The logical weight's shape, ``(out, in / groups, kh, kw)``."""
+        kh, kw = self.kernel_size
+        return (self.out_channels, self.in_channels // self.groups, kh, kw)
+
+    @property
+    def nnz(self) -> int:
+        return self.values.numel()
+
+    def spec(self) -> conv_kernels.ConvSpec:
+        """The geometry the compiled kernel takes (padding resolved)."""
+        return conv_kernels.ConvSpec(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            _resolved_padding(self.padding, self.kernel_size, self.dilation),
+            self.dilation,
+            self.groups,
+        )
+
+    def dense_weight(self) -> torch.Tensor:
+        """The weight as a dense tensor (the layer this one replaced computes the same)."""
+        out, *rest = self.weight_shape
+        rows = torch.repeat_interleave(
+            torch.arange(out, device=self.crow.device), self.crow.diff().long()
+        )
+        flat = torch.zeros(out, rest[0] * rest[1] * rest[2], dtype=self.values.dtype,
+                           device=self.values.device)
+        flat[rows, self.col.long()] = self.values
+        return flat.reshape(self.weight_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # unbatched (C, H, W), as nn.Conv2d accepts
+            return self.forward(x.unsqueeze(0)).squeeze(0)
+        if conv_kernels.usable(x, self.values, self.bias):
+            return conv_kernels.csr_conv2d(
+                x, self.crow, self.col, self.values, self.bias, self.spec()
+            )
+        return self.dense_forward(x)
+
+    def dense_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.conv2d`` with the dense weight: the exact fallback (gradients, any device)."""
+        return F.conv2d(
+            x, self.dense_weight(), self.bias, self.stride, self.padding, self.dilation,
+            self.groups,
+        )
+
+    def extra_repr(self) -> str:
+        density = self.nnz / max(1, math.prod(self.weight_shape))
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
+        if self.padding not in ((0, 0), "valid"):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        return text + f", bias={self.bias is not None}, density={density:.3f}"
+
+
+def _pair(value: int | tuple[int, ...]) -> Pair:
+    if isinstance(value, int):
+        return (value, value)
+    return (value[0], value[1])
+
+
+def to_conv(module: CSRConv2d) -> nn.Conv2d:
+    """The equivalent dense ``nn.Conv2d`` (for export and for saving)."""
+    weight = module.dense_weight().detach()
+    conv = nn.Conv2d(
+        module.in_channels,
+        module.out_channels,
+        module.kernel_size,
+        module.stride,
+        module.padding,
+        module.dilation,
+        module.groups,
+        bias=module.bias is not None,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        if module.bias is not None and conv.bias is not None:
+            conv.bias.copy_(module.bias.detach())
+    return conv
+
+
+def _sparsity(weight: torch.Tensor) -> float:
+    return 1.0 - int(torch.count_nonzero(weight)) / max(1, weight.numel())
+
+
+def kernel_available(conv: nn.Conv2d) -> bool:
+    """True if :class:`CSRConv2d` would run the compiled kernel for this layer's weight
+    (numba installed, CPU, float32 or bfloat16): elsewhere it can only be slower than dense.
+    """
+    weight = conv.weight
+    return (
+        conv_kernels.kernels.available()
+        and weight.device.type == "cpu"
+        and weight.dtype in conv_kernels.DTYPES
+    )
+
+
+def choose_conv_kernel(
+    conv: nn.Conv2d,
+    input_shape: tuple[int, ...],
+    *,
+    min_sparsity: float = 0.5,
+    margin: float = 0.1,
+    repeats: int = 50,
+) -> tuple[KernelChoice, nn.Module | None]:
+    """Time dense and CSR for ``conv`` at its real input shape; keep CSR only if it wins.
+
+    Both run on one random input of ``input_shape`` in alternating rounds
+    (:func:`.dispatch.time_pair`, at most ``repeats`` rounds within its time budget, at
+    least five); CSR is chosen only if it is at least ``margin`` faster than dense both at
+    the median and at the 75th percentile (:func:`.dispatch.cautious_speedup`), so a layer
+    never gets slower beyond noise.
+
+    Args:
+        conv: the (finalized) dense layer; its zeros are the pruned weights.
+        input_shape: the input this layer sees, ``(N, C, H, W)`` (or ``(C, H, W)``).
+        min_sparsity: below this, stay dense without timing.
+        margin: CSR must be at least this fraction faster than dense.
+        repeats: most timing rounds.
+
+    Returns:
+        The choice (kernel ``"csr"`` or ``"dense"``, times in ms, reason) and the
+        :class:`CSRConv2d` to use, or None when dense stays.
+    """
+    reason = unsupported_reason(conv)
+    if reason is not None:
+        return KernelChoice("dense", None, None, f"unsupported: {reason}"), None
+    weight = conv.weight.detach()
+    sparsity = _sparsity(weight)
+    if sparsity < min_sparsity:
+        return KernelChoice(
+            "dense", None, None, f"sparsity {sparsity:.0%} < {min_sparsity:.0%}"
+        ), None
+    if not kernel_available(conv):
+        reason = "no sparse conv kernel for this device/dtype"
+        return KernelChoice("dense", None, None, reason), None
+    module = CSRConv2d.from_conv(conv)
+    x = torch.randn(*input_shape, device=weight.device, dtype=weight.dtype)
+    bias = None if conv.bias is None else conv.bias.detach()
+
+    def run_dense() -> torch.Tensor:
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def run_sparse() -> torch.Tensor:
+        out: torch.Tensor = module(x)
+        return out
+
+    dense_times, sparse_times = time_pair(
+        run_dense, run_sparse, weight.device, max_rounds=max(5, repeats)
+    )
+    dense_ms = statistics.median(dense_times) * 1e3
+    sparse_ms = statistics.median(sparse_times) * 1e3
+    speedup = cautious_speedup(dense_times, sparse_times)
+    if speedup >= 1.0 + margin:
+        return KernelChoice(KERNEL, dense_ms, sparse_ms, f"csr {speedup:.2f}x dense"), module
+    return KernelChoice("dense", dense_ms, sparse_ms, f"csr only {speedup:.2f}x dense"), None
