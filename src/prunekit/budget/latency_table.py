@@ -258,8 +258,9 @@ def point_key(call: LayerCall, n_in: int, n_out: int, target: Latency) -> str:
 
 @contextmanager
 def _progress(total: int) -> Iterator[Any]:
-    with tqdm(total=total, desc="latency table", unit="width", disable=total == 0,
-              leave=False) as bar:
+    # shown on a terminal only (disable=None), and only when something is timed
+    with tqdm(total=total, desc="latency table", unit="width",
+              disable=None if total else True, leave=False) as bar:
         yield bar
 
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import api
+from ..budget import BudgetTarget, Latency, MACs, Params
 from ..errors import SpecError
 from ..specs import NM, Spec, Structured, Unstructured
 from ..summary import ROOT, Summary
@@ -24,6 +25,33 @@ class Method(str, Enum):
     structured = "structured"
 
 
+def build_target(
+    params: float | None, macs: float | None, latency: float | None, *, batch: int,
+    device: str, dtype: str, threads: int | None,
+) -> BudgetTarget | None:
+    """The budget target of ``--target-params / --target-macs / --target-latency`` (at most
+    one), or None.
+
+    Raises:
+        SpecError: more than one target, or a bad value.
+    """
+    given = [(flag, value) for flag, value in (("--target-params", params),
+                                               ("--target-macs", macs),
+                                               ("--target-latency", latency))
+             if value is not None]
+    if len(given) > 1:
+        raise SpecError(f"give one target, got {' and '.join(flag for flag, _ in given)}",
+                        "e.g. --target-macs 0.25")
+    if params is not None:
+        return Params(params)
+    if macs is not None:
+        return MACs(macs)
+    if latency is not None:
+        return Latency(latency, batch=batch, device=device, dtype=dtype,  # type: ignore[arg-type]
+                       threads=threads)
+    return None
+
+
 def build_spec(
     method: Method,
     sparsity: float | None,
@@ -32,8 +60,12 @@ def build_spec(
     importance: str,
     nm: str,
     round_to: int,
+    target: BudgetTarget | None = None,
 ) -> Spec:
     """Turn command-line options into a validated spec."""
+    if target is not None and method is not Method.structured:
+        raise SpecError(f"a --target-* budget needs --method structured, not {method.value}",
+                        "add --method structured")
     if method is Method.nm:
         try:
             n_keep, m = (int(v) for v in nm.split(":"))
@@ -42,7 +74,7 @@ def build_spec(
         return NM(n_keep=n_keep, m=m, importance=importance)
     if method is Method.structured:
         return Structured(sparsity=sparsity, threshold=threshold, scope=scope,  # type: ignore[arg-type]
-                          importance=importance, round_to=round_to)
+                          importance=importance, round_to=round_to, target=target)
     return Unstructured(sparsity=sparsity, threshold=threshold, scope=scope,  # type: ignore[arg-type]
                         importance=importance)
 
@@ -91,6 +123,16 @@ def prune_command(
     output: Path | None = typer.Option(
         None, "--output", "-o", help="save the result to this folder"
     ),
+    target_params: float | None = typer.Option(
+        None, help="structured: keep this fraction of the parameters, in (0, 1]"),
+    target_macs: float | None = typer.Option(
+        None, help="structured: keep this fraction of the MACs, in (0, 1]"),
+    target_latency: float | None = typer.Option(
+        None, help="structured: keep this fraction of the measured latency, in (0, 1]"),
+    batch: int = typer.Option(1, help="--target-latency: batch size timed"),
+    device: str = typer.Option("cpu", help="--target-latency: device timed (cpu, cuda)"),
+    dtype: str = typer.Option("float32", help="--target-latency: float32, float16, bfloat16"),
+    threads: int | None = typer.Option(None, help="--target-latency: torch threads timed"),
     seed: int = typer.Option(0, help="seed for random importance"),
     overwrite: bool = typer.Option(False, help="replace an existing --output folder"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
@@ -102,6 +144,8 @@ def prune_command(
       prunekit prune --model lenet --method unstructured --sparsity 0.9
       prunekit prune --model mlp --sparsity 0.8 --scope global --json
       prunekit prune --model vgg --method nm --nm 2:4 --ignore 0.0
+      prunekit prune --model resnet --method structured --target-macs 0.25
+      prunekit prune --model resnet --method structured --target-latency 0.5 --batch 64
       prunekit prune -m mypkg.models:build --input-shape 1,3,32,32
 
     Exit codes: 0 ok, 1 a check failed, 2 bad usage or input, 3 internal error.
@@ -110,9 +154,11 @@ def prune_command(
         raise SpecError(
             "--sparsity/--threshold do not apply to --method nm", "use --nm N:M, e.g. --nm 2:4"
         )
-    if sparsity is None and threshold is None and method is not Method.nm:
+    target = build_target(target_params, target_macs, target_latency, batch=batch,
+                          device=device, dtype=dtype, threads=threads)
+    if sparsity is None and threshold is None and target is None and method is not Method.nm:
         sparsity = 0.5
-    spec = build_spec(method, sparsity, threshold, scope, importance, nm, round_to)
+    spec = build_spec(method, sparsity, threshold, scope, importance, nm, round_to, target)
     net = build_model(model, weights)
     x = example_inputs_for(model, input_shape)
     result = api.prune(net, spec, x, ignore=ignore, seed=seed)
@@ -121,13 +167,18 @@ def prune_command(
 
         save(result, output, overwrite=overwrite, model_ref=artifact_ref(model))
     summary = result.summary()
+    budget = getattr(result, "budget", None)
     if as_json:
         payload = {"model": model, "spec": spec.to_dict(), **summary.to_dict()}
+        if budget is not None:
+            payload["budget"] = budget.to_dict()
         if output is not None:
             payload["output"] = str(output)
         typer.echo(json.dumps(payload, indent=2))
     else:
         console = Console()
         render_summary(summary, console)
+        if budget is not None:
+            console.print(str(budget), markup=False, highlight=False)
         if output is not None:
             console.print(f"saved to {output}")
