@@ -193,11 +193,10 @@ class CSRConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:  # unbatched (C, H, W), as nn.Conv2d accepts
             return self.forward(x.unsqueeze(0)).squeeze(0)
-        if conv_kernels.usable(x, self.values, self.bias):
-            return conv_kernels.csr_conv2d(
-                x, self.crow, self.col, self.values, self.bias, self.spec()
-            )
-        return self.dense_forward(x)
+        spec = self.spec()
+        if conv_kernels.usable(x, self.values, self.bias) and _fits(x, spec):
+            return conv_kernels.csr_conv2d(x, self.crow, self.col, self.values, self.bias, spec)
+        return self.dense_forward(x)  # also raises torch's own errors for a wrong input
 
     def dense_forward(self, x: torch.Tensor) -> torch.Tensor:
         """``F.conv2d`` with the dense weight: the exact fallback (gradients, any device)."""
@@ -219,6 +218,13 @@ class CSRConv2d(nn.Module):
         if self.groups != 1:
             text += f", groups={self.groups}"
         return text + f", bias={self.bias is not None}, density={density:.3f}"
+
+
+def _fits(x: torch.Tensor, spec: conv_kernels.ConvSpec) -> bool:
+    """True if ``x`` has the layer's input channels and yields a non-empty output (the
+    kernel does not check bounds; torch's error is the one to raise otherwise)."""
+    out_h, out_w = spec.out_size(x.shape[2], x.shape[3])
+    return x.shape[1] == spec.in_channels and out_h > 0 and out_w > 0 and x.numel() > 0
 
 
 def _pair(value: int | tuple[int, ...]) -> Pair:
