@@ -83,8 +83,9 @@ def _choices(analysis: Analysis, overrides: dict[str, float]) -> list[GroupChoic
         for member in group.members:
             if member.role == OUT and member.key in overrides:
                 share = overrides[member.key]
+        producers = {member.key for member in group.members if member.role == OUT}
         choices.append(GroupChoice(group.channels, analysis.frozen[group.channels], group.unit,
-                                   share))
+                                   share, float(max(len(producers), 1))))
     return choices
 
 

@@ -7,8 +7,10 @@ value per unit of cost saved is smallest, until the cost fits the budget; it the
 what is left of the budget on the most valuable cuts to undo, and widens a group wherever
 that costs nothing (a width the table shows slower than a wider one is never kept).
 
-A group's value is ``size * log(kept importance)``, its channels' importance relative to
-the group's mean: a group losing its weakest channels loses little, and each further
+A group's value is ``layers * size * log(kept importance)``: its channels' importance
+relative to the group's mean, weighted by the number of layers producing the group (a
+channel written by four residual blocks carries four layers' worth of importance, as its
+score sums them). A group losing its weakest channels loses little, and each further
 channel weighs more as the group thins. Cost alone would still thin the groups whose
 channels cost most (a bottleneck feeding many layers) to a channel or two, so no group is
 cut below half the width that uniform ratio pruning meeting the same budget gives it
@@ -149,7 +151,7 @@ class Allocation:
         left = state.kept_value - lost
         if left <= 0:
             return math.inf
-        return state.size * (math.log(state.kept_value) - math.log(left))
+        return state.size * state.group.weight * (math.log(state.kept_value) - math.log(left))
 
     def _next_cut(self, state: _GroupState, widths: np.ndarray) -> tuple[float, int] | None:
         """(loss per unit saved, target position) of the group's next cut that saves."""
@@ -280,7 +282,8 @@ class Allocation:
     def _gain(self, state: _GroupState) -> float:
         back = state.widths[state.position - 1]
         regained = float(state.quality[state.gone(back): state.gone(state.kept)].sum())
-        return state.size * (math.log(state.kept_value + regained) - math.log(state.kept_value))
+        return state.size * state.group.weight * (math.log(state.kept_value + regained)
+                                                  - math.log(state.kept_value))
 
     def _widen(self, state: _GroupState, widths: np.ndarray) -> None:
         back = state.widths[state.position - 1]

@@ -22,6 +22,7 @@ class GroupChoice:
     frozen: torch.Tensor  # bool per channel
     unit: int = 1  # indices per channel (a head spans head_dim indices)
     sparsity: float | None = None  # per-group override (layer scope)
+    weight: float = 1.0  # what a channel weighs against other groups' (budget allocation)
 
 
 def _step(round_to: int, unit: int) -> int:
