@@ -73,3 +73,27 @@ def test_selection_is_pure() -> None:
     first = select_layer([g], scores, 0.5)
     assert torch.equal(select_layer([g], scores, 0.5), first)
     assert scores.tolist() == [3.0, 1.0, 2.0]
+
+
+def test_kept_widths_are_what_ratio_pruning_can_produce() -> None:
+    from prunekit.select.structured import kept_widths, layer_width
+
+    g = group(list(range(20)), frozen=(0, 1, 2, 3, 4))
+    widths = kept_widths(g, round_to=4, min_channels=2)
+    assert widths == [20, 16, 12, 8]  # 5 frozen: at least 8 (a multiple of 4)
+    for sparsity in (0.0, 0.3, 0.5, 0.9):
+        assert layer_width(g, sparsity, round_to=4, min_channels=2) in widths
+    heads = kept_widths(group(list(range(6)), unit=4), round_to=8)
+    assert heads == [6, 4, 2]  # heads of 4: multiples of 2 heads are multiples of 8 wide
+
+
+def test_removal_order_is_the_order_layer_scope_removes_in() -> None:
+    from prunekit.select.structured import removal_order
+
+    scores = torch.tensor([5.0, 1.0, 4.0, 2.0, 3.0])
+    g = group([0, 1, 2, 3, 4], frozen=(1,))
+    order = removal_order(g, scores)
+    assert order.tolist() == [3, 4, 2, 0]  # lowest first, frozen channel 1 never
+    for n in range(1, 4):
+        removed = select_layer([g], scores, n / 5)
+        assert set(removed.nonzero().flatten().tolist()) == set(order[:n].tolist())

@@ -110,6 +110,12 @@ def _term(call: LayerCall, inputs: _Side, outputs: _Side, tied: bool,
     return Term(full, tuple(dims), tuple(curves), call.name) if dims else full
 
 
+def _prunable(member: Member, analysis: Analysis) -> bool:
+    """True if some index of the member belongs to a channel that is not frozen."""
+    channel = member.channel[member.channel >= 0]
+    return bool(channel.numel()) and not bool(analysis.frozen[channel].all())
+
+
 def latency_cost(analysis: Analysis, model: nn.Module, example_inputs: ExampleInputs,
                  rows: int, target: Latency) -> tuple[CostModel, TableStats]:
     """The latency cost model of ``model`` at ``target``'s batch, device, dtype, threads.
@@ -125,8 +131,7 @@ def latency_cost(analysis: Analysis, model: nn.Module, example_inputs: ExampleIn
         The cost model (ms) and how the table was obtained.
     """
     start = time.perf_counter()
-    members = {(m.key, m.dim): m for m in analysis.members
-               if m.dim >= 0 and bool((m.channel >= 0).any())}
+    members = {(m.key, m.dim): m for m in analysis.members if m.dim >= 0 and _prunable(m, analysis)}
     plans = [(call, *_sides(call, members))
              for call in layer_calls(model, example_inputs, rows, target.batch)]
     wanted = {(call, *point): point_key(call, *point, target)
