@@ -12,8 +12,6 @@ Run:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -22,6 +20,7 @@ from torch import nn
 import prunekit as pk
 from prunekit.graph.groups import analyze
 from prunekit.measure.counting import count_macs, count_params
+from prunekit.measure.timing import median_iqr, repeated_ms
 
 
 def models() -> dict[str, Callable[[], nn.Module]]:
@@ -31,12 +30,7 @@ def models() -> dict[str, Callable[[], nn.Module]]:
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_iqr(repeated_ms(fn, repeats))[0] / 1000.0
 
 
 def main() -> None:

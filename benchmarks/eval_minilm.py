@@ -37,7 +37,6 @@ import json
 import platform
 import random
 import re
-import statistics
 import time
 from typing import Any
 
@@ -57,6 +56,7 @@ from scipy.stats import spearmanr
 
 import prunekit as pk
 from prunekit.apply.masks import effective_weight, is_masked
+from prunekit.measure.timing import median_iqr, repeated_ms
 from prunekit.recover import distill_outputs
 
 SPARSE_SPECS = [
@@ -131,15 +131,8 @@ def distill(student: Any, teacher: Any, train: list[Any], epochs: int, lr: float
 
 def latency_ms(model: Any, inputs: dict[str, torch.Tensor], repeats: int) -> tuple[float, float]:
     """Median and IQR (ms) of one no-grad forward pass, after 3 warm-up runs."""
-    times = []
     with torch.no_grad():
-        for i in range(repeats + 3):
-            start = time.perf_counter()
-            model(**inputs)
-            if i >= 3:
-                times.append((time.perf_counter() - start) * 1e3)
-    q = statistics.quantiles(times, n=4)
-    return statistics.median(times), q[2] - q[0]
+        return median_iqr(repeated_ms(lambda: model(**inputs), repeats, warmup=3))
 
 
 def latency_rows(tokenizer: Any, dense: Any, pruned: Any) -> list[dict[str, Any]]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import statistics
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,6 +16,7 @@ import torch
 from torch import nn
 
 from ..inputs import ExampleInputs, call_model
+from .timing import elapsed_ms, median_iqr
 
 
 @dataclass(frozen=True)
@@ -48,27 +47,8 @@ def fixed_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _iqr(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    q = statistics.quantiles(values, n=4)
-    return q[2] - q[0]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timer(model: nn.Module, inputs: ExampleInputs, device: torch.device) -> Callable[[], float]:
-    def run() -> float:
-        _sync(device)
-        start = time.perf_counter()
-        call_model(model, inputs)
-        _sync(device)
-        return (time.perf_counter() - start) * 1000.0
-
-    return run
+    return lambda: elapsed_ms(lambda: call_model(model, inputs), device)
 
 
 def prepare_for_inference(
@@ -134,8 +114,8 @@ def time_models(
             for name, run in timers.items():
                 samples[name].extend(run() for _ in range(calls_per_round))
     return {
-        name: LatencyStats(statistics.median(v), _iqr(v), min(v), len(v),
-                           int(inputs.shape[0]), threads, str(dev), formats[name])
+        name: LatencyStats(*median_iqr(v), min(v), len(v), int(inputs.shape[0]), threads,
+                           str(dev), formats[name])
         for name, v in samples.items()
     }
 

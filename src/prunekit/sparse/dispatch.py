@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..measure.timing import elapsed_ms
 from .formats import group_counts
 from .modules import CSRLinear, SemiStructuredLinear, semi_structured_available
 
@@ -34,11 +35,6 @@ class KernelChoice:
     dense_ms: float | None
     sparse_ms: float | None
     reason: str
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_pair(
@@ -57,11 +53,7 @@ def time_pair(
             len(times[0]) < 5 or time.perf_counter() - start < budget_s
         ):
             for fn, bucket in ((first, times[0]), (second, times[1])):
-                _sync(device)
-                t0 = time.perf_counter()
-                fn()
-                _sync(device)
-                bucket.append(time.perf_counter() - t0)
+                bucket.append(elapsed_ms(fn, device) / 1000.0)
     return times
 
 
