@@ -16,7 +16,13 @@ import torch
 from torch import nn
 
 import prunekit as pk
-from prunekit.apply.masks import apply_mask, effective_weight, existing_mask, masked_modules
+from prunekit.apply.masks import (
+    apply_mask,
+    effective_weight,
+    existing_mask,
+    masked_modules,
+    original_class,
+)
 
 
 def masked_mlp() -> nn.Sequential:
@@ -120,6 +126,7 @@ def test_masked_module_keeps_its_class_name_and_finalize_restores_the_class() ->
     model = masked_mlp()
     assert isinstance(model[0], nn.Linear) and type(model[0]).__name__ == "Linear"
     assert repr(model[0]) == "Linear(in_features=6, out_features=8, bias=True)"
+    assert original_class(model[0]) is nn.Linear and original_class(model[1]) is nn.ReLU
     pk.finalize(model)
     assert type(model[0]) is nn.Linear and type(model[2]) is nn.Linear
 

@@ -86,6 +86,15 @@ def masked_class(base: type[nn.Module]) -> type[MaskedWeights]:
     return cls
 
 
+def original_class(module: nn.Module) -> type[nn.Module]:
+    """The class ``module`` has without masks (``nn.Linear`` for a masked ``nn.Linear``).
+
+    Use it where code compares classes exactly (``type(a) is type(b)``).
+    """
+    cls = type(module)
+    return cls._unmasked_class if issubclass(cls, MaskedWeights) else cls
+
+
 def _new_masked(base: type[nn.Module]) -> nn.Module:
     """An empty instance of ``masked_class(base)`` (pickle then restores its state)."""
     module = base.__new__(base)
