@@ -104,13 +104,13 @@ def _assert_matches(actual: torch.Tensor, expected: torch.Tensor) -> None:
 
 def _count_kernel_calls(monkeypatch) -> list[int]:
     calls: list[int] = []
-    original = conv_kernels.csr_conv2d
+    original = conv_kernels.run
 
     def counted(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(conv_kernels, "csr_conv2d", counted)
+    monkeypatch.setattr(conv_kernels, "run", counted)
     return calls
 
 
@@ -301,3 +301,39 @@ def test_on_cuda_the_dense_fallback_runs():
     with torch.no_grad():
         torch.testing.assert_close(sparse(x), conv(x))
         torch.testing.assert_close(sparse.cpu()(x.cpu()), conv.cpu()(x.cpu()))
+
+
+@needs_numba
+def test_a_changed_weight_or_input_shape_is_never_computed_with_a_stale_plan(monkeypatch):
+    """The kernel's per-shape plan is reused while nothing changed, and rebuilt after an
+    in-place change, a loaded state dict, a new values tensor, or another input shape."""
+    conv = _conv("3x3-stride2", True, "pruned-90", torch.float32)
+    sparse = CSRConv2d.from_conv(conv)
+    plans: list[int] = []
+    original = conv_kernels.plan
+
+    def counted(*args, **kwargs):
+        plans.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(conv_kernels, "plan", counted)
+    x, wider = _input("3x3-stride2", 3, torch.float32), torch.randn(2, 8, 12, 14)
+    with torch.no_grad():
+        for _ in range(2):
+            _assert_matches(sparse(x), conv(x))
+        assert len(plans) == 1
+        _assert_matches(sparse(wider), conv(wider))
+        sparse.values.mul_(2)
+        conv.weight.mul_(2)
+        _assert_matches(sparse(x), conv(x))
+        conv.weight.mul_(-1)
+        sparse.load_state_dict(CSRConv2d.from_conv(conv).state_dict())
+        _assert_matches(sparse(x), conv(x))
+        conv.bias.add_(1)
+        sparse.bias.add_(1)
+        _assert_matches(sparse(x), conv(x))
+        sparse.values = sparse.values * 3
+        conv.weight.mul_(3)
+        _assert_matches(sparse(x), conv(x))
+    assert len(plans) == 6
+    assert pickle.loads(pickle.dumps(sparse))._plans == {}  # derived data is not pickled

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import statistics
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,7 @@ from . import conv_kernels
 from .dispatch import KernelChoice, cautious_speedup, time_pair
 
 KERNEL = "csr"  # the kernel name a CSRConv2d layer runs (as for CSRLinear)
+MAX_PLANS = 8  # input shapes whose kernel plans a layer keeps
 
 Pair = tuple[int, int]
 
@@ -125,6 +127,7 @@ class CSRConv2d(nn.Module):
         self.register_buffer("col", col.to(torch.int32))
         self.register_buffer("values", values)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+        self._plans: dict[tuple[int, ...], tuple[Any, Any, conv_kernels.ConvPlan]] = {}
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> CSRConv2d:
@@ -193,10 +196,41 @@ class CSRConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:  # unbatched (C, H, W), as nn.Conv2d accepts
             return self.forward(x.unsqueeze(0)).squeeze(0)
-        spec = self.spec()
-        if conv_kernels.usable(x, self.values, self.bias) and _fits(x, spec):
-            return conv_kernels.csr_conv2d(x, self.crow, self.col, self.values, self.bias, spec)
+        if conv_kernels.usable(x, self.values, self.bias):
+            conv_plan = self.kernel_plan(tuple(x.shape))
+            if conv_plan is not None:
+                return conv_kernels.run(x, conv_plan)
         return self.dense_forward(x)  # also raises torch's own errors for a wrong input
+
+    def kernel_plan(self, input_shape: tuple[int, ...]) -> conv_kernels.ConvPlan | None:
+        """The compiled kernel's plan for inputs of ``input_shape`` (N, C, H, W), or None if
+        such an input does not fit this layer (then torch raises its own error).
+
+        A plan (each kept weight's input offset: rebuilding it costs as much as a small
+        convolution) is kept for the next call and used while ``crow``, ``col``, ``values``
+        and ``bias`` are the very tensors it was built from (it holds them) and none was
+        changed in place.
+        """
+        parts = (self.crow, self.col, self.values, self.bias)
+        versions = tuple(None if t is None else t._version for t in parts)
+        kept = self._plans.get(input_shape)
+        if kept is not None:
+            held, held_versions, found = kept
+            if held_versions == versions and all(a is b for a, b in zip(held, parts, strict=True)):
+                return found
+        spec = self.spec()
+        if not _fits(input_shape, spec):
+            return None
+        found = conv_kernels.plan(self.crow, self.col, self.values, self.bias, spec, input_shape)
+        if len(self._plans) >= MAX_PLANS:
+            self._plans.clear()
+        self._plans[input_shape] = (parts, versions, found)
+        return found
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_plans"] = {}  # derived data: rebuilt on the next call
+        return state
 
     def dense_forward(self, x: torch.Tensor) -> torch.Tensor:
         """``F.conv2d`` with the dense weight: the exact fallback (gradients, any device)."""
@@ -220,11 +254,14 @@ class CSRConv2d(nn.Module):
         return text + f", bias={self.bias is not None}, density={density:.3f}"
 
 
-def _fits(x: torch.Tensor, spec: conv_kernels.ConvSpec) -> bool:
-    """True if ``x`` has the layer's input channels and yields a non-empty output (the
-    kernel does not check bounds; torch's error is the one to raise otherwise)."""
-    out_h, out_w = spec.out_size(x.shape[2], x.shape[3])
-    return x.shape[1] == spec.in_channels and out_h > 0 and out_w > 0 and x.numel() > 0
+def _fits(input_shape: tuple[int, ...], spec: conv_kernels.ConvSpec) -> bool:
+    """True if an input of ``input_shape`` has the layer's input channels and yields a
+    non-empty output (the kernel does not check bounds; torch's error is the one to raise
+    otherwise)."""
+    if len(input_shape) != 4 or 0 in input_shape:
+        return False
+    out_h, out_w = spec.out_size(input_shape[2], input_shape[3])
+    return input_shape[1] == spec.in_channels and out_h > 0 and out_w > 0
 
 
 def _pair(value: int | tuple[int, ...]) -> Pair:

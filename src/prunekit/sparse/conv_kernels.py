@@ -270,27 +270,6 @@ class _Axis:
         )
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """Where one call's input goes: the two axes and the samples interleaved."""
-
-    rows: _Axis
-    cols: _Axis
-    block: int
-    blocks: int
-
-    @property
-    def phases(self) -> int:
-        return len(self.rows.phases) * len(self.cols.phases)
-
-    @property
-    def row_stride(self) -> int:
-        return self.cols.size * self.block
-
-    def block_stride(self, channels: int) -> int:
-        return channels * self.phases * self.rows.size * self.row_stride
-
-
 def block_size(spec: ConvSpec, batch: int, height: int, width: int) -> int:
     """Samples to interleave for this input: the fewest (a power of two, at most the batch
     and :data:`MAX_BLOCK`) whose output vector reaches :data:`MIN_VECTOR` floats.
@@ -306,24 +285,123 @@ def block_size(spec: ConvSpec, batch: int, height: int, width: int) -> int:
         return 1
     want = max(1, math.ceil(MIN_VECTOR / per_sample))
     block = 1 << (want - 1).bit_length()
-    return max(1, min(block, MAX_BLOCK, 1 << (batch - 1).bit_length()))
+    return max(1, min(block, MAX_BLOCK, 1 << max(0, batch - 1).bit_length()))
 
 
-def _layout(spec: ConvSpec, x: torch.Tensor, block: int | None) -> _Layout:
-    n_samples, _, height, width = x.shape
+@dataclass(frozen=True)
+class ConvPlan:
+    """Everything a call needs besides the input itself, for one weight and one input
+    shape: the layout (samples interleaved, phase planes) and the kernel's operands (each
+    kept weight's value and input offset, rows padded to a multiple of four).
+
+    Build it with :func:`plan` and reuse it while the weight and the input shape stay the
+    same (:class:`.conv.CSRConv2d` keeps the last few).
+    """
+
+    spec: ConvSpec
+    input_shape: tuple[int, int, int, int]
+    block: int
+    layout: np.ndarray  # (blocks, row phases, col phases, Hq, Wq, B)
+    phase_rows: np.ndarray
+    phase_cols: np.ndarray
+    start: np.ndarray
+    off: np.ndarray
+    values: np.ndarray
+    bias: np.ndarray
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        out_h, out_w = self.spec.out_size(self.input_shape[2], self.input_shape[3])
+        return (self.input_shape[0], self.spec.out_channels, out_h, out_w)
+
+    @property
+    def in_place(self) -> bool:
+        """True if the input is its own layout (pointwise, one sample a block)."""
+        return self.spec.is_pointwise() and self.block == 1
+
+    @property
+    def row_stride(self) -> int:
+        return int(self.layout[4] * self.layout[5])
+
+    @property
+    def block_stride(self) -> int:
+        layout, channels = self.layout, self.spec.in_channels
+        return int(channels * layout[1] * layout[2] * layout[3] * self.row_stride)
+
+
+def plan(
+    crow: torch.Tensor,
+    col: torch.Tensor,
+    values: torch.Tensor,
+    bias: torch.Tensor | None,
+    spec: ConvSpec,
+    input_shape: tuple[int, ...],
+    block: int | None = None,
+) -> ConvPlan:
+    """The :class:`ConvPlan` of a CSR weight (int32 indices; rows: output channels,
+    columns: ``in_channels / groups * kh * kw`` in the weight's memory order) for inputs of
+    ``input_shape`` (N, C, H, W). Call only where :func:`usable` is True.
+
+    Args:
+        crow: CSR row pointers, ``out_channels + 1``.
+        col: CSR column indices.
+        values: CSR values.
+        bias: ``out_channels`` values or None.
+        spec: the convolution's geometry.
+        input_shape: the input's shape, (N, C, H, W).
+        block: samples interleaved in the layout copy (default: :func:`block_size`).
+
+    Returns:
+        The plan :func:`run` takes.
+    """
+    n_samples, _, height, width = input_shape
     out_h, out_w = spec.out_size(height, width)
     if block is None:
         block = block_size(spec, n_samples, height, width)
-    return _Layout(
-        _Axis.of(spec.kernel_size[0], spec.stride[0], spec.dilation[0], out_h),
-        _Axis.of(spec.kernel_size[1], spec.stride[1], spec.dilation[1], out_w),
+    rows = _Axis.of(spec.kernel_size[0], spec.stride[0], spec.dilation[0], out_h)
+    cols = _Axis.of(spec.kernel_size[1], spec.stride[1], spec.dilation[1], out_w)
+    layout = np.array(
+        ((n_samples + block - 1) // block, len(rows.phases), len(cols.phases), rows.size,
+         cols.size, block),
+        dtype=np.int64,
+    )
+    geometry = (
+        spec.out_channels // spec.groups,
+        spec.in_channels // spec.groups,
+        spec.kernel_size[1],
+        len(cols.phases),
+        len(rows.phases) * len(cols.phases),
+        rows.size,
+        cols.size * block,
         block,
-        (n_samples + block - 1) // block,
+    )
+    with _threads():  # a parallel kernel: any such call may start numba's pool
+        start, off, packed = _operands(
+            crow.numpy(),
+            col.numpy(),
+            values.detach().float().numpy(),
+            np.array(geometry, dtype=np.int64),
+            np.array(rows.tap_phase, dtype=np.int64),
+            np.array(rows.tap_shift, dtype=np.int64),
+            np.array(cols.tap_phase, dtype=np.int64),
+            np.array(cols.tap_shift, dtype=np.int64),
+        )
+    return ConvPlan(
+        spec,
+        (n_samples, spec.in_channels, height, width),
+        block,
+        layout,
+        np.array(rows.phases, dtype=np.int64),
+        np.array(cols.phases, dtype=np.int64),
+        start,
+        off,
+        packed,
+        np.empty(0, np.float32) if bias is None else bias.detach().float().numpy().copy(),
     )
 
 
 def usable(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
-    """True if :func:`csr_conv2d` should run: numba present, CPU, a supported dtype
+    """True if the compiled kernel should run: numba present, CPU, a supported dtype
     (float32, bfloat16) shared by input and weight, a 4-D input, and no gradient needed
     (the kernel has no backward).
 
@@ -355,54 +433,64 @@ def _bits(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().view(view).numpy().reshape(-1)
 
 
-def _laid_out(x: torch.Tensor, spec: ConvSpec, layout: _Layout) -> np.ndarray:
-    """The input in ``layout`` as a flat float32 array (``x``'s own memory where the layout
-    is the input itself: a pointwise float32 convolution, one sample a block)."""
-    if x.dtype == torch.float32 and spec.is_pointwise() and layout.block == 1:
+def _laid_out(x: torch.Tensor, conv_plan: ConvPlan) -> np.ndarray:
+    """The input in the plan's layout, as a flat float32 array (``x``'s own memory where
+    the layout is the input itself)."""
+    if x.dtype == torch.float32 and conv_plan.in_place:
         return x.detach().contiguous().numpy().reshape(-1)
-    rows, cols = layout.rows, layout.cols
-    shape = (layout.blocks, len(rows.phases), len(cols.phases), rows.size, cols.size)
-    xs = np.empty(layout.blocks * layout.block_stride(spec.in_channels), dtype=np.uint32)
+    spec = conv_plan.spec
+    xs = np.empty(int(conv_plan.layout[0]) * conv_plan.block_stride, dtype=np.uint32)
     _prepare(
         _bits(x),
         xs,
         np.array(x.shape, dtype=np.int64),
-        np.array((*shape, layout.block), dtype=np.int64),
+        conv_plan.layout,
         16 if x.dtype == torch.bfloat16 else 0,
         spec.padding[0],
         spec.padding[2],
         spec.stride[0],
         spec.stride[1],
-        np.array(rows.phases, dtype=np.int64),
-        np.array(cols.phases, dtype=np.int64),
+        conv_plan.phase_rows,
+        conv_plan.phase_cols,
     )
     return xs.view(np.float32)
 
 
-def _operands_of(
-    crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, spec: ConvSpec, layout: _Layout
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rows, cols = layout.rows, layout.cols
-    geometry = (
-        spec.out_channels // spec.groups,
-        spec.in_channels // spec.groups,
-        spec.kernel_size[1],
-        len(cols.phases),
-        layout.phases,
-        rows.size,
-        layout.row_stride,
-        layout.block,
-    )
-    return _operands(
-        crow.numpy(),
-        col.numpy(),
-        values.detach().float().numpy(),
-        np.array(geometry, dtype=np.int64),
-        np.array(rows.tap_phase, dtype=np.int64),
-        np.array(rows.tap_shift, dtype=np.int64),
-        np.array(cols.tap_phase, dtype=np.int64),
-        np.array(cols.tap_shift, dtype=np.int64),
-    )
+def run(x: torch.Tensor, conv_plan: ConvPlan) -> torch.Tensor:
+    """The convolution of ``x`` (of the plan's input shape) by the plan's weight.
+
+    Threads: ``torch.get_num_threads()``.
+
+    Args:
+        x: the input, (N, C, H, W), float32 or bfloat16.
+        conv_plan: from :func:`plan` for this weight and this input shape.
+
+    Returns:
+        The output, (N, out_channels, Ho, Wo), in ``x``'s dtype.
+    """
+    assert tuple(x.shape) == conv_plan.input_shape  # the kernel does not check bounds
+    out_shape = conv_plan.out_shape
+    y = torch.empty(out_shape)
+    blocks = int(conv_plan.layout[0])
+    rows_per_chunk = max(1, CHUNK // conv_plan.row_stride)
+    chunks = (out_shape[2] + rows_per_chunk - 1) // rows_per_chunk
+    with _threads() as threads:
+        xs = _laid_out(x, conv_plan)
+        split = max(1, math.ceil(TASKS_PER_THREAD * threads / (blocks * chunks)))
+        _conv_rows(
+            conv_plan.start,
+            conv_plan.off,
+            conv_plan.values,
+            conv_plan.bias,
+            xs,
+            y.numpy(),
+            conv_plan.block_stride,
+            int(conv_plan.layout[4]),
+            conv_plan.block,
+            rows_per_chunk,
+            max(1, math.ceil(out_shape[1] / split)),
+        )
+    return y if x.dtype == torch.float32 else y.to(x.dtype)
 
 
 def csr_conv2d(
@@ -414,15 +502,15 @@ def csr_conv2d(
     spec: ConvSpec,
     block: int | None = None,
 ) -> torch.Tensor:
-    """``F.conv2d(x, W, bias, ...)`` with ``W`` in CSR (int32 indices; rows: output
-    channels, columns: ``in_channels / groups * kh * kw`` in ``W``'s memory order).
+    """``F.conv2d(x, W, bias, ...)`` with ``W`` in CSR: :func:`plan` then :func:`run`.
 
     Call only where :func:`usable` is True. Threads: ``torch.get_num_threads()``.
 
     Args:
         x: the input, (N, C, H, W).
         crow: CSR row pointers, ``out_channels + 1``.
-        col: CSR column indices.
+        col: CSR column indices (int32; rows: output channels, columns: ``in_channels /
+            groups * kh * kw`` in ``W``'s memory order).
         values: CSR values, in ``x``'s dtype.
         bias: ``out_channels`` values or None.
         spec: the convolution's geometry.
@@ -431,28 +519,4 @@ def csr_conv2d(
     Returns:
         The output, (N, out_channels, Ho, Wo), in ``x``'s dtype.
     """
-    n_samples, _, height, width = x.shape
-    out_h, _ = spec.out_size(height, width)
-    layout = _layout(spec, x, block)
-    y = torch.empty(n_samples, spec.out_channels, *spec.out_size(height, width))
-    b = np.empty(0, np.float32) if bias is None else bias.detach().float().numpy()
-    rows_per_chunk = max(1, CHUNK // layout.row_stride)
-    chunks = (out_h + rows_per_chunk - 1) // rows_per_chunk
-    with _threads() as threads:
-        xs = _laid_out(x, spec, layout)
-        start, off, packed = _operands_of(crow, col, values, spec, layout)
-        split = max(1, math.ceil(TASKS_PER_THREAD * threads / (layout.blocks * chunks)))
-        _conv_rows(
-            start,
-            off,
-            packed,
-            b,
-            xs,
-            y.numpy(),
-            layout.block_stride(spec.in_channels),
-            layout.cols.size,
-            layout.block,
-            rows_per_chunk,
-            max(1, math.ceil(spec.out_channels / split)),
-        )
-    return y if x.dtype == torch.float32 else y.to(x.dtype)
+    return run(x, plan(crow, col, values, bias, spec, tuple(x.shape), block))
