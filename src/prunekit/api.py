@@ -20,7 +20,7 @@ from .specs import (
     TransformerStructured,
     Unstructured,
 )
-from .targets import IgnoreEntry
+from .targets import IgnoreEntry, ignore_entries
 from .unstructured import ApplyPlanPipeline, MaskedPipeline
 
 
@@ -29,8 +29,8 @@ def prune(
     spec: Spec,
     example_inputs: ExampleInputs | None = None,
     *,
-    ignore: Iterable[IgnoreEntry] = (),
-    overrides: Mapping[str, float] | None = None,
+    ignore: Iterable[IgnoreEntry] | IgnoreEntry = (),
+    overrides: Mapping[IgnoreEntry, float] | None = None,
     include_embeddings: bool = False,
     calibration: Any = None,
     inplace: bool = False,
@@ -49,8 +49,9 @@ def prune(
         example_inputs: inputs the model accepts (tensor, tuple of args or dict of kwargs).
             Required for structured pruning; otherwise used to check the model still runs
             with the same output shapes.
-        ignore: module names, module types or regexes to leave alone.
-        overrides: ``{module name or regex: sparsity}`` per-layer sparsities.
+        ignore: module names (each covers its children), module types or compiled regexes
+            (``re.compile(...)``, matched in full) to leave alone; one entry or a list.
+        overrides: ``{module name, type or compiled regex: sparsity}`` per-layer sparsities.
         include_embeddings: also prune ``nn.Embedding`` weights (unstructured).
         calibration: calibration batches for data-aware importance (wanda, sparsegpt, taylor).
             An argument the chosen method would not use (``calibration=`` for magnitude
@@ -73,7 +74,8 @@ def prune(
         >>> result.summary().sparsity
         0.5
     """
-    request = Request(example_inputs, ignore, overrides, include_embeddings, calibration, seed)
+    request = Request(example_inputs, ignore_entries(ignore), overrides, include_embeddings,
+                      calibration, seed)
     return run(pipeline_for(spec, request), model_of(model), inplace=inplace)
 
 

@@ -15,7 +15,6 @@ from .apply.masks import (
     apply_mask,
     effective_weight,
     existing_mask,
-    refresh_from_parents,
 )
 from .errors import InternalError, PlanError, ShapeError, SpecError, WeightError
 from .importance import weight_scores
@@ -175,8 +174,8 @@ def idle_targets(model: nn.Module, targets: list[Target], called: set[str]) -> l
     """Targets whose forward did not run, and whose weight no known parent reads directly.
 
     Such a layer is unused on these inputs (an auxiliary head in eval mode), or its weight
-    is read by code outside its own forward, which would see the masked value only as of
-    the layer's last forward. Both are worth a line in the summary.
+    is read by code outside its own forward (which sees the masked weight: it is computed
+    on every read). Either is worth a line in the summary.
     """
     idle = []
     for t in targets:
@@ -188,8 +187,8 @@ def idle_targets(model: nn.Module, targets: list[Target], called: set[str]) -> l
             idle.append(t.module_name)
     if idle:
         logger.warning(
-            "%d targeted layers did not run on the example inputs: %s; if other code reads "
-            "their weights directly, it sees the mask only as of their last forward",
+            "%d targeted layers did not run on the example inputs: %s (unused on these inputs, "
+            "or their weights are read by other code); they are pruned all the same",
             len(idle), ", ".join(idle),
         )
     return idle
@@ -205,7 +204,6 @@ def apply_masks(model: nn.Module, plan: Plan) -> None:
     for key, mask in plan.masks.items():
         module_name, param = _split_key(key)
         apply_mask(model.get_submodule(module_name), mask, param)
-        refresh_from_parents(model, module_name, param)
 
 
 class MaskedPipeline:

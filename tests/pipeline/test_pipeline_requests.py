@@ -136,6 +136,26 @@ def test_every_entry_point_takes_a_prune_result() -> None:
     assert conversion.plan is again.plan
 
 
+def test_measuring_and_recovery_take_a_prune_result() -> None:
+    from prunekit.measure import evaluate_accuracy, peak_inference_memory, time_models
+    from prunekit.measure.counting import count_macs, count_nonzero_params, count_params
+    from prunekit.recover import RecoveryConfig, distill_outputs, finetune
+
+    dense = pk.zoo.build("mlp")
+    result = pk.prune(dense, pk.Unstructured(sparsity=0.5))
+    x, y = torch.randn(8, 784), torch.randint(0, 10, (8,))
+    assert count_params(result) == count_params(result.model)
+    assert count_nonzero_params(result) == count_nonzero_params(result.model)
+    assert count_macs(result, x) == count_macs(result.model, x)
+    assert 0.0 <= evaluate_accuracy(result, [(x, y)]) <= 1.0
+    assert peak_inference_memory(result, x)["weights_bytes"] > 0
+    assert set(time_models({"pruned": result}, x, rounds=1, warmup=0)) == {"pruned"}
+    finetune(result, [(x, y)], RecoveryConfig(epochs=1), progress=False)
+    distill_outputs(result, pk.prune(dense, pk.Unstructured(sparsity=0.1)), [x], epochs=1,
+                    lr=1e-4, progress=False)
+    assert result.summary().sparsity == pytest.approx(0.5, abs=1e-3)  # masks held
+
+
 def test_one_shot_nm_reads_the_input_width_of_transposed_conv1d_weights() -> None:
     torch.manual_seed(0)
     config = transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=4,

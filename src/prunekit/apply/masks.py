@@ -135,9 +135,7 @@ def effective_weight(module: nn.Module, param: str = "weight") -> torch.Tensor:
         return weight.detach()
 
 
-def apply_mask(
-    module: nn.Module, mask: torch.Tensor, param: str = "weight", *, zeros_applied: bool = False
-) -> None:
+def apply_mask(module: nn.Module, mask: torch.Tensor, param: str = "weight") -> None:
     """Mask ``module.<param>`` with ``mask`` (True = kept); an existing mask only shrinks.
 
     Args:
@@ -146,9 +144,6 @@ def apply_mask(
             the ``<param>_mask`` buffer itself (no copy). The buffer is bool: a quarter of
             a float mask's memory, and ``orig * mask`` stays in the parameter's dtype.
         param: the parameter's name.
-        zeros_applied: the caller guarantees that ``<param>`` is already zero wherever
-            ``mask`` is 0 (weights just loaded from a pruned artefact). Accepted for
-            callers that know it; masking computes nothing up front either way.
 
     Example:
         >>> layer = torch.nn.Linear(2, 2)
@@ -158,7 +153,6 @@ def apply_mask(
         >>> int((layer.weight == 0).sum())
         2
     """
-    del zeros_applied  # nothing is computed at masking time any more
     if is_masked(module, param):
         buffer: torch.Tensor = getattr(module, param + MASK_SUFFIX)
         buffer.mul_(mask.to(device=buffer.device, dtype=buffer.dtype))

@@ -160,7 +160,7 @@ def analyze(
     Args:
         model: the module to analyse (not modified).
         example_inputs: inputs it accepts.
-        ignore: module names / types / regexes whose channels stay untouched.
+        ignore: module names, types or compiled regexes whose channels stay untouched.
 
     Returns:
         An :class:`Analysis`; channels reaching a model output, read by an ignored module

@@ -28,7 +28,7 @@ from torch.nn.modules.module import (
 from torch.overrides import TorchFunctionMode
 
 from ..inputs import ExampleInputs, call_model, eval_mode, flat_tensors
-from ..targets import IgnoreEntry, matches
+from ..targets import IgnoreEntry, ignore_entries, matches
 from . import rules_attention as attention
 from . import rules_layers as layers
 from . import rules_pointwise as pointwise
@@ -137,7 +137,7 @@ def _hooks(model: nn.Module, state: TraceState, recorder: _Recorder) -> list[Any
 
 def ignored_modules(model: nn.Module, ignore: Iterable[IgnoreEntry]) -> set[str]:
     """Names of the modules selected by the ignore entries (validated by the caller)."""
-    entries = list(ignore)
+    entries = ignore_entries(ignore)
     return {n for n, m in model.named_modules() if n and any(matches(e, n, m) for e in entries)}
 
 
@@ -149,7 +149,7 @@ def trace(
     Args:
         model: the module to analyse (not modified).
         example_inputs: inputs it accepts.
-        ignore: module names / types / regexes whose channels stay untouched.
+        ignore: module names, types or compiled regexes whose channels stay untouched.
 
     Returns:
         ``(state, outputs)``: the coupling record and the output tensors. Atoms reaching

@@ -31,7 +31,7 @@ from .refs import build_from_ref, call_factory
 from .save import dtype_name, file_digest, file_key
 
 Stored = dict[str, Encoded]
-Masks = dict[str, tuple[torch.Tensor, bool]]  # key -> (keep-mask, weight already masked)
+Masks = dict[str, torch.Tensor]  # key -> keep-mask
 
 
 def _checksum_to_verify(manifest: Manifest, verify: bool | str) -> str | None:
@@ -252,7 +252,7 @@ def _decode_all(model: nn.Module, manifest: Manifest, stored: Stored, skip: set[
             else:  # the bool mask is filled from the same positions
                 mask = _mask_beside(target)
                 decode_masked_into(enc, target, mask, validate=False)
-                masks[name] = (mask, True)
+                masks[name] = mask
     if rest:
         try:
             model.load_state_dict(rest, strict=False)
@@ -260,7 +260,7 @@ def _decode_all(model: nn.Module, manifest: Manifest, stored: Stored, skip: set[
             raise FormatError(f"the weights do not load into the model: {exc}") from exc
     for name in rest:
         if manifest.tensors[name].masked:
-            masks[name] = (keep_mask(stored[name], validate=False), False)
+            masks[name] = keep_mask(stored[name], validate=False)
     return masks
 
 
@@ -284,9 +284,9 @@ def _load_strict(model: nn.Module, manifest: Manifest, stored: Stored) -> None:
         bias = None if linear.bias is None else linear.bias.detach()
         model.set_submodule(name, CSRLinear(crow, col, values, linear.in_features, bias))
     apply_kernels(model, {k: v for k, v in manifest.sparse_modules.items() if k not in direct})
-    for name, (mask, zeros_applied) in masks.items():
+    for name, mask in masks.items():
         module, attr, _ = _tensor_slot(model, name)
-        apply_mask(module, mask, attr, zeros_applied=zeros_applied)
+        apply_mask(module, mask, attr)
 
 
 def load(

@@ -10,11 +10,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..inputs import call_model, eval_mode
+from ..result import PruneResult, model_of
 from .placement import model_device, to_device
 
 
 def evaluate_accuracy(
-    model: nn.Module,
+    model: nn.Module | PruneResult,
     batches: Iterable[tuple[Any, torch.Tensor]],
     *,
     progress: bool = False,
@@ -33,6 +34,7 @@ def evaluate_accuracy(
     Returns:
         Top-1 accuracy in [0, 1] (0.0 for no samples).
     """
+    model = model_of(model, "model")
     correct = total = 0
     device = model_device(model)
     with eval_mode(model), torch.inference_mode():

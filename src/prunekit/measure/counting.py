@@ -11,9 +11,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..inputs import ExampleInputs, call_model, eval_mode
+from ..result import PruneResult, model_of
 
 
-def count_params(model: nn.Module) -> int:
+def count_params(model: nn.Module | PruneResult) -> int:
     """Number of parameters of ``model`` (shared parameters counted once).
 
     Args:
@@ -22,10 +23,11 @@ def count_params(model: nn.Module) -> int:
     Returns:
         The total element count of ``model.parameters()``.
     """
+    model = model_of(model, "model")
     return sum(p.numel() for p in model.parameters())
 
 
-def count_nonzero_params(model: nn.Module) -> int:
+def count_nonzero_params(model: nn.Module | PruneResult) -> int:
     """Number of nonzero parameter values (masked weights count their effective zeros).
 
     Args:
@@ -35,6 +37,7 @@ def count_nonzero_params(model: nn.Module) -> int:
     Returns:
         The count of nonzero values over all parameters.
     """
+    model = model_of(model, "model")
     total = 0
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
@@ -46,7 +49,7 @@ def count_nonzero_params(model: nn.Module) -> int:
     return total
 
 
-def count_macs(model: nn.Module, example_inputs: ExampleInputs) -> int:
+def count_macs(model: nn.Module | PruneResult, example_inputs: ExampleInputs) -> int:
     """Multiply-accumulates of one forward pass on ``example_inputs`` (eval mode, no grad).
 
     Args:
@@ -63,6 +66,7 @@ def count_macs(model: nn.Module, example_inputs: ExampleInputs) -> int:
         >>> count_macs(torch.nn.Linear(8, 4, bias=False), torch.randn(2, 8))
         64
     """
+    model = model_of(model, "model")
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), eval_mode(model), counter:
         call_model(model, example_inputs)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..inputs import ExampleInputs, call_model
+from ..result import PruneResult, model_of
 from .timing import elapsed_ms, median_iqr
 
 
@@ -69,7 +70,7 @@ def _move_inputs(inputs: torch.Tensor, channels_last: bool, device: torch.device
 
 
 def time_models(
-    models: Mapping[str, nn.Module],
+    models: Mapping[str, nn.Module | PruneResult],
     inputs: torch.Tensor,
     *,
     threads: int = 1,
@@ -82,7 +83,8 @@ def time_models(
     """Time several models on the same inputs, interleaved round by round.
 
     Args:
-        models: name -> model (not modified; each is copied into eval mode).
+        models: name -> model or pruning result (not modified; each is copied into eval
+            mode).
         inputs: one input batch (its first dim is the batch size).
         threads: torch intra-op threads during timing.
         warmup: untimed calls per model first.
@@ -95,6 +97,7 @@ def time_models(
     Returns:
         name -> :class:`LatencyStats` (median and IQR over all timed calls).
     """
+    models = {name: model_of(m, name) for name, m in models.items()}
     dev = torch.device(device)
     formats = {
         name: channels_last if isinstance(channels_last, bool) else channels_last.get(name, False)

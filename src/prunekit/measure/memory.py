@@ -18,6 +18,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from ..inputs import ExampleInputs, call_model
+from ..result import PruneResult, model_of
 
 
 def tensor_bytes(model: nn.Module) -> int:
@@ -71,7 +72,8 @@ def _cuda_activation_peak(model: nn.Module, inputs: ExampleInputs, device: torch
 
 
 def peak_inference_memory(
-    model: nn.Module, inputs: torch.Tensor, *, channels_last: bool = False, device: str = "cpu"
+    model: nn.Module | PruneResult, inputs: torch.Tensor, *, channels_last: bool = False,
+    device: str = "cpu",
 ) -> dict[str, int]:
     """Measure weights + peak activation memory of one forward pass on ``inputs``.
 
@@ -84,6 +86,7 @@ def peak_inference_memory(
     Returns:
         ``{"weights_bytes", "activations_bytes", "peak_bytes"}`` (peak = weights + activations).
     """
+    model = model_of(model, "model")
     dev = torch.device(device)
     work = copy.deepcopy(model).eval().to(dev)
     x = inputs.to(dev)

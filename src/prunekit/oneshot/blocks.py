@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..apply.masks import original_class
 from ..inputs import call_model
 from ..targets import qualified_name
 from .calibration import Batch, block_output
@@ -21,7 +22,7 @@ def _candidate_lists(model: nn.Module, target_names: list[str]) -> list[tuple[st
     for name, module in model.named_modules():
         if not isinstance(module, nn.ModuleList) or len(module) < 2:
             continue
-        if len({type(child) for child in module}) != 1:
+        if len({original_class(child) for child in module}) != 1:  # masked or not alike
             continue
         prefix = f"{name}." if name else ""
         covered = sum(1 for t in target_names if t.startswith(prefix))

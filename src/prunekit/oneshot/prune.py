@@ -65,7 +65,7 @@ def oneshot_targets(
     return kept, skipped
 
 
-def _check_spec(spec: Unstructured | NM, overrides: Mapping[str, float] | None) -> None:
+def _check_spec(spec: Unstructured | NM, overrides: Mapping[IgnoreEntry, float] | None) -> None:
     if isinstance(spec, Unstructured) and spec.threshold is not None:
         raise SpecError(
             f"{spec.importance} prunes to a sparsity, not a threshold",

@@ -18,15 +18,15 @@ class Request:
     """The arguments of :func:`prunekit.prune` besides the model, spec and ``inplace``."""
 
     example_inputs: ExampleInputs | None = None
-    ignore: Iterable[IgnoreEntry] = ()
-    overrides: Mapping[str, float] | None = None
+    ignore: Iterable[IgnoreEntry] = ()  # a bare entry is normalised to a one-element tuple
+    overrides: Mapping[IgnoreEntry, float] | None = None
     include_embeddings: bool = False
     calibration: Any = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         # ignore="fc" means ["fc"], not ["f", "c"], for every pipeline alike
-        object.__setattr__(self, "ignore", tuple(ignore_entries(self.ignore)))
+        object.__setattr__(self, "ignore", tuple(ignore_entries(self.ignore)))  # checked too
 
     def given(self) -> list[str]:
         """The optional arguments the caller set to something other than their default."""

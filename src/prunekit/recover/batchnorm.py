@@ -11,6 +11,7 @@ from torch import nn
 
 from ..inputs import call_model
 from ..measure.placement import model_device, to_device
+from ..result import PruneResult, model_of
 
 Norm = nn.modules.batchnorm._BatchNorm
 
@@ -46,7 +47,7 @@ class _BatchMoments:
 
 
 def recalibrate_batchnorm(
-    model: nn.Module, batches: Iterable[tuple[Any, torch.Tensor]], max_batches: int
+    model: nn.Module | PruneResult, batches: Iterable[tuple[Any, torch.Tensor]], max_batches: int
 ) -> int:
     """Recompute every BatchNorm's running mean/var as exact averages over some batches.
 
@@ -66,6 +67,7 @@ def recalibrate_batchnorm(
     Returns:
         The number of batches used.
     """
+    model = model_of(model, "model")
     norms = [m for m in model.modules() if isinstance(m, Norm) and m.track_running_stats]
     if not norms or max_batches <= 0:
         return 0

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..errors import SpecError
 from ..inputs import call_model
 from ..measure.placement import model_device, to_device
+from ..result import PruneResult, model_of
 from .finetune import FinetuneReport
 from .invariants import check_unchanged, snapshot
 from .precision import MasterWeights
@@ -70,8 +71,8 @@ def _check_arguments(
 
 
 def distill_outputs(
-    student: nn.Module,
-    teacher: nn.Module,
+    student: nn.Module | PruneResult,
+    teacher: nn.Module | PruneResult,
     batches: Iterable[Any],
     *,
     outputs: OutputFn = model_output,
@@ -117,6 +118,8 @@ def distill_outputs(
     Example:
         >>> report = distill_outputs(pruned, dense, batches, epochs=1, lr=1e-4)
     """
+    student = model_of(student, "student")
+    teacher = model_of(teacher, "teacher")
     per_epoch = _check_arguments(student, teacher, batches, epochs, lr)
     zeros = ZeroHold(student, keep_zeros)
     before = snapshot(student, zeros.zeros)

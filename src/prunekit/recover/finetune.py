@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..result import PruneResult, model_of
 from .batchnorm import recalibrate_batchnorm
 from .config import RecoveryConfig
 from .gradual import Pruner
@@ -49,7 +50,7 @@ def _total_steps(train_loader: Iterable[Any], config: RecoveryConfig) -> int:
 
 
 def finetune(
-    model: nn.Module,
+    model: nn.Module | PruneResult,
     train_loader: Iterable[tuple[Any, torch.Tensor]],
     config: RecoveryConfig | None = None,
     *,
@@ -70,7 +71,8 @@ def finetune(
     model is trained through float32 master weights (see :mod:`prunekit.recover.precision`).
 
     Args:
-        model: a pruned (masked, finalized or physically smaller) or dense model.
+        model: a pruned (masked, finalized or physically smaller) or dense model, or a
+            :class:`~prunekit.PruneResult` (its model is fine-tuned).
         train_loader: re-iterable ``(inputs, labels)`` batches (one pass per epoch).
         config: :class:`RecoveryConfig` (default: 1 epoch, SGD lr 0.01, cosine).
         teacher: dense model to distil from; required when ``config.distill`` is set.
@@ -96,6 +98,7 @@ def finetune(
         >>> report = finetune(result.model, loader, RecoveryConfig(epochs=1, distill=True),
         ...                   teacher=dense_model)
     """
+    model = model_of(model)
     config = config or RecoveryConfig()
     check_teacher(config, teacher)
     total = _total_steps(train_loader, config)

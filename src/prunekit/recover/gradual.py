@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import SpecError
 from ..specs import NM, Unstructured
-from ..targets import IgnoreEntry
+from ..targets import IgnoreEntry, ignore_entries
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,8 @@ class GradualPruner:
         schedule: when and how far to prune.
         spec: builds the spec for a sparsity, e.g. ``lambda s: Unstructured(sparsity=s)``
             (global magnitude by default); its sparsity is the total over the targeted layers.
-        ignore: module names / types / regexes to leave dense (as in :func:`prunekit.prune`).
+        ignore: module names, types or compiled regexes to leave dense (as in
+            :func:`prunekit.prune`).
     """
 
     def __init__(
@@ -125,7 +126,7 @@ class GradualPruner:
     ) -> None:
         self.schedule = schedule
         self.spec = spec
-        self.ignore = list(ignore)
+        self.ignore = ignore_entries(ignore)
         self.current = 0.0
         self.updates = 0
         self._due: set[int] = set()
