@@ -4,6 +4,7 @@ respected; unreachable targets refused before the model is touched."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,16 @@ def test_a_target_of_one_removes_nothing() -> None:
     result = pk.prune(model, pk.Structured(target=pk.Params(1.0)), x)
     assert count_params(result.model) == count_params(model)
     assert result.plan.kept == {}
+
+
+def test_a_target_unreachable_once_a_failed_cut_pins_channels_is_refused_and_undone() -> None:
+    """Channels a module reshapes with are only found by a failed first cut: the target is
+    then refused with the new least, and an in-place model is restored."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "structured"))
+    from test_structured_bad_input import HardCodedView
+
+    model, x = HardCodedView(), torch.randn(2, 6)
+    before = model_state(model)
+    with pytest.raises(pk.TargetError, match="pinned; with every prunable group"):
+        pk.prune(model, pk.Structured(target=pk.Params(0.5)), x, inplace=True)
+    assert_same_state(before, model_state(model))

@@ -82,7 +82,7 @@ class BudgetPlanner:
         self.cost = self._cost(model, analysis)
         self.dense = _Measured(count_params(model), self._dense_macs(model), None)
         self.least = self.allocation(choices).least() / self.cost.dense
-        self._refuse_unreachable()
+        self._refuse_unreachable(self.least)
         self.budget = target.fraction  # what the cost model is asked for (refined on a miss)
         self.report: BudgetReport | None = None
 
@@ -101,18 +101,20 @@ class BudgetPlanner:
             return round(self.cost.dense)
         return count_macs(model, self.example_inputs)
 
-    def _refuse_unreachable(self) -> None:
+    def _refuse_unreachable(self, least: float, pinned: bool = False) -> None:
         fraction = self.target.fraction
-        if fraction + 1e-9 >= self.least:
+        if fraction + 1e-9 >= least:
             return
         name = {"params": "Params", "macs": "MACs", "latency": "Latency"}[self.kind]
         what = ("by the table's estimate, the model keeps {:.4f} of its latency"
                 if self.kind == "latency" else "the model keeps {:.4f} of its " + self.cost.unit)
+        why = ("the channels its modules reshape with (found when the first cut failed to "
+               "run) are pinned; " if pinned else "")
         raise TargetError(
-            f"{name}({fraction}) cannot be met: with every prunable group at its least width, "
-            f"{what.format(self.least)} (frozen outputs, "
+            f"{name}({fraction}) cannot be met: {why}with every prunable group at its least width, "
+            f"{what.format(least)} (frozen outputs, "
             "ignored layers, channels an op mixes, min_channels and round_to stay)",
-            f"ask for {name}({_round_up(self.least)}) or more, or unfreeze layers "
+            f"ask for {name}({_round_up(least)}) or more, or unfreeze layers "
             "(fewer ignore= entries, a smaller min_channels / round_to)",
         )
 
@@ -125,8 +127,10 @@ class BudgetPlanner:
     def removed(self, choices: list[GroupChoice]) -> torch.Tensor:
         """The removal mask that fits the (current) budget."""
         allocation = self.allocation(choices)
-        budget = max(self.budget, self.least) * self.cost.dense
-        return allocation.run(budget)
+        least = allocation.least() / self.cost.dense
+        if least > self.least + 1e-12:  # a failed first cut pinned channels
+            self._refuse_unreachable(least, pinned=True)
+        return allocation.run(max(self.budget, least) * self.cost.dense)
 
     def estimate(self, removed: torch.Tensor) -> float:
         """The cost model's fraction once ``removed`` is gone."""
