@@ -143,11 +143,16 @@ def _build(
 
 
 def _rebuild_physical(model: nn.Module, manifest: Manifest) -> None:
-    if "physical" not in manifest.end_state:
+    """Resize the freshly built original to the saved widths: those of a structured plan,
+    or, for a module saved without one, its recorded layout where the shapes differ."""
+    stored = {k: list(t.shape) for k, t in manifest.tensors.items()}
+    built = {k: list(t.shape) for k, t in model.state_dict().items()}
+    differs = any(built.get(k, shape) != shape for k, shape in stored.items())
+    if manifest.plan is None or ("physical" not in manifest.end_state and not differs):
         return
-    plan = Plan.from_dict(manifest.plan or {})
+    plan = Plan.from_dict(manifest.plan)
     # The stored tensors' shapes are the truth; they fill any shape the plan does not list.
-    plan.shapes = {**{k: list(t.shape) for k, t in manifest.tensors.items()}, **plan.shapes}
+    plan.shapes = {**stored, **plan.shapes}
     if plan.spec.get("kind") == "transformer_structured":
         from ..hf import rebuild_transformer  # imports transformers only when needed
 

@@ -15,6 +15,7 @@ import xxhash
 from safetensors.torch import save_file
 from torch import nn
 
+from ..apply.surgery.rebuild import layout_plan
 from ..errors import FormatError
 from ..plan import Plan, library_versions
 from ..result import PruneResult, model_of
@@ -113,7 +114,8 @@ def save(
 
     Args:
         result_or_model: a :class:`PruneResult` (records its spec and plan), the result of
-            ``pk.to_sparse``, or a module.
+            ``pk.to_sparse`` (records the plan of the result it converted), or a module (its
+            layer widths are recorded, so a physically pruned module loads too).
         path: the folder to create.
         overwrite: replace an existing ``path``.
         model_ref: how to rebuild the original model: ``"zoo:NAME"``,
@@ -135,12 +137,14 @@ def save(
         ['manifest.json', 'model.safetensors']
     """
     path = Path(path)
-    if isinstance(result_or_model, PruneResult):
-        model, plan, spec = result_or_model.model, result_or_model.plan, result_or_model.plan.spec
-    elif isinstance(result_or_model, SparseConversion):
-        model, plan, spec = result_or_model.model, None, None
+    if isinstance(result_or_model, (PruneResult, SparseConversion)):
+        model, plan = result_or_model.model, result_or_model.plan
     else:
-        model, plan, spec = model_of(result_or_model, "save's first argument"), None, None
+        model, plan = model_of(result_or_model, "save's first argument"), None
+    spec = plan.spec if plan is not None else None
+    physical = is_physical(plan)
+    if plan is None:  # the widths, so that a physically pruned module loads on its own
+        plan = layout_plan(model)
     check_target(path, overwrite)
     state = logical_state(model)
     bad = [k for k in state if PART_SEPARATOR in k]
@@ -171,7 +175,7 @@ def save(
             **{a: file_digest(tmp / WEIGHTS_FILE, a) for a in DIGEST_HEX_DIGITS},
         }
         manifest = Manifest(
-            end_state=end_states(model, is_physical(plan)),
+            end_state=end_states(model, physical),
             model=_model_entry(model, model_ref, set(state), plan),
             spec=spec,
             plan=_plan_entry(plan),

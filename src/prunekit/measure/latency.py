@@ -97,18 +97,18 @@ def time_models(
     Returns:
         name -> :class:`LatencyStats` (median and IQR over all timed calls).
     """
-    models = {name: model_of(m, name) for name, m in models.items()}
+    modules = {name: model_of(m, name) for name, m in models.items()}
     dev = torch.device(device)
     formats = {
         name: channels_last if isinstance(channels_last, bool) else channels_last.get(name, False)
-        for name in models
+        for name in modules
     }
-    samples: dict[str, list[float]] = {name: [] for name in models}
+    samples: dict[str, list[float]] = {name: [] for name in modules}
     with fixed_threads(threads), torch.inference_mode():
         timers = {
             name: _timer(prepare_for_inference(m, formats[name], dev),
                          _move_inputs(inputs, formats[name], dev), dev)
-            for name, m in models.items()
+            for name, m in modules.items()
         }
         for run in timers.values():
             for _ in range(warmup):

@@ -14,6 +14,7 @@ from torch import nn
 
 from ...errors import PlanError
 from ...plan import Plan
+from .slicing import simple_attributes
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -121,3 +122,25 @@ def rebuild_pruned_architecture(model: nn.Module, plan: Plan) -> nn.Module:
             continue  # inside a removed module
         resize_tensor(module, leaf, shape)
     return model
+
+
+def layout_plan(model: nn.Module) -> Plan:
+    """The widths of ``model`` as a plan: every tensor's shape and the plain attributes
+    (``out_channels``, ``num_features``, ...) of every module that holds tensors.
+
+    What a loader needs to resize an original architecture to ``model`` when no pruning
+    plan was kept (a physically pruned model saved on its own).
+
+    Example:
+        >>> from torch import nn
+        >>> layout_plan(nn.Linear(3, 2)).attributes[""]["out_features"]
+        2
+    """
+    holders = [(name, module) for name, module in model.named_modules()
+               if module._parameters or module._buffers]
+    return Plan(
+        spec={},
+        shapes={k: list(v.shape) for k, v in model.state_dict().items()
+                if isinstance(v, torch.Tensor)},
+        attributes={name: simple_attributes(module) for name, module in holders},
+    )

@@ -1,0 +1,42 @@
+"""A structured result saves and loads whatever form it is handed over in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import prunekit as pk
+
+
+@pytest.fixture()
+def structured() -> tuple[pk.PruneResult, torch.Tensor]:
+    x = pk.zoo.example_inputs("mlp")
+    return pk.prune(pk.zoo.build("mlp"), pk.Structured(sparsity=0.5), x), x
+
+
+def test_to_sparse_of_a_structured_result_keeps_its_plan_and_loads(structured, tmp_path: Path):
+    result, x = structured
+    conversion = pk.to_sparse(result, x, kernel="csr")
+    assert conversion.plan is result.plan
+    loaded = pk.load(pk.save(conversion, tmp_path / "sparse"))
+    assert type(loaded.get_submodule("1")).__name__ == "CSRLinear"
+    assert torch.equal(loaded.eval()(x), conversion.model.eval()(x))
+
+
+def test_a_bare_structured_model_saves_its_widths_and_loads(structured, tmp_path: Path):
+    result, x = structured
+    folder = pk.save(result.model, tmp_path / "bare", model_ref="zoo:mlp")
+    loaded = pk.load(folder)
+    assert loaded.get_submodule("1").out_features == result.model.get_submodule("1").out_features
+    assert torch.equal(loaded.eval()(x), result.model.eval()(x))
+
+
+def test_a_bare_dense_model_still_loads_as_dense(tmp_path: Path):
+    model = pk.zoo.build("mlp")
+    folder = pk.save(model, tmp_path / "dense")
+    loaded = pk.load(folder)
+    x = pk.zoo.example_inputs("mlp")
+    assert torch.equal(loaded.eval()(x), model.eval()(x))
+    assert "physical" not in (folder / "manifest.json").read_text().split('"end_state"')[1][:40]
