@@ -210,11 +210,17 @@ class Allocation:
             state.last = max((i for i, w in enumerate(state.widths) if w >= floor), default=0)
 
     def least(self) -> float:
-        """The smallest cost reachable: every group at its least width."""
+        """The smallest cost reachable: every group at its least width, or, where a measured
+        curve makes a narrower width dearer, the cheapest the greedy reaches (never more
+        than the dense cost)."""
         widths = self.start()
         for state in self.states:
             self._apply(state, widths, len(state.widths) - 1)
-        return self.cost.total(widths)
+        floor = self.cost.total(widths)
+        if all(all(c is None for c in t.curves) for t in self.cost.terms):
+            return floor  # costs grow with every width: the least widths are cheapest
+        greedy = self.cost.cost(self._greedy(-math.inf, floors=False))
+        return min(floor, greedy, self.cost.total(self.start()))
 
     def run(self, budget: float) -> torch.Tensor:
         """Cut until the cost is at most ``budget``; returns the removal mask.
