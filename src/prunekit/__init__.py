@@ -15,6 +15,7 @@ from .apply.masks import finalize
 from .budget import Latency as Latency
 from .budget import MACs as MACs
 from .budget import Params as Params
+from .budget.sensitivity import sensitivity as sensitivity
 from .errors import (
     ArtifactExistsError,
     CalibrationError,

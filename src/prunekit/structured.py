@@ -27,6 +27,7 @@ from .apply.masks import masked_modules
 from .apply.surgery.slicing import finish, install, kept_indices, sliced_tensors
 from .budget.planner import BudgetPlanner
 from .budget.report import BudgetPlan, BudgetResult
+from .budget.sensitivity import group_weights, scan
 from .budget.targets import Latency
 from .budget.timing import check_device
 from .errors import (
@@ -54,6 +55,7 @@ from .unstructured import check_finite
 
 log = logging.getLogger(__name__)
 MAX_RETRIES = 4
+SENSITIVITY_BATCHES = 8  # calibration batches a budget's sensitivity scan runs
 
 
 @dataclass
@@ -76,7 +78,10 @@ def _analyze(
         raise example_input_error(exc) from exc
 
 
-def _choices(analysis: Analysis, overrides: dict[str, float]) -> list[GroupChoice]:
+def _choices(analysis: Analysis, overrides: dict[str, float],
+             weights: dict[int, float] | None = None) -> list[GroupChoice]:
+    """The groups as selection sees them. A budget weighs a group's channels by ``weights``
+    (measured sensitivity) when given, else by the number of layers producing the group."""
     choices = []
     for group in analysis.groups:
         share = None
@@ -84,14 +89,17 @@ def _choices(analysis: Analysis, overrides: dict[str, float]) -> list[GroupChoic
             if member.role == OUT and member.key in overrides:
                 share = overrides[member.key]
         producers = {member.key for member in group.members if member.role == OUT}
+        weight = float(max(len(producers), 1)) if weights is None else weights.get(
+            group.index, 1.0)
         choices.append(GroupChoice(group.channels, analysis.frozen[group.channels], group.unit,
-                                   share, float(max(len(producers), 1))))
+                                   share, weight))
     return choices
 
 
 def _decide(analysis: Analysis, spec: Structured, scores: torch.Tensor,
-            overrides: dict[str, float], budget: BudgetPlanner | None = None) -> Decision:
-    choices = _choices(analysis, overrides)
+            overrides: dict[str, float], budget: BudgetPlanner | None = None,
+            weights: dict[int, float] | None = None) -> Decision:
+    choices = _choices(analysis, overrides, weights)
     if budget is not None:
         return decision_for(analysis, budget.removed(choices))
     removed = select_channels(
@@ -316,7 +324,7 @@ class StructuredPipeline:
 
     def prepare(self, model: nn.Module) -> None:
         request, spec = self.request, self.spec
-        uses_data = spec.importance in CALIBRATED_IMPORTANCE
+        uses_data = spec.importance in CALIBRATED_IMPORTANCE or spec.target is not None
         request.refuse_unused(("overrides",) + (("calibration",) if uses_data else ()),
                               f"structured pruning with importance={spec.importance!r}")
         if request.example_inputs is None:
@@ -337,19 +345,32 @@ class StructuredPipeline:
         self.analysis = _analyze(model, request.example_inputs, entries)
         batches = request.calibration if request.calibration is not None else [
             request.example_inputs]
+        if spec.target is not None and request.calibration is not None:
+            batches = list(batches)  # read twice: importance, then sensitivity
         scores = channel_scores(spec.importance, self.analysis, model, batches=batches,
                                 seed=request.seed)
+        weights = None
         if spec.target is not None:
+            weights = self._sensitivity(model, scores, batches)
             self.budget = BudgetPlanner(
                 spec.target, model, self.analysis, request.example_inputs, scores,
-                _choices(self.analysis, overrides), round_to=spec.round_to,
+                _choices(self.analysis, overrides, weights), round_to=spec.round_to,
                 min_channels=spec.min_channels)
         self.choose: Callable[[Analysis], Decision] = (
-            lambda current: _decide(current, spec, scores, overrides, self.budget))
+            lambda current: _decide(current, spec, scores, overrides, self.budget, weights))
         self.choose(self.analysis)  # an impossible selection is refused before any cut
         self.skipped = skipped
         self.layers_before = layer_infos(model, [t.module_name for t in targets] + list(skipped))
         self.params_before = count_parameters(model)
+
+    def _sensitivity(self, model: nn.Module, scores: torch.Tensor,
+                     batches: Any) -> dict[int, float] | None:
+        """Per group, its measured loss sensitivity, when calibration batches were given."""
+        if self.request.calibration is None:
+            return None
+        report = scan(model, self.analysis, scores, list(batches)[:SENSITIVITY_BATCHES])
+        log.info("budget weighted by sensitivity:\n%s", report.table())
+        return group_weights(report, self.analysis.groups)
 
     def writes(self) -> list[str]:
         return []  # surgery gives tensors new data; it never writes into the old
