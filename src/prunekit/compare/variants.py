@@ -1,11 +1,13 @@
-"""Variant names (``unstructured-90``, ``nm-2:4``, ``structured-50``, ``combined-50+80``)
-and the pruning recipe each one stands for."""
+"""Variant names (``unstructured-90``, ``nm-2:4``, ``structured-50``, ``combined-50+80``,
+and the budgets ``structured-macs25``, ``structured-params30``, ``structured-lat50``) and the
+pruning recipe each one stands for."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+from ..budget import BudgetTarget, Latency, MACs, Params
 from ..errors import SpecError
 from ..specs import NM, Spec, Structured, Unstructured
 
@@ -22,9 +24,17 @@ _PATTERNS = {
     "structured": re.compile(r"structured-(\d+(?:\.\d+)?)"),
     "combined": re.compile(r"combined-(\d+(?:\.\d+)?)\+(\d+(?:\.\d+)?)"),
 }
+# budgets: the percentage of the dense model's MACs / parameters / batch-64 latency kept
+_BUDGETS = {
+    "macs": re.compile(r"structured-macs(\d+(?:\.\d+)?)"),
+    "params": re.compile(r"structured-params(\d+(?:\.\d+)?)"),
+    "lat": re.compile(r"structured-lat(\d+(?:\.\d+)?)"),
+}
+BUDGET_BATCH = 64  # the batch a structured-latNN variant's latency is timed at
 NAME_HINT = (
     "variants look like unstructured-90, nm-2:4, structured-50 or combined-50+80 "
-    "(percentages removed), comma-separated, or 'all'"
+    "(percentages removed), structured-macs25, structured-params30 or structured-lat50 "
+    "(percentages of MACs, parameters or batch-64 latency kept), comma-separated, or 'all'"
 )
 
 
@@ -36,7 +46,8 @@ class Variant:
         name: the variant's name as given (``structured-50``).
         family: ``unstructured``, ``nm``, ``structured`` or ``combined``.
         specs: specs applied one after the other.
-        sparsity: nominal fraction removed (for plots), e.g. 0.9 or 0.5.
+        sparsity: nominal fraction removed (for plots), e.g. 0.9 or 0.5 (for a budget,
+            1 - the fraction kept).
     """
 
     name: str
@@ -66,6 +77,23 @@ def structured_spec(sparsity: float) -> Structured:
     return Structured(sparsity=sparsity, importance="l1", scope="layer")
 
 
+def budget_spec(kind: str, kept: float) -> Structured:
+    """L1 filter pruning to a budget: ``kept`` of the MACs, parameters or batch-64 latency
+    (timed with the run's threads)."""
+    target: BudgetTarget = (MACs(kept) if kind == "macs" else Params(kept) if kind == "params"
+                            else Latency(kept, batch=BUDGET_BATCH))
+    return Structured(target=target, importance="l1")
+
+
+def _budget_variant(text: str, name: str) -> Variant | None:
+    for kind, pattern in _BUDGETS.items():
+        match = pattern.fullmatch(text)
+        if match is not None:
+            kept = _percent(match.group(1), name)
+            return Variant(text, "structured", (budget_spec(kind, kept),), 1.0 - kept)
+    return None
+
+
 def parse_variant(name: str) -> Variant:
     """Parse one variant name.
 
@@ -73,6 +101,9 @@ def parse_variant(name: str) -> Variant:
         SpecError: the name matches no pattern or a percentage is out of range.
     """
     text = name.strip().lower()
+    budget = _budget_variant(text, name)
+    if budget is not None:
+        return budget
     for family, pattern in _PATTERNS.items():
         match = pattern.fullmatch(text)
         if match is None:
