@@ -337,3 +337,30 @@ def test_a_changed_weight_or_input_shape_is_never_computed_with_a_stale_plan(mon
         _assert_matches(sparse(x), conv(x))
     assert len(plans) == 6
     assert pickle.loads(pickle.dumps(sparse))._plans == {}  # derived data is not pickled
+
+
+@needs_numba
+@pytest.mark.parametrize("case", ["3x3", "1x1", "3x3-stride2-dilation2", "depthwise"])
+def test_two_threads_compute_the_same(case):
+    """Tasks (sample blocks x row chunks x output-channel blocks) split across threads; a
+    batch of 1 splits only output channels, a batch of 11 samples too."""
+    conv = _conv(case, True, "pruned-90", torch.float32)
+    sparse = CSRConv2d.from_conv(conv)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.no_grad():
+            for batch in (1, 11):
+                x = _input(case, batch, torch.float32)
+                _assert_matches(sparse(x), conv(x))
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_docstring_example_runs():
+    import doctest
+
+    from prunekit.sparse import conv as conv_module
+
+    failed, attempted = doctest.testmod(conv_module, optionflags=doctest.ELLIPSIS)
+    assert attempted > 0 and failed == 0

@@ -14,6 +14,12 @@ Supported: any ``nn.Conv2d`` with ``padding_mode="zeros"`` (stride, padding incl
 ``"same"``/``"valid"``, dilation, groups, bias). Transposed, 1-D and 3-D convolutions,
 other padding modes and subclasses with their own ``forward`` are refused
 (:func:`unsupported_reason`).
+
+Each layer takes and returns NCHW tensors; no layout is kept between consecutive sparse
+layers. Measured here (64x32x28x28, one thread): the layout copy costs 10-30% of a sparse
+call (less at small images), and a batch-innermost tensor would not survive what sits
+between ResNet convolutions: torch's BatchNorm takes 23 ms on it instead of 1.5 ms on NCHW
+and returns NCHW.
 """
 
 from __future__ import annotations
@@ -87,6 +93,16 @@ class CSRConv2d(nn.Module):
     moves between devices, deep-copies and pickles like any other, and ``state_dict`` holds
     exactly what a save must store. The logical weight is ``(out_channels, in_channels /
     groups, kh, kw)``; :meth:`dense_weight` rebuilds it.
+
+    Args:
+        crow: CSR row pointers, ``out_channels + 1`` (stored as int32).
+        col: CSR column indices into ``in_channels / groups * kh * kw`` (the weight's
+            memory order per output channel; stored as int32).
+        values: the kept weights, in the layer's dtype.
+        in_channels: input channels.
+        kernel_size, stride, padding, dilation, groups: as for ``nn.Conv2d`` (zero
+            padding; ``padding`` may be ``"same"`` or ``"valid"``).
+        bias: ``out_channels`` values or None (copied into a parameter).
 
     Example:
         >>> conv = torch.nn.Conv2d(4, 6, 3, padding=1)
@@ -271,7 +287,14 @@ def _pair(value: int | tuple[int, ...]) -> Pair:
 
 
 def to_conv(module: CSRConv2d) -> nn.Conv2d:
-    """The equivalent dense ``nn.Conv2d`` (for export and for saving)."""
+    """The equivalent dense ``nn.Conv2d`` (for export and for saving).
+
+    Args:
+        module: the sparse layer.
+
+    Returns:
+        A new ``nn.Conv2d`` on the same device and dtype, with the same weight and bias.
+    """
     weight = module.dense_weight().detach()
     conv = nn.Conv2d(
         module.in_channels,

@@ -1,28 +1,38 @@
 """Compiled CPU kernels (numba, optional) for 2-D convolutions with a CSR weight.
 
 **Layout.** The input is copied once per call into a zero-padded buffer of shape
-``(batch blocks, C, phases, Hq, Wq, B)``: ``B`` samples interleaved innermost (``B = 1``
-is plain padded NCHW), and for a stride ``s > 1`` the padded image split into its ``s x s``
-phases (rows ``s * i + p``), so that every kernel tap reads a *contiguous* run of the
-buffer: output position ``(oh, ow)`` of tap ``(kh, kw)`` reads phase
-``((kh d) % s, (kw d) % s)`` at ``(oh + (kh d) // s, ow + (kw d) // s)``. The output of
-one sample block is then one vector over ``(oh, ow', b)`` with ``ow' < Wq`` (the columns
-``ow' >= Wo`` are computed and dropped), and each kept weight adds ``w * x[shift:]``, one
-contiguous vector at a fixed shift, to it: no patches are materialised (im2col costs more
-than the dense convolution here).
+``(batch blocks, C, row phases, col phases, Hq, Wq, B)``: ``B`` samples interleaved
+innermost (``B = 1`` is plain padded NCHW), and for a stride ``s > 1`` the padded image
+split into its phases (rows ``s * i + p``; only the phases some tap reads), so that every
+kernel tap reads a *contiguous* run of the buffer: output ``(oh, ow)`` of tap ``(kh, kw)``
+reads phase ``((kh d) % s, (kw d) % s)`` at ``(oh + (kh d) // s, ow + (kw d) // s)``. The
+output of one sample block is then one vector over ``(oh, ow', b)`` with ``ow' < Wq`` (the
+columns ``ow' >= Wo`` are computed and dropped), and each kept weight adds ``w * x[shift:]``,
+one contiguous vector at a fixed shift, to it: no patches are materialised (``F.unfold``
+alone costs more than the dense convolution). A stride-1 unpadded 1x1 convolution with one
+sample a block reads its input where it is (a sparse GEMM over each sample's (C, H*W)).
 
 **Kernel.** Like the Linear kernel of :mod:`.kernels`: per output channel (a CSR row over
-``in_channels / groups * kh * kw``), eight kept weights per pass over an accumulator of at
-most :data:`CHUNK` floats (it stays in L1 with its inputs), which is written straight into
-the NCHW output. Tasks (sample block x row chunk x output channel block) are split across
-threads.
+``in_channels / groups * kh * kw``, padded with zero weights to a multiple of four), eight
+kept weights (then four) per pass over an accumulator of at most :data:`CHUNK` floats,
+written straight into the NCHW output (spill columns dropped, samples de-interleaved).
+Tasks (sample block x row chunk x output-channel block) are split across threads. The
+offsets and packed values depend on the weight and the input shape only: :func:`plan`
+builds them once, :func:`run` reuses them.
 
-**Block size.** ``B`` is the smallest power of two that makes a sample block's output
-vector at least :data:`MIN_VECTOR` floats (at most the batch): 1 for large images (no
-transpose at all, only padding), more for small ones (short vectors cost more per kept
-weight than the interleaving copy). ``benchmarks/bench_sparse_conv.py`` measures it.
+**Block size** (:func:`block_size`): the fewest samples (power of two, at most
+:data:`MAX_BLOCK`) whose output vector reaches :data:`MIN_VECTOR` floats: 1 at 28x28 and
+above (the layout copy is then a padded row copy), 4 at 14x14, 8 at 7x7. Measured at batch
+64 (one thread, CPU time, 95%): B=1 is best at 28x28 and 56x56, B=4 at 14x14, B=8 at 7x7
+(B=1 there is about half as fast: 63-float vectors); B=16 and B=64 (the whole batch
+innermost) are slower everywhere; the accumulator size (1-8K floats) made no measurable
+difference, nor did 64-byte alignment of the buffer.
 
-bf16 inputs are widened to float32 in the layout copy (bit shift, exact), computed in
+**Implementation choice.** A gcc-built AVX2 variant (intrinsics, a 64-float register tile
+of the output per task, all output channels per tile) measured 0.3-1.1x this numba kernel
+on the same layout and operands, so numba it is.
+
+bf16 inputs are widened to float32 in the layout copy (a bit shift, exact), computed in
 float32 and rounded once at the end.
 """
 
@@ -38,7 +48,7 @@ from . import kernels
 from .kernels import _compiled, _threads
 
 DTYPES = (torch.float32, torch.bfloat16)
-CHUNK = 4096  # output floats one task accumulates at once (16 KiB)
+CHUNK = 4096  # output floats one task accumulates at once (whole rows; at least one row)
 MIN_VECTOR = 512  # shortest output vector per sample block worth computing alone
 MAX_BLOCK = 8  # most samples interleaved in the layout copy
 MIN_POINTWISE_VECTOR = 128  # a pointwise conv with this long a vector per sample skips the copy
