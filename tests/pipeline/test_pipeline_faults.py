@@ -104,7 +104,7 @@ CASES = [
          TransformerPipeline, "prunekit.hf.prune.decide", "prunekit.hf.prune.prune_block"),
     Case("to_sparse", lambda: pk.prune(pk.zoo.build("mlp"), pk.Unstructured(sparsity=0.95)).model,
          lambda m, i: pk.to_sparse(m, MLP_X, kernel="csr", inplace=i),
-         SparsePipeline, "prunekit.sparse.convert._rows_per_layer",
+         SparsePipeline, "prunekit.sparse.convert._input_shapes",
          "prunekit.sparse.convert.sparse_module"),
     Case("apply_plan", lambda: pk.zoo.build("mlp"),
          lambda m, i: pk.apply_plan(m, pk.prune(pk.zoo.build("mlp"), pk.NM(2, 4)).plan,

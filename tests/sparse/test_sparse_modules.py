@@ -60,14 +60,13 @@ def test_to_sparse_outputs_equal_the_masked_model(name):
     assert all(isinstance(forced.model.get_submodule(r.name), CSRLinear) for r in linears)
 
 
-def test_to_sparse_leaves_the_input_alone_and_keeps_convolutions_dense():
+def test_to_sparse_leaves_the_input_alone_and_converts_convolutions_too():
     result, x = _masked_result("lenet")
     before = {k: v.clone() for k, v in result.model.state_dict().items()}
     conversion = to_sparse(result, x, kernel="csr")
     assert all(torch.equal(v, result.model.state_dict()[k]) for k, v in before.items())
     convs = [r for r in conversion.layers if r.kind == "Conv2d"]
-    assert convs and all(r.kernel == "dense" and "convolution" in r.reason for r in convs)
-    assert "convolution stays dense" in conversion.summary()
+    assert convs and all(r.kernel == "csr" and r.reason == "requested" for r in convs)
     assert pk.apply.masks.masked_modules(conversion.model) == []
 
 

@@ -23,6 +23,7 @@ from ..apply.masks import finalize
 from ..errors import ExampleInputError, FormatError, UnsupportedModelError
 from ..inputs import ExampleInputs, run_example
 from ..result import PruneResult, model_of
+from ..sparse.conv import CSRConv2d, to_conv
 from ..sparse.modules import CSRLinear, SemiStructuredLinear, to_linear
 from .atomic import atomic_path, check_target
 
@@ -49,6 +50,8 @@ def exportable_copy(model: nn.Module | PruneResult) -> nn.Module:
     for name, module in list(work.named_modules()):
         if isinstance(module, (CSRLinear, SemiStructuredLinear)):
             work.set_submodule(name, to_linear(module))
+        elif isinstance(module, CSRConv2d):
+            work.set_submodule(name, to_conv(module))
     return work.eval()
 
 

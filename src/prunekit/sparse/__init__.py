@@ -1,5 +1,7 @@
-"""The sparse-stored end state: compact formats, sparse Linear layers, per-layer dispatch."""
+"""The sparse-stored end state: compact formats, sparse Linear and Conv2d layers, per-layer
+dispatch."""
 
+from .conv import CSRConv2d, choose_conv_kernel, to_conv
 from .convert import SparseConversion, SparseLayer, sparse_kernels, to_sparse
 from .decode import decode, decode_into, keep_mask
 from .formats import FORMATS, Encoded, choose_format, encode
@@ -14,6 +16,9 @@ __all__ = [
     "decode_into",
     "keep_mask",
     "CSRLinear",
+    "CSRConv2d",
+    "choose_conv_kernel",
+    "to_conv",
     "SemiStructuredLinear",
     "dense_weight",
     "to_linear",

@@ -390,3 +390,38 @@ def choose_conv_kernel(
     if speedup >= 1.0 + margin:
         return KernelChoice(KERNEL, dense_ms, sparse_ms, f"csr {speedup:.2f}x dense"), module
     return KernelChoice("dense", dense_ms, sparse_ms, f"csr only {speedup:.2f}x dense"), None
+
+
+def decide_conv(
+    conv: nn.Module,
+    wanted: str,
+    input_shape: tuple[int, ...] | None,
+    *,
+    min_sparsity: float,
+    margin: float,
+) -> tuple[KernelChoice, nn.Module | None]:
+    """What :func:`prunekit.to_sparse` does with one 2-D convolution.
+
+    Args:
+        conv: the (finalized) convolution, of any kind (only ``nn.Conv2d`` can go sparse).
+        wanted: ``"auto"`` (time it at ``input_shape``), ``"dense"``, or ``"csr"`` (forced).
+        input_shape: the input the layer sees on the example inputs, or None if unknown.
+        min_sparsity: below this, ``"auto"`` stays dense without timing.
+        margin: CSR must be at least this fraction faster than dense.
+
+    Returns:
+        The choice and the :class:`CSRConv2d` to use, or None when the layer stays dense.
+    """
+    if wanted == "dense":
+        return KernelChoice("dense", None, None, "requested"), None
+    reason = unsupported_reason(conv)
+    if reason is not None or not isinstance(conv, nn.Conv2d):
+        return KernelChoice("dense", None, None, f"unsupported: {reason}"), None
+    if wanted == "csr":
+        return KernelChoice(KERNEL, None, None, "requested"), CSRConv2d.from_conv(conv)
+    if wanted != "auto":
+        return KernelChoice("dense", None, None, f"{wanted} is a Linear-layer kernel"), None
+    if input_shape is None:
+        return KernelChoice("dense", None, None,
+                            "not timed: pass example_inputs to time convolutions"), None
+    return choose_conv_kernel(conv, input_shape, min_sparsity=min_sparsity, margin=margin)

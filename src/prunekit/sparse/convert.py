@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,13 +19,13 @@ from ..pipeline.verify import check_still_runs
 from ..plan import Plan
 from ..result import PruneResult, model_of
 from ..targets import qualified_name
+from .conv import CSRConv2d, decide_conv, unsupported_reason
 from .dispatch import KERNELS, KernelChoice, candidate_kernels, choose_kernel, sparse_module
 from .formats import choose_format
 from .modules import CSRLinear, SemiStructuredLinear, dense_weight
 
 log = logging.getLogger(__name__)
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-CONV_REASON = "convolution stays dense: no stock sparse convolution kernel beats dense here"
 WEIGHT_READERS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
 PARENT_REASON = "stays dense: its parent module reads the weight directly (no forward call)"
 
@@ -81,15 +82,15 @@ class SparseConversion:
         return self.summary()
 
 
-def _rows_per_layer(model: nn.Module, example_inputs: ExampleInputs) -> dict[str, int]:
-    """Input rows (batch x tokens) each Linear sees on ``example_inputs``."""
-    rows: dict[str, int] = {}
+def _input_shapes(model: nn.Module, example_inputs: ExampleInputs) -> dict[str, tuple[int, ...]]:
+    """The input shape each Linear and Conv2d sees on ``example_inputs``."""
+    shapes: dict[str, tuple[int, ...]] = {}
     handles = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
 
-            def record(mod: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
-                rows[name] = max(1, args[0].numel() // mod.in_features)
+            def record(_: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
+                shapes[name] = tuple(args[0].shape)
 
             handles.append(module.register_forward_pre_hook(record))
     try:
@@ -97,7 +98,7 @@ def _rows_per_layer(model: nn.Module, example_inputs: ExampleInputs) -> dict[str
     finally:
         for handle in handles:
             handle.remove()
-    return rows
+    return shapes
 
 
 def _sparsity(weight: torch.Tensor) -> float:
@@ -125,11 +126,19 @@ def _check_kernel_arg(kernel: str | Mapping[str, str], model: nn.Module) -> None
     bad = [k for k in names if k not in allowed]
     if bad:
         raise SpecError(f"unknown kernel {bad[0]!r}", f"choose one of {allowed}")
-    if not isinstance(kernel, str):
-        linears = {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-        missing = sorted(set(kernel) - linears)
-        if missing:
-            raise SpecError(f"kernel given for layers that are not nn.Linear: {missing}")
+    if isinstance(kernel, str):
+        return
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    missing = sorted(set(kernel) - set(layers))
+    if missing:
+        raise SpecError(f"kernel given for layers that are not nn.Linear or nn.Conv2d: "
+                        f"{missing}")
+    convs = {n: k for n, k in kernel.items() if isinstance(layers[n], nn.Conv2d) and k != "dense"}
+    bad = [f"{n} ({unsupported_reason(layers[n]) or f'{k} is a Linear-layer kernel'})"
+           for n, k in convs.items() if k != "csr" or unsupported_reason(layers[n])]
+    if bad:
+        raise SpecError(f"these convolutions cannot run the requested kernel: {bad}",
+                        "a Conv2d runs 'csr' or 'dense'; leave the others out of kernel=")
 
 
 def _decide(
@@ -181,8 +190,10 @@ def to_sparse(
 
     Masks are baked in first. Each ``nn.Linear`` whose weight is at least ``min_sparsity``
     zeros is timed dense vs sparse (CSR; 2:4 semi-structured on CUDA fp16/bf16) on this
-    device at the layer's real row count, and replaced only if the sparse kernel wins by
-    ``margin``. Convolutions stay dense; the summary says so.
+    device at the layer's real row count, and each ``nn.Conv2d`` dense vs a direct CSR
+    convolution at its real input shape (needs ``example_inputs``); a layer is replaced only
+    if the sparse kernel wins by ``margin``. Other convolutions stay dense; the summary says
+    why for every layer.
 
     Args:
         model: a model or a :class:`PruneResult` (whose plan the conversion keeps, so that
@@ -190,8 +201,10 @@ def to_sparse(
         example_inputs: inputs the model accepts; used to learn each layer's row count
             (batch x tokens) and to check the output shapes after conversion.
         batch_size: rows per call when ``example_inputs`` is not given (default 1).
-        kernel: "auto" (time), "dense", "csr" or "2:4" for every Linear, or
-            ``{layer name: kernel}`` (unnamed layers stay dense): forced choices, no timing.
+        kernel: "auto" (time), "dense", "csr" or "2:4" for every Linear ("csr" also for
+            every supported Conv2d), or ``{layer name: kernel}`` (unnamed layers stay
+            dense): forced choices, no timing. A forced kernel a named layer cannot run is a
+            :class:`SpecError`.
         min_sparsity: below this, a layer stays dense without timing.
         margin: required speed-up over dense, as a fraction (0.1 = 10% faster).
         inplace: convert ``model`` itself instead of a copy; any failure restores it.
@@ -238,10 +251,10 @@ class SparsePipeline:
         _check_kernel_arg(self.kernel, model)
         self.masked = [name for name, _, _ in masked_modules(model)]
         self.outputs_before = None
-        self.rows: dict[str, int] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
         if self.example_inputs is not None:
             self.outputs_before = run_example(model, self.example_inputs)
-            self.rows = _rows_per_layer(model, self.example_inputs)
+            self.shapes = _input_shapes(model, self.example_inputs)
 
     def writes(self) -> list[str]:
         return self.masked  # finalize multiplies each mask into its weight in place
@@ -257,18 +270,28 @@ class SparsePipeline:
             elif isinstance(module, nn.Linear):
                 self._convert(work, name, module)
             elif isinstance(module, CONV_TYPES) and _sparsity(module.weight.detach()) > 0:
-                choice = KernelChoice("dense", None, None, CONV_REASON)
-                self.conversion.layers.append(_row(name, module, choice))
+                self._convert_conv(work, name, module)
 
     def _convert(self, work: nn.Module, name: str, linear: nn.Linear) -> None:
-        rows = self.rows.get(name, self.batch_size or 1)
+        shape = self.shapes.get(name)
+        rows = max(1, math.prod(shape) // linear.in_features) if shape else self.batch_size or 1
         choice, replacement = _decide(name, linear, self.kernel, rows, self.min_sparsity,
                                       self.margin)
+        self._swap(work, name, linear, choice, replacement)
+
+    def _convert_conv(self, work: nn.Module, name: str, conv: nn.Module) -> None:
+        wanted = self.kernel if isinstance(self.kernel, str) else self.kernel.get(name, "dense")
+        choice, replacement = decide_conv(conv, wanted, self.shapes.get(name),
+                                          min_sparsity=self.min_sparsity, margin=self.margin)
+        self._swap(work, name, conv, choice, replacement)
+
+    def _swap(self, work: nn.Module, name: str, dense: nn.Module, choice: KernelChoice,
+              replacement: nn.Module | None) -> None:
         if replacement is not None and name:
             work.set_submodule(name, replacement)
-        elif replacement is not None:  # the model is itself a Linear
+        elif replacement is not None:  # the model is itself the layer
             self.conversion.model = replacement
-        self.conversion.layers.append(_row(name, linear, choice))  # the dense layer replaced
+        self.conversion.layers.append(_row(name, dense, choice))  # the dense layer replaced
 
     def verify(self, work: nn.Module) -> None:
         if self.outputs_before is not None and self.example_inputs is not None:
@@ -282,23 +305,31 @@ class SparsePipeline:
 def check_kernels(model: nn.Module, kernels: Mapping[str, str]) -> None:
     """Raise :class:`SpecError` unless every named layer can be swapped for a sparse one."""
     pinned = _weight_readers(model)
-    bad = [n for n in kernels if n in pinned or not isinstance(_find(model, n), nn.Linear)]
-    bad += [f"{n}={k}" for n, k in kernels.items() if k not in KERNELS[1:]]
+    bad = [f"{n}={k}" for n, k in kernels.items() if not _swappable(model, n, k, pinned)]
     if bad:
         raise SpecError(
             f"cannot run these layers sparse: {bad[:5]}",
-            "only nn.Linear layers outside torch attention/transformer layers, kernel csr or 2:4",
+            "nn.Linear layers outside torch attention/transformer layers run csr or 2:4; "
+            "nn.Conv2d layers with zero padding run csr",
         )
 
 
-def apply_kernels(model: nn.Module, kernels: Mapping[str, str]) -> dict[str, str]:
-    """Swap the named ``nn.Linear`` layers of ``model`` for sparse ones, in place, no timing.
+def _swappable(model: nn.Module, name: str, kernel: str, pinned: set[str]) -> bool:
+    layer = _find(model, name)
+    if isinstance(layer, nn.Linear):
+        return name not in pinned and kernel in KERNELS[1:]
+    return isinstance(layer, nn.Conv2d) and unsupported_reason(layer) is None and kernel == "csr"
 
-    This is how a saved sparse-stored model is restored. A kernel this device cannot run
-    (2:4 without CUDA fp16/bf16) leaves the layer dense, with a warning.
+
+def apply_kernels(model: nn.Module, kernels: Mapping[str, str]) -> dict[str, str]:
+    """Swap the named layers of ``model`` for sparse ones, in place, no timing.
+
+    This is how a saved sparse-stored model is restored. A Linear kernel this device cannot
+    run (2:4 without CUDA fp16/bf16) leaves the layer dense, with a warning; a CSR
+    convolution always applies (without its compiled kernel it computes densely, exactly).
 
     Args:
-        model: a model without masks whose named layers are ``nn.Linear``.
+        model: a model without masks whose named layers are ``nn.Linear`` or ``nn.Conv2d``.
         kernels: ``{layer name: "csr" | "2:4"}``.
 
     Returns:
@@ -307,14 +338,18 @@ def apply_kernels(model: nn.Module, kernels: Mapping[str, str]) -> dict[str, str
     check_kernels(model, kernels)
     applied = {}
     for name, kernel in kernels.items():
-        linear = model.get_submodule(name)
-        assert isinstance(linear, nn.Linear)  # checked above
-        if kernel not in candidate_kernels(linear):
+        layer = model.get_submodule(name)
+        if isinstance(layer, nn.Conv2d):
+            model.set_submodule(name, CSRConv2d.from_conv(layer))
+            applied[name] = kernel
+            continue
+        assert isinstance(layer, nn.Linear)  # checked above
+        if kernel not in candidate_kernels(layer):
             log.warning(
                 "%s: kernel %s is unavailable on this device/dtype; stays dense", name, kernel
             )
             continue
-        module, refusal = _sparse_or_refusal(linear, kernel)
+        module, refusal = _sparse_or_refusal(layer, kernel)
         if module is None:
             log.warning("%s: %s; stays dense", name, refusal)
             continue
@@ -346,7 +381,7 @@ def sparse_kernels(model: nn.Module) -> dict[str, str]:
     """``{module name: kernel}`` of every sparse layer in ``model`` (what a save records)."""
     found = {}
     for name, module in model.named_modules():
-        if isinstance(module, CSRLinear):
+        if isinstance(module, (CSRLinear, CSRConv2d)):
             found[name] = "csr"
         elif isinstance(module, SemiStructuredLinear):
             found[name] = "2:4"

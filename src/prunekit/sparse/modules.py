@@ -152,9 +152,12 @@ class SemiStructuredLinear(nn.Module):
 
 
 def dense_weight(module: nn.Module) -> torch.Tensor:
-    """The logical dense weight of a Linear, CSR or semi-structured layer (detached)."""
-    if isinstance(module, (CSRLinear, SemiStructuredLinear)):
-        return module.dense_weight().detach()
+    """The logical dense weight of a dense layer or of a sparse one (CSR Linear or Conv2d,
+    semi-structured; each has a ``dense_weight()`` method), detached."""
+    sparse = getattr(module, "dense_weight", None)
+    if callable(sparse):
+        value: torch.Tensor = sparse()
+        return value.detach()
     weight: torch.Tensor = module.weight  # type: ignore[assignment]
     return weight.detach()
 
