@@ -173,3 +173,44 @@ def test_the_real_timer_returns_positive_milliseconds() -> None:
                      "fc.weight")
     ms = latency_table.time_layer(call, 8, 4, pk.Latency(0.5, threads=1))
     assert ms > 0
+
+
+class ChannelsFirstNorm(nn.LayerNorm):
+    """Like torchvision's LayerNorm2d: a LayerNorm subclass normalising dim 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class SubclassedLinear(nn.Linear):
+    """Like MultiheadAttention's NonDynamicallyQuantizableLinear."""
+
+
+class Subclassed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.norm = ChannelsFirstNorm(16)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.fc1 = SubclassedLinear(16, 32)
+        self.fc2 = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv2(torch.relu(self.norm(self.conv1(x)))).mean(dim=(2, 3))
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_subclassed_layers_are_timed_as_their_torch_class(
+    timers: list[tuple[str, int, int]],
+) -> None:
+    """A LayerNorm subclass over dim 1 and a Linear subclass used to fail the table."""
+    model, x = Subclassed().eval(), torch.randn(2, 3, 8, 8)
+    calls = {c.name: c for c in layer_calls(model, x, 2, 4)}
+    assert calls["norm"].kind == "LayerNorm" and calls["norm"].settings["dim"] == 1
+    assert calls["fc1"].kind == "Linear"
+    target = pk.Latency(0.5, batch=4, threads=1)
+    for call in calls.values():  # the real timer builds and runs each at a narrower width
+        n_out = call.settings.get("out", call.settings["in"]) // 2
+        assert latency_table.time_layer(call, call.settings["in"] // 2, n_out, target) > 0
+    result = pk.prune(model, pk.Structured(target=target), x)
+    assert result.budget.latency is not None and result.budget.latency.table_timed > 0

@@ -29,6 +29,7 @@ class Curve:
     values: tuple[float, ...]
 
     def __call__(self, width: float) -> float:
+        """The factor at ``width`` (interpolated)."""
         return float(np.interp(width, self.widths, self.values))
 
 
@@ -42,6 +43,7 @@ class Term:
     label: str = ""
 
     def value(self, widths: np.ndarray) -> float:
+        """The term at the given member widths."""
         out = self.coef
         for dim, curve in zip(self.dims, self.curves, strict=True):
             out *= widths[dim] if curve is None else curve(widths[dim])

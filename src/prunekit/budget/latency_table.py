@@ -63,12 +63,33 @@ class LayerCall:
 
     @property
     def settings(self) -> dict[str, Any]:
+        """:attr:`config` as a dict."""
         return dict(self.config)
 
     def signature(self) -> str:
         """The cache key part that says what is timed."""
         return json.dumps({"kind": self.kind, "config": self.settings, "shape": self.shape},
                           sort_keys=True)
+
+
+def base_kind(module: nn.Module) -> str | None:
+    """The torch class a timed layer is built as (``NonDynamicallyQuantizableLinear`` is a
+    ``Linear``, torchvision's ``LayerNorm2d`` a ``LayerNorm``), or None if it is not timed."""
+    for cls in (*CONVS, nn.Linear, *NORMS):
+        if isinstance(module, cls):
+            return cls.__name__
+    return None
+
+
+class _ChannelsFirstLayerNorm(nn.Module):
+    """A LayerNorm over dim 1 (as torchvision's ``LayerNorm2d`` does: permute, norm, back)."""
+
+    def __init__(self, width: int, affine: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.movedim(1, -1)).movedim(-1, 1)
 
 
 def _config(module: nn.Module) -> dict[str, Any] | None:
@@ -119,7 +140,9 @@ def layer_calls(model: nn.Module, example_inputs: ExampleInputs, rows: int,
             return
         shape = list(args[0].shape)
         shape[0] = shape[0] * batch // rows if shape[0] % rows == 0 else shape[0]
-        calls.append(LayerCall(name, type(module).__name__, tuple(sorted(
+        if isinstance(module, nn.LayerNorm):  # normalised over the last dim, or over dim 1
+            config = {**config, "dim": -1 if shape[-1] == config["in"] else 1}
+        calls.append(LayerCall(name, base_kind(module) or type(module).__name__, tuple(sorted(
             (k, tuple(v) if isinstance(v, list) else v) for k, v in config.items())),
             tuple(shape), key))
 
@@ -143,16 +166,16 @@ def _build(call: LayerCall, n_in: int, n_out: int) -> tuple[nn.Module, list[int]
     shape."""
     s = call.settings
     shape = list(call.shape)
-    if call.kind in ("Linear", "LayerNorm"):
-        shape[-1] = n_in
-    else:
-        shape[1] = n_in
+    last = call.kind == "Linear" or (call.kind == "LayerNorm" and s.get("dim", -1) == -1)
+    shape[-1 if last else 1] = n_in
     if call.kind == "Linear":
         return nn.Linear(n_in, n_out, bias=s["bias"]), shape
     if call.kind.startswith("BatchNorm"):
         return getattr(nn, call.kind)(n_in, affine=s["affine"]), shape
     if call.kind == "LayerNorm":
-        return nn.LayerNorm(n_in, elementwise_affine=s["affine"]), shape
+        norm = (nn.LayerNorm(n_in, elementwise_affine=s["affine"]) if last
+                else _ChannelsFirstLayerNorm(n_in, s["affine"]))
+        return norm, shape
     groups = s["groups"]
     if groups > 1 and groups == s["in"]:  # depthwise: one group per input channel
         groups = n_in
@@ -224,6 +247,8 @@ class TableCache:
 
     @classmethod
     def open(cls, device: str) -> TableCache:
+        """The table of ``device``'s name and this torch version (empty if none is stored
+        or it cannot be read)."""
         name = device_name(device)
         safe = "".join(c if c.isalnum() else "-" for c in name).strip("-")[:80] or "device"
         path = cache_dir() / "latency" / f"{safe}-torch{torch.__version__}.json"
@@ -251,6 +276,8 @@ class TableCache:
 
 
 def point_key(call: LayerCall, n_in: int, n_out: int, target: Latency) -> str:
+    """The cache key of one timing: device, dtype, threads, layer signature, widths (the
+    device's name and the torch version name the file)."""
     threads = target.threads or torch.get_num_threads()
     return (f"{target.device}|{target.dtype_name}|threads={threads}|{call.signature()}"
             f"|{n_in}x{n_out}")

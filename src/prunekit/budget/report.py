@@ -61,10 +61,12 @@ class BudgetReport:
 
     @property
     def params_ratio(self) -> float:
+        """Pruned over dense parameters."""
         return self.params_after / self.params_before if self.params_before else 1.0
 
     @property
     def macs_ratio(self) -> float:
+        """Pruned over dense MACs."""
         return self.macs_after / self.macs_before if self.macs_before else 1.0
 
     @property

@@ -47,6 +47,7 @@ class GroupSensitivity:
 
     @property
     def mean_loss(self) -> float:
+        """The loss averaged over the kept fractions tried."""
         return sum(self.loss) / len(self.loss) if self.loss else 0.0
 
 
@@ -98,6 +99,7 @@ class SensitivityReport:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready scan."""
         return {"fractions": list(self.fractions), "batches": self.batches,
                 "groups": [{"group": g.group, "name": g.name, "size": g.size,
                             "kept": list(g.kept), "loss": list(g.loss)} for g in self.groups]}

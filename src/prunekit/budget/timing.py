@@ -115,6 +115,7 @@ class PairTiming:
 
     @property
     def ratio(self) -> float:
+        """Pruned over dense."""
         return self.pruned_ms / self.dense_ms if self.dense_ms > 0 else 1.0
 
 
