@@ -14,7 +14,8 @@ from torch import nn
 
 import prunekit as pk
 from prunekit.budget import latency_table, planner
-from prunekit.budget.latency_table import LayerCall, TableCache, layer_calls
+from prunekit.budget.latency_table import TableCache
+from prunekit.budget.layer_calls import LayerCall, layer_calls
 from prunekit.budget.timing import PairTiming, batched
 from prunekit.measure.counting import count_macs
 
@@ -89,7 +90,7 @@ def test_identical_layers_are_timed_once(timers: list[tuple[str, int, int]]) -> 
                           nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
     x = torch.randn(2, 16)
     pk.prune(model, pk.Structured(target=pk.Latency(0.6, batch=8, threads=1)), x)
-    calls = layer_calls(model, x, 2, 8)
+    calls = [c for c in layer_calls(model, x, 2, 8) if c.kind == "Linear"]
     assert [c.shape for c in calls] == [(8, 16), (8, 32), (8, 32), (8, 32)]
     assert calls[1].signature() == calls[2].signature()
     assert len(timers) == len(set(timers))  # layers 2 and 3 share their timings
@@ -158,6 +159,16 @@ def test_an_unreachable_latency_names_the_least(timers: list[tuple[str, int, int
         pk.prune(model, pk.Structured(target=pk.Latency(0.01, batch=4, threads=1)), x,
                  inplace=True)
     assert_same_state(before, model_state(model))
+
+
+def test_activations_follow_the_width_of_the_layer_they_follow() -> None:
+    model, x = pk.zoo.build("resnet").eval(), pk.zoo.example_inputs("resnet")
+    calls = layer_calls(model, x, 2, 8)
+    relus = [c for c in calls if c.kind == "ReLU"]
+    assert relus and all(c.settings["elementwise"] for c in relus)
+    first = relus[0]
+    assert first.weight == "stem.1.weight" and first.settings["in"] == 16
+    assert first.shape == (8, 16, 32, 32) and first.module is not None
 
 
 def test_batched_inputs_repeat_rows_and_convert_floats() -> None:

@@ -2,10 +2,11 @@
 
 Each timed layer call is a term ``T_full * out_curve(outputs) * in_curve(inputs)``: its
 full-width time, scaled by how its time changed when only its outputs, or only its inputs,
-were narrowed in the table (linear in between the timed widths). Batch and layer norms are
-``T_full * width / full width``. Layers with no prunable side are constant. What the table
-does not time (activations, adds, pooling) is assumed to shrink with the rest; the measured
-result says how well that held.
+were narrowed in the table (linear in between the timed widths). Norms, and the activations
+and poolings that follow a timed layer, have one curve, over their width. Layers with no
+prunable side are constant. What the table does not time (adds, concatenations, reshapes,
+functional activations) is assumed to shrink with the rest; the measured result says how
+well that held.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from torch import nn
 from ..graph.groups import Analysis, Member
 from ..inputs import ExampleInputs
 from .costs import CostModel, Curve, Term, ownership
-from .latency_table import FRACTIONS, LayerCall, layer_calls, measure, point_key
+from .latency_table import FRACTIONS, measure, point_key
+from .layer_calls import LayerCall, layer_calls
 from .targets import Latency
 
 ALLOCATION_FRACTIONS = tuple(i / 8 for i in range(7, 0, -1))  # widths a group may keep
@@ -60,6 +62,9 @@ def _sides(call: LayerCall, members: dict[tuple[str, int], Member]) -> tuple[_Si
     if call.kind == "Linear":
         return (_Side(members.get((key, 1)), n_in, 1, 1),
                 _Side(members.get((key, 0)), n_out, 1, 1), False)
+    if s.get("elementwise"):  # an activation or pooling: the width of what it follows
+        side = _Side(members.get((key, int(s["member_dim"]))), n_in, 1, 1)
+        return side, side, True
     if "groups" not in s:  # a norm
         side = _Side(members.get((key, 0)), n_in, 1, 1)
         return side, side, True

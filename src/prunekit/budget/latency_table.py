@@ -1,7 +1,8 @@
 """A per-layer latency table: each prunable layer timed on the target device at a few widths.
 
-The layers a forward pass runs (convolutions, linear layers, batch and layer norms) are
-recorded with their input shapes at the target batch. Each distinct layer *signature* (type,
+The layers a forward pass runs (:mod:`.layer_calls`: convolutions, linear layers, norms, and
+the activations and poolings that follow them) are recorded with their input shapes at the
+target batch. Each distinct layer *signature* (type,
 widths, kernel, stride, groups, input shape, dtype, threads) is timed once per width on a
 fresh layer of that shape with random weights, the smallest of a few calls after a warm-up,
 and cached on disk under the user cache dir, keyed by the device's name and the torch
@@ -12,6 +13,7 @@ full; the cost model multiplies the two curves.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -28,8 +30,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..inputs import ExampleInputs, call_model, eval_mode
 from ..measure.latency import fixed_threads
+from .layer_calls import LayerCall
 from .targets import Latency
 
 log = logging.getLogger(__name__)
@@ -38,49 +40,6 @@ CALLS = 3  # timed calls per width after one warm-up (the smallest counts) ...
 MIN_TIMED_MS = 30.0  # ... and more calls, up to MAX_CALLS, until this much was timed
 MAX_CALLS = 50
 CACHE_FORMAT = 1
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-         nn.ConvTranspose3d)
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm)
-
-
-@dataclass(frozen=True)
-class LayerCall:
-    """One call of a timed layer in the forward pass.
-
-    Attributes:
-        name: the module's name.
-        kind: its class name.
-        config: what builds it (widths, kernel, stride, ...), JSON values.
-        shape: its input's shape at the target batch.
-        weight: the state-dict key of its weight (or running mean), read by the cost model.
-    """
-
-    name: str
-    kind: str
-    config: tuple[tuple[str, Any], ...]
-    shape: tuple[int, ...]
-    weight: str
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """:attr:`config` as a dict."""
-        return dict(self.config)
-
-    def signature(self) -> str:
-        """The cache key part that says what is timed."""
-        return json.dumps({"kind": self.kind, "config": self.settings, "shape": self.shape},
-                          sort_keys=True)
-
-
-def base_kind(module: nn.Module) -> str | None:
-    """The torch class a timed layer is built as (``NonDynamicallyQuantizableLinear`` is a
-    ``Linear``, torchvision's ``LayerNorm2d`` a ``LayerNorm``), or None if it is not timed."""
-    for cls in (*CONVS, nn.Linear, *NORMS):
-        if isinstance(module, cls):
-            return cls.__name__
-    return None
-
-
 class _ChannelsFirstLayerNorm(nn.Module):
     """A LayerNorm over dim 1 (as torchvision's ``LayerNorm2d`` does: permute, norm, back)."""
 
@@ -92,80 +51,14 @@ class _ChannelsFirstLayerNorm(nn.Module):
         return self.norm(x.movedim(1, -1)).movedim(-1, 1)
 
 
-def _config(module: nn.Module) -> dict[str, Any] | None:
-    if isinstance(module, CONVS):
-        return {"in": module.in_channels, "out": module.out_channels,
-                "kernel": list(module.kernel_size), "stride": list(module.stride),
-                "padding": module.padding if isinstance(module.padding, str)
-                else list(module.padding),
-                "dilation": list(module.dilation), "groups": module.groups,
-                "output_padding": list(module.output_padding), "bias": module.bias is not None,
-                "padding_mode": module.padding_mode}
-    if isinstance(module, nn.Linear):
-        return {"in": module.in_features, "out": module.out_features,
-                "bias": module.bias is not None}
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
-        return {"in": module.num_features, "affine": module.affine}
-    if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
-        return {"in": module.normalized_shape[0], "affine": module.elementwise_affine}
-    return None
-
-
-def _weight_key(name: str, module: nn.Module) -> str | None:
-    for leaf in ("weight", "running_mean"):
-        if isinstance(getattr(module, leaf, None), torch.Tensor):
-            return f"{name}.{leaf}" if name else leaf
-    return None
-
-
-def layer_calls(model: nn.Module, example_inputs: ExampleInputs, rows: int,
-                batch: int) -> list[LayerCall]:
-    """Every timed layer's calls in one forward pass on ``example_inputs`` (of ``rows``
-    rows), with the input shape scaled to ``batch`` rows.
-
-    Args:
-        model: the model (run once in eval mode without gradients; not changed).
-        example_inputs: inputs it accepts.
-        rows: the batch size of ``example_inputs``.
-        batch: the batch size the table is for.
-
-    Returns:
-        The calls, in the order they ran.
-    """
-    calls: list[LayerCall] = []
-
-    def hook(module: nn.Module, args: tuple[Any, ...], name: str, config: dict[str, Any],
-             key: str) -> None:
-        if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() == 0:
-            return
-        shape = list(args[0].shape)
-        shape[0] = shape[0] * batch // rows if shape[0] % rows == 0 else shape[0]
-        if isinstance(module, nn.LayerNorm):  # normalised over the last dim, or over dim 1
-            config = {**config, "dim": -1 if shape[-1] == config["in"] else 1}
-        calls.append(LayerCall(name, base_kind(module) or type(module).__name__, tuple(sorted(
-            (k, tuple(v) if isinstance(v, list) else v) for k, v in config.items())),
-            tuple(shape), key))
-
-    handles = []
-    for name, module in model.named_modules():
-        config, key = _config(module), _weight_key(name, module)
-        if config is not None and key is not None:
-            handles.append(module.register_forward_pre_hook(
-                lambda m, a, n=name, c=config, k=key: hook(m, a, n, c, k)))
-    try:
-        with torch.no_grad(), eval_mode(model):
-            call_model(model, example_inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return calls
-
-
 def _build(call: LayerCall, n_in: int, n_out: int) -> tuple[nn.Module, list[int]]:
     """A fresh layer like ``call``'s at ``n_in`` inputs / ``n_out`` outputs, and its input
     shape."""
     s = call.settings
     shape = list(call.shape)
+    if s.get("elementwise") and call.module is not None:  # an activation, a pooling
+        shape[s["dim"]] = n_in
+        return copy.deepcopy(call.module), shape
     last = call.kind == "Linear" or (call.kind == "LayerNorm" and s.get("dim", -1) == -1)
     shape[-1 if last else 1] = n_in
     if call.kind == "Linear":
