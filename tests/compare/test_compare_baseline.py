@@ -24,7 +24,8 @@ from prunekit.data import DataBundle, TensorLoader
 
 ROOT = Path(__file__).resolve().parents[2]
 WHEEL_FILES = ("prunekit/compare/checkpoints/fmnist_resnet.safetensors",
-               "prunekit/compare/checkpoints/fmnist_resnet.json")
+               "prunekit/compare/checkpoints/fmnist_resnet.json",
+               "prunekit/py.typed")  # type checkers read the package's annotations
 
 
 def _data() -> DataBundle:
@@ -47,7 +48,7 @@ def test_shipped_baseline_is_found_through_importlib_resources() -> None:
 
 
 @pytest.mark.slow
-def test_a_built_wheel_contains_the_shipped_baseline(tmp_path: Path) -> None:
+def test_a_built_wheel_contains_the_shipped_baseline_and_py_typed(tmp_path: Path) -> None:
     source = tmp_path / "src-copy"  # build from a copy: pip writes build/ beside the sources
     shutil.copytree(ROOT / "src", source / "src",
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

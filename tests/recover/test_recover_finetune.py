@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import pytest
@@ -186,6 +187,18 @@ def test_distill_without_a_teacher_is_refused_before_training() -> None:
         finetune(model, loader, config, progress=False)
     with pytest.raises(SpecError, match="teacher"):
         RecoveryStep(model, config, total_steps=4)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_a_teacher_without_distill_is_refused_before_training() -> None:
+    model, loader = _problem()
+    teacher = copy.deepcopy(model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    config = RecoveryConfig(epochs=1)  # distill=False: the teacher would never be used
+    with pytest.raises(SpecError, match="never uses it"):
+        finetune(model, loader, config, teacher=teacher, progress=False)
+    with pytest.raises(SpecError, match="never uses it"):
+        RecoveryStep(model, config, total_steps=4, teacher=teacher)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
 
 

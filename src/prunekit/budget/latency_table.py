@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +29,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..errors import FormatError
+from ..io.atomic import atomic_text
 from ..measure.latency import fixed_threads
+from ..measure.timing import elapsed_ms
 from .layer_calls import LayerCall
 from .targets import Latency
 
@@ -96,13 +98,7 @@ def time_layer(call: LayerCall, n_in: int, n_out: int, target: Latency) -> float
         layer(x)
         while len(samples) < MAX_CALLS and (len(samples) < CALLS
                                             or sum(samples) < MIN_TIMED_MS):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            layer(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            samples.append((time.perf_counter() - start) * 1000.0)
+            samples.append(elapsed_ms(lambda: layer(x), device))
     return min(samples)
 
 
@@ -159,12 +155,8 @@ class TableCache:
         payload = {"format": CACHE_FORMAT, "device": device_name(device),
                    "torch": torch.__version__, "entries": self.entries}
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", dir=self.path.parent, delete=False,
-                                             suffix=".tmp", encoding="utf-8") as tmp:
-                json.dump(payload, tmp, sort_keys=True)
-            os.replace(tmp.name, self.path)
-        except OSError as exc:  # a read-only home only costs the next run the measuring
+            atomic_text(self.path, json.dumps(payload, sort_keys=True), overwrite=True)
+        except (OSError, FormatError) as exc:  # read-only: the next run measures again
             log.warning("could not write the latency table to %s: %s", self.path, exc)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from torch import nn
 from ..errors import SpecError
 from ..inputs import ExampleInputs, call_model, flat_tensors
 from ..measure.latency import fixed_threads
+from ..measure.timing import elapsed_ms
 from .targets import Latency
 
 
@@ -89,20 +89,8 @@ def timing_copy(model: nn.Module, device: torch.device, dtype: torch.dtype) -> n
     return copy.deepcopy(model).eval().to(device=device, dtype=dtype)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timer(model: nn.Module, inputs: Any, device: torch.device) -> Callable[[], float]:
-    def run() -> float:
-        _sync(device)
-        start = time.perf_counter()
-        call_model(model, inputs)
-        _sync(device)
-        return (time.perf_counter() - start) * 1000.0
-
-    return run
+    return lambda: elapsed_ms(lambda: call_model(model, inputs), device)
 
 
 @dataclass(frozen=True)

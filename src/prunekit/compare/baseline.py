@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,6 +22,7 @@ from torch import nn
 
 from ..data.bundle import DataBundle
 from ..errors import FormatError
+from ..io.atomic import atomic_path, atomic_text
 from ..measure.accuracy import evaluate_accuracy
 from ..recover import RecoveryConfig, finetune
 
@@ -43,24 +41,13 @@ BASELINE_CONFIG = RecoveryConfig(
 TRAIN_COMMAND = "prunekit compare --train-baseline"
 
 
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_checkpoint(model: nn.Module, card: dict[str, Any], stem: Path) -> None:
     """Write ``stem.safetensors`` (weights) and ``stem.json`` (card), each atomically."""
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    _atomic_write(stem.with_suffix(".safetensors"), lambda p: save_file(state, str(p)))
-    text = json.dumps(card, indent=2, sort_keys=True) + "\n"
-    _atomic_write(stem.with_suffix(".json"), lambda p: p.write_text(text))
+    with atomic_path(stem.with_suffix(".safetensors"), overwrite=True) as tmp:
+        save_file(state, str(tmp))
+    atomic_text(stem.with_suffix(".json"), json.dumps(card, indent=2, sort_keys=True) + "\n",
+                overwrite=True)
 
 
 @dataclass(frozen=True)

@@ -43,11 +43,12 @@ def recover(
         PlanError: fine-tuning changed the pruned structure.
     """
     model.to(memory_format=torch.channels_last)
-    teacher.to(memory_format=torch.channels_last)
+    teacher.to(memory_format=torch.channels_last)  # a copy made for the run, never the user's
     if isinstance(data.train, TensorLoader):
         data.train.epoch = 0
         data.train.augment = settings.augment
-    return finetune(model, data.train, settings.recovery(), teacher=teacher,
+    return finetune(model, data.train, settings.recovery(),
+                    teacher=teacher if settings.distill else None,
                     progress=settings.progress, description=description, pruner=pruner)
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import ArtifactExistsError, FormatError
+from ..io.atomic import atomic_text
 
 log = logging.getLogger(__name__)
 
@@ -18,17 +17,8 @@ SCHEMA = 1
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` via a temp file + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``data`` as indented JSON to ``path``, replacing it atomically."""
+    atomic_text(path, json.dumps(data, indent=2) + "\n", overwrite=True)
 
 
 def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:

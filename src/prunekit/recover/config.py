@@ -19,7 +19,8 @@ class RecoveryConfig:
         weight_decay: L2 penalty (not applied to BatchNorm / bias parameters).
         warmup_steps: linear warm-up steps before the cosine decay.
         max_steps: stop after this many steps in total (None: all epochs).
-        distill: distil from a teacher (the dense model) when one is given.
+        distill: distil from a teacher (the dense model); the training call then needs one,
+            and refuses one when False.
         temperature: softmax temperature of the distillation KL term.
         alpha: weight of the distillation term; ``1 - alpha`` weights the label loss.
         label_smoothing: cross-entropy label smoothing.

@@ -90,7 +90,8 @@ def finetune(
         A :class:`FinetuneReport`.
 
     Raises:
-        SpecError: ``config.distill`` without a teacher (before anything is changed).
+        SpecError: ``config.distill`` without a teacher, or a teacher without
+            ``config.distill`` (before anything is changed).
         PlanError: fine-tuning changed a shape or a mask (other than by the pruner's
             growth), or revived a pruned weight.
 

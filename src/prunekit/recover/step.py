@@ -31,15 +31,21 @@ from .zeros import ZeroHold
 
 
 def check_teacher(config: RecoveryConfig, teacher: nn.Module | None) -> None:
-    """Refuse ``config.distill`` without a teacher (it would train without distillation).
+    """Refuse a teacher and ``config.distill`` that disagree: either way, one is ignored.
 
     Raises:
-        SpecError: ``distill=True`` and ``teacher`` is None.
+        SpecError: ``distill=True`` and ``teacher`` is None (it would train without
+            distillation), or a teacher with ``distill=False`` (it would never be used).
     """
     if config.distill and teacher is None:
         raise SpecError(
             "RecoveryConfig(distill=True) needs a teacher to distil from, and none was given",
             "pass teacher=<the dense model>, or set distill=False to train on the labels only",
+        )
+    if not config.distill and teacher is not None:
+        raise SpecError(
+            "a teacher was given but RecoveryConfig(distill=False) never uses it",
+            "set RecoveryConfig(distill=True) to distil from it, or drop teacher=",
         )
 
 
@@ -104,13 +110,14 @@ class RecoveryStep:
         model: the model to train (put in train mode on every call).
         config: :class:`RecoveryConfig`.
         total_steps: steps of the whole run (for the cosine and pruning schedules).
-        teacher: dense model to distil from (needed when ``config.distill``).
+        teacher: dense model to distil from (needed when ``config.distill``, refused
+            otherwise).
         pruner: a :class:`GradualPruner` or :class:`ChannelFade` acting before each step.
         keep_zeros: hold the exact zeros of unmasked weights at zero (see
             :mod:`.zeros`); False trains them like any weight.
 
     Raises:
-        SpecError: ``config.distill`` without a teacher.
+        SpecError: ``config.distill`` without a teacher, or a teacher without it.
     """
 
     def __init__(
@@ -128,7 +135,7 @@ class RecoveryStep:
         self.pruner = pruner
         self.config = config
         self.total_steps = max(1, total_steps)
-        self.teacher = teacher if config.distill else None
+        self.teacher = teacher
         if self.teacher is not None:
             self.teacher.eval()
         self.zeros = ZeroHold(model, keep_zeros)
