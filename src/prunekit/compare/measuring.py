@@ -1,7 +1,13 @@
-"""Measure one deployable model against the dense one: size, compute, memory, latency."""
+"""Measure one deployable model against the dense one: size, compute, memory, latency.
+
+A model with zeros inside its layers (unstructured, N:M, combined variants) has its CPU
+latency timed after :func:`prunekit.to_sparse` converted it at each batch size; counts,
+memory, CUDA latency and everything else are measured on the deployable model itself.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,8 +15,10 @@ import torch
 from torch import nn
 
 from ..measure.counting import count_macs, count_nonzero_params, count_params
-from ..measure.latency import pick_memory_format, time_models
+from ..measure.latency import fixed_threads, pick_memory_format, time_models
 from ..measure.memory import peak_inference_memory
+from ..sparse import CSRConv2d
+from .pipeline import TIMED_DEPLOYABLE, TIMED_SPARSE, has_sparse_weights, sparse_deployable
 
 BATCHES = (1, 64)
 
@@ -41,16 +49,60 @@ def count_row(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     }
 
 
-def latency_row(model: nn.Module, ctx: MeasureContext, device: str = "cpu") -> dict[str, Any]:
-    """Latency at each batch size, timed interleaved with the dense model; speedup = dense/it."""
+def runs_nchw(model: nn.Module) -> bool:
+    """True if ``model`` has a :class:`CSRConv2d`: it takes and returns NCHW tensors, so
+    channels_last inputs would only add a layout copy at every sparse convolution."""
+    return any(isinstance(m, CSRConv2d) for m in model.modules())
+
+
+def timed_as_is(model: nn.Module) -> nn.Module:
+    """``model``, made to be timed itself by :func:`time_models` rather than a copy of it.
+
+    :func:`time_models` deep-copies each model inside ``torch.inference_mode()``, which
+    makes a :class:`CSRConv2d`'s buffers inference tensors, and its kernel-plan cache reads
+    their version counters, which inference tensors lack (a ``RuntimeError`` on the first
+    call). A model timed as it is keeps ordinary tensors; it is only switched to eval mode
+    and moved to the device it already is on, as :func:`time_models` would do to a copy.
+    """
+    def itself(memo: dict[int, Any]) -> nn.Module:
+        return model
+
+    object.__setattr__(model, "__deepcopy__", itself)
+    return model
+
+
+def _channels_last(model: nn.Module, x: torch.Tensor, ctx: MeasureContext, device: str) -> bool:
+    if device != "cpu" or runs_nchw(model):
+        return False
+    return pick_memory_format(model, x, threads=ctx.threads, device=device)
+
+
+def latency_row(model: nn.Module, ctx: MeasureContext, device: str = "cpu",
+                converted: Mapping[int, nn.Module] | None = None) -> dict[str, Any]:
+    """Latency at each batch size, timed interleaved with the dense model; speedup = dense/it.
+
+    Args:
+        model: the deployable model.
+        ctx: the run's measurement context.
+        device: ``"cpu"`` or ``"cuda"``.
+        converted: batch size -> the model to time instead of ``model`` on the CPU at that
+            batch size (its :func:`prunekit.to_sparse` conversion).
+
+    Returns:
+        ``{"b1": {...}, "b64": {...}}``: median, IQR and minimum of both models, the
+        speedups, the memory format and which model was timed (``timed``).
+    """
     row: dict[str, Any] = {}
     for batch, x in ctx.inputs.items():
-        cl = pick_memory_format(model, x, threads=ctx.threads, device=device) if device == "cpu" \
-            else False
+        sparse = (converted or {}).get(batch) if device == "cpu" else None
+        timed = model if sparse is None else sparse
+        if sparse is not None and runs_nchw(sparse):
+            timed = timed_as_is(sparse)
+        cl = _channels_last(timed, x, ctx, device)
         dense_cl = ctx.dense_channels_last[batch] if device == "cpu" else False
         models = {"dense": ctx.dense}
-        if model is not ctx.dense:
-            models["model"] = model
+        if timed is not ctx.dense:
+            models["model"] = timed
         calls = 10 if batch == 1 else 2  # small batches are quick: more calls per round
         stats = time_models(models, x, threads=ctx.threads, rounds=ctx.rounds,
                             calls_per_round=calls, channels_last={"dense": dense_cl, "model": cl},
@@ -62,18 +114,50 @@ def latency_row(model: nn.Module, ctx: MeasureContext, device: str = "cpu") -> d
             "speedup": dense.median_ms / mine.median_ms, "channels_last": cl,
             "samples": mine.samples, "min_ms": mine.min_ms, "dense_min_ms": dense.min_ms,
             "speedup_of_minimums": dense.min_ms / mine.min_ms,
+            "timed": TIMED_DEPLOYABLE if sparse is None else TIMED_SPARSE,
         }
     return row
 
 
+def sparse_models(model: nn.Module, ctx: MeasureContext) -> tuple[dict[int, nn.Module],
+                                                                 dict[str, Any]]:
+    """``model`` through :func:`prunekit.to_sparse` at each batch size of ``ctx``.
+
+    Args:
+        model: a deployable model with zeros inside its layers.
+        ctx: the run's measurement context (inputs and threads).
+
+    Returns:
+        ``(converted, records)``: batch size -> the converted model, for the batch sizes
+        where one should be timed; ``"b1"`` / ``"b64"`` -> what the conversion did
+        (:func:`prunekit.compare.pipeline.sparse_deployable`).
+    """
+    converted: dict[int, nn.Module] = {}
+    records: dict[str, Any] = {}
+    with fixed_threads(ctx.threads):  # the layer timings run at the run's thread count
+        for batch, x in ctx.inputs.items():
+            sparse, records[f"b{batch}"] = sparse_deployable(model, x)
+            if sparse is not None:
+                converted[batch] = sparse
+    return converted, records
+
+
 def measure_model(model: nn.Module, ctx: MeasureContext) -> dict[str, Any]:
-    """Counts, peak memory at the largest batch, CPU latency (and CUDA latency if present)."""
+    """Counts, peak memory at the largest batch, CPU latency (and CUDA latency if present).
+
+    A model with zeros inside its layers gets ``sparse`` (per batch size, what
+    :func:`prunekit.to_sparse` did) and its CPU latency is that of the converted model
+    wherever a layer went sparse.
+    """
     largest = max(ctx.inputs)
     row: dict[str, Any] = count_row(model, ctx.inputs[min(ctx.inputs)])
     memory = peak_inference_memory(model, ctx.inputs[largest],
                                    channels_last=ctx.dense_channels_last[largest])
     row["memory"] = {**memory, "batch": largest}
-    row["latency_cpu"] = latency_row(model, ctx)
+    converted: dict[int, nn.Module] = {}
+    if has_sparse_weights(model):
+        converted, row["sparse"] = sparse_models(model, ctx)
+    row["latency_cpu"] = latency_row(model, ctx, converted=converted)
     row["threads"] = ctx.threads
     if torch.cuda.is_available():
         row["latency_cuda"] = latency_row(model, ctx, device="cuda")

@@ -1,10 +1,12 @@
-"""Pruning one variant from the dense model, and the deployable copy that gets measured."""
+"""Pruning one variant from the dense model, and the deployable copy that gets measured (for
+a model with zeros inside its layers, also that copy through :func:`prunekit.to_sparse`)."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +15,21 @@ from torch import nn
 
 from ..api import prune
 from ..apply.masks import effective_weight, finalize
+from ..errors import PrunekitError
 from ..result import PruneResult
+from ..sparse import kernels, to_sparse
+from ..sparse.convert import SparseConversion
 from ..specs import NM, Spec
 from ..targets import resolve_targets
 from .variants import Variant
 
 log = logging.getLogger(__name__)
+
+ZEROS_INSIDE = 0.01  # a Linear / Conv2d weight with at least 1% zeros has sparse weights
+# converted vs deployable outputs: the tolerance tests/sparse states for whole converted models
+OUTPUT_RTOL, OUTPUT_ATOL = 1e-4, 1e-5
+TIMED_SPARSE, TIMED_DEPLOYABLE = "to_sparse", "deployable"
+CONVERSION_FAILURES = (PrunekitError, RuntimeError)  # recorded; the deployable is timed
 
 
 def nm_misfits(model: nn.Module, spec: NM) -> list[str]:
@@ -112,3 +123,97 @@ def layer_table(model: nn.Module, dense: nn.Module) -> list[dict[str, Any]]:
             "sparsity": float((weight == 0).sum()) / max(1, weight.numel()),
         })
     return rows
+
+
+def has_sparse_weights(model: nn.Module) -> bool:
+    """True if some ``nn.Linear`` or ``nn.Conv2d`` weight is at least 1% zeros (what
+    :func:`prunekit.to_sparse` can skip): unstructured, N:M and combined variants."""
+    return any(
+        float((m.weight == 0).sum()) >= ZEROS_INSIDE * m.weight.numel()
+        for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))
+    )
+
+
+def kernels_missing() -> str | None:
+    """Why the compiled sparse kernels cannot run here, or None if they can."""
+    if kernels.available():
+        return None
+    return ("numba is not installed, so the sparse kernels are unavailable "
+            "(pip install 'prunekit[kernels]')")
+
+
+def sparse_deployable(deploy: nn.Module, x: torch.Tensor) -> tuple[nn.Module | None,
+                                                                   dict[str, Any]]:
+    """``deploy`` converted by :func:`prunekit.to_sparse` at the batch size of ``x``.
+
+    The conversion times every layer at the input shape ``x`` gives it and swaps in the
+    sparse layer only where it wins, so it is made once per batch size. It runs on a copy in
+    the contiguous (NCHW) memory format: :class:`prunekit.sparse.CSRConv2d` takes and returns
+    NCHW tensors, so the dense layers left around it run NCHW too.
+
+    Args:
+        deploy: the deployable model (masks baked in, eval mode; not modified).
+        x: one input batch.
+
+    Returns:
+        ``(model, record)``: the converted model to time, or None where the deployable
+        model is what should be timed (no layer went sparse, the kernels are unavailable,
+        the conversion failed, or its outputs differ from ``deploy``'s); and what happened:
+        ``converted``, ``timed`` (``"to_sparse"`` or ``"deployable"``), ``reason`` (why
+        the deployable is timed, else None) and, after a conversion, ``convs`` / ``linears``
+        (``{"sparse", "total"}``), ``kernels`` (kernel -> layers), ``max_abs_diff`` and the
+        per-layer choices (``layers``).
+    """
+    missing = kernels_missing()
+    if missing is not None:
+        return None, _not_converted(f"{missing}: timed dense")
+    work = copy.deepcopy(deploy).to(memory_format=torch.contiguous_format)
+    try:
+        conversion = to_sparse(work, x, inplace=True)
+    except CONVERSION_FAILURES as exc:
+        message = exc.message if isinstance(exc, PrunekitError) else f"{type(exc).__name__}: {exc}"
+        log.warning("to_sparse failed at batch %d: %s; timing the deployable model",
+                    x.shape[0], message)
+        return None, _not_converted(f"to_sparse failed: {message}: timed dense")
+    record = _conversion_record(deploy, conversion, x)
+    if not record["converted"]:
+        log.warning("at batch %d %s", x.shape[0], record["reason"])
+    return (conversion.model if record["timed"] == TIMED_SPARSE else None), record
+
+
+def _not_converted(reason: str) -> dict[str, Any]:
+    return {"converted": False, "timed": TIMED_DEPLOYABLE, "reason": reason}
+
+
+def _conversion_record(deploy: nn.Module, conversion: SparseConversion,
+                       x: torch.Tensor) -> dict[str, Any]:
+    """What a conversion swapped, and whether its outputs match the deployable model's."""
+    with torch.inference_mode():
+        expected, actual = deploy(x), conversion.model.eval()(x)
+    diff = float((actual - expected).abs().max())
+    swapped = conversion.kernels
+    record: dict[str, Any] = {
+        "converted": True, "timed": TIMED_SPARSE if swapped else TIMED_DEPLOYABLE,
+        "reason": None if swapped else "no layer ran faster sparse: timed dense",
+        **_layer_counts(deploy, set(swapped)),
+        "kernels": dict(Counter(swapped.values())), "max_abs_diff": diff,
+        "layers": conversion.to_dict()["layers"],
+    }
+    if not torch.allclose(actual, expected, rtol=OUTPUT_RTOL, atol=OUTPUT_ATOL):
+        record.update(converted=False, timed=TIMED_DEPLOYABLE,
+                      reason=f"the converted outputs differ from the deployable model's by up "
+                             f"to {diff:.3g} (over rtol {OUTPUT_RTOL:g}, atol "
+                             f"{OUTPUT_ATOL:g}): timed dense")
+    return record
+
+
+def _layer_counts(deploy: nn.Module, swapped: set[str]) -> dict[str, dict[str, int]]:
+    """``{"convs": {"sparse", "total"}, "linears": {...}}`` over ``deploy``'s layers."""
+    counts = {"convs": {"sparse": 0, "total": 0}, "linears": {"sparse": 0, "total": 0}}
+    for name, module in deploy.named_modules():
+        kind = "convs" if isinstance(module, nn.Conv2d) else \
+            "linears" if isinstance(module, nn.Linear) else None
+        if kind is not None:
+            counts[kind]["total"] += 1
+            counts[kind]["sparse"] += name in swapped
+    return counts
