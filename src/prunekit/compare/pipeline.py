@@ -15,7 +15,7 @@ from torch import nn
 
 from ..api import prune
 from ..apply.masks import effective_weight, finalize
-from ..errors import PrunekitError
+from ..errors import InternalError, PrunekitError
 from ..result import PruneResult
 from ..sparse import kernels, to_sparse
 from ..sparse.convert import SparseConversion
@@ -166,18 +166,19 @@ def sparse_deployable(deploy: nn.Module, x: torch.Tensor) -> tuple[nn.Module | N
     """
     missing = kernels_missing()
     if missing is not None:
-        return None, _not_converted(f"{missing}: timed dense")
+        return None, _not_converted(missing)
     work = copy.deepcopy(deploy).to(memory_format=torch.contiguous_format)
     try:
         conversion = to_sparse(work, x, inplace=True)
     except CONVERSION_FAILURES as exc:
-        message = exc.message if isinstance(exc, PrunekitError) else f"{type(exc).__name__}: {exc}"
+        message = exc.message if isinstance(exc, (PrunekitError, InternalError)) \
+            else f"{type(exc).__name__}: {exc}"
         log.warning("to_sparse failed at batch %d: %s; timing the deployable model",
                     x.shape[0], message)
-        return None, _not_converted(f"to_sparse failed: {message}: timed dense")
+        return None, _not_converted(f"to_sparse failed: {message}")
     record = _conversion_record(deploy, conversion, x)
     if not record["converted"]:
-        log.warning("at batch %d %s", x.shape[0], record["reason"])
+        log.warning("at batch %d %s; timing the deployable model", x.shape[0], record["reason"])
     return (conversion.model if record["timed"] == TIMED_SPARSE else None), record
 
 
@@ -194,7 +195,7 @@ def _conversion_record(deploy: nn.Module, conversion: SparseConversion,
     swapped = conversion.kernels
     record: dict[str, Any] = {
         "converted": True, "timed": TIMED_SPARSE if swapped else TIMED_DEPLOYABLE,
-        "reason": None if swapped else "no layer ran faster sparse: timed dense",
+        "reason": None if swapped else "no layer ran faster sparse",
         **_layer_counts(deploy, set(swapped)),
         "kernels": dict(Counter(swapped.values())), "max_abs_diff": diff,
         "layers": conversion.to_dict()["layers"],
@@ -203,7 +204,7 @@ def _conversion_record(deploy: nn.Module, conversion: SparseConversion,
         record.update(converted=False, timed=TIMED_DEPLOYABLE,
                       reason=f"the converted outputs differ from the deployable model's by up "
                              f"to {diff:.3g} (over rtol {OUTPUT_RTOL:g}, atol "
-                             f"{OUTPUT_ATOL:g}): timed dense")
+                             f"{OUTPUT_ATOL:g})")
     return record
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from .mission import mission_table
 from .rows import failed_rows, flat_rows, missing_variants
+from .sparse import sparse_section
 from .tables import HEADER, markdown_table, table_cells
 
 CONTROL_NOTE = (
@@ -29,7 +30,9 @@ def _settings_lines(data: dict[str, Any]) -> list[str]:
         f"epoch(s), SGD lr {settings.get('lr')} cosine, distillation "
         f"{'on' if settings.get('distill') else 'off'}",
         f"- CPU {env.get('cpu')}, {settings.get('threads')} thread(s), torch {env.get('torch')}; "
-        f"latency = median ± IQR of interleaved timings, speedup vs dense timed in the same run",
+        f"latency = median ± IQR of interleaved timings, speedup vs dense timed in the same run; "
+        "models with zeros inside their layers are timed after `pk.to_sparse` (see Sparse "
+        "kernels)",
         "- bytes on disk: the saved prunekit folder (safetensors + manifest); "
         "peak memory: weights + peak activations of one batch-64 forward pass",
     ]
@@ -59,11 +62,15 @@ def render_markdown(data: dict[str, Any], *, plots: bool = True) -> str:
         The markdown.
     """
     rows = flat_rows(data)
+    details = {**data.get("variants", {})}
+    if data.get("control"):
+        details[data["control"]["name"]] = data["control"]
     parts = ["# prunekit compare report", "", *_settings_lines(data), ""]
     parts += ["## Measured results", "", markdown_table(HEADER, [table_cells(r) for r in rows]),
               "", CONTROL_NOTE, ""]
     parts += ["## Unstructured vs structured, measured", "",
               mission_table(rows, data.get("variants", {})), ""]
+    parts += sparse_section(rows, details)
     parts += _problems(data)
     parts += ["## Plots", ""]
     if plots:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .fmt import signed_pt, times
+from .sparse import speed_note
 from .tables import markdown_table
 
 FAMILIES = ("unstructured", "structured", "combined")
@@ -22,11 +23,13 @@ NOT_MEASURED = "not measured"
 NOTE = (
     "Each family is represented by its most compressed finished variant. Faster / slower: a "
     f"CPU speedup more than {SPEED_TOLERANCE:.0%} away from the dense model's, timed "
-    "interleaved with it. Accuracy loss is against the dense control (the baseline given the "
-    "same fine-tuning), then against the baseline."
+    "interleaved with it; a model with zeros inside its layers is timed after `pk.to_sparse` "
+    "(the layers it ran sparse are named in the speed cell). Accuracy loss is against the "
+    "dense control (the baseline given the same fine-tuning), then against the baseline."
 )
 
 Reps = dict[str, dict[str, Any]]  # family -> its representative flat row
+Detail = dict[str, Any]  # the representative's results row (per-layer table, conversions)
 
 
 def representative(rows: list[dict[str, Any]], family: str) -> dict[str, Any] | None:
@@ -42,7 +45,8 @@ def _ranked(reps: Reps, key: Callable[[dict[str, Any]], float | None],
     return sorted(values, key=lambda fv: fv[1], reverse=higher_is_better)
 
 
-def _granularity(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
+def _granularity(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
+    layers: list[dict[str, Any]] = detail.get("layers", [])
     if not layers:
         return NOT_MEASURED
     narrower = sum(1 for x in layers if x["dense_width"] and x["width"] < x["dense_width"])
@@ -58,7 +62,7 @@ def _granularity(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) 
     return f"nothing removed: no layer narrower or with zeros inside ({n} layers)"
 
 
-def _pattern(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
+def _pattern(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
     compression, macs = row["compression"], row["macs_reduction"]
     if compression is None or macs is None:
         return NOT_MEASURED
@@ -79,7 +83,7 @@ def _speed_word(speedup: float) -> str:
     return "as fast as"
 
 
-def _speed(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
+def _speed(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
     measured = {b: row[f"{b}_speedup"] for b in ("b1", "b64") if row[f"{b}_speedup"] is not None}
     if not measured:
         return NOT_MEASURED
@@ -92,14 +96,15 @@ def _speed(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str
     ranking = _ranked(reps, lambda r: r["b64_speedup"], higher_is_better=True)
     if len(ranking) > 1 and ranking[0][0] == row["family"]:
         text += "; fastest family at b64"
-    return text
+    note = speed_note(detail)
+    return f"{text}; {note}" if note else text
 
 
 def _control_delta(row: dict[str, Any]) -> float | None:
     return row["delta_control_pt"]
 
 
-def _accuracy(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
+def _accuracy(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
     control, base = row["delta_control_pt"], row["delta_pt"]
     if control is None and base is None:
         return NOT_MEASURED
@@ -115,7 +120,8 @@ def _accuracy(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> 
     return f"{text}; {best - control:.2f} pt more loss than {best_family}"
 
 
-def _layer_spread(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
+def _layer_spread(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
+    layers: list[dict[str, Any]] = detail.get("layers", [])
     if not layers:
         return NOT_MEASURED
     sparsities = [x["sparsity"] for x in layers]
@@ -132,7 +138,7 @@ def _span(values: list[float]) -> str:
     return low if low == high else f"{low}-{high}"
 
 
-def _disk(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
+def _disk(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
     ratio = row["bytes_ratio"]
     if ratio is None:
         return NOT_MEASURED
@@ -146,7 +152,7 @@ def _disk(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
     return f"{text}; {ratio / best:.1f}x the size of {best_family}"
 
 
-def _wins(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
+def _wins(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
     axes = {
         "least accuracy loss vs control": (_control_delta, True),
         "fastest at b1": (lambda r: r["b1_speedup"], True),
@@ -167,7 +173,7 @@ def _wins(row: dict[str, Any], layers: list[dict[str, Any]], reps: Reps) -> str:
     return ", ".join(won) if won else "best on none of the measured axes"
 
 
-DIMENSIONS: dict[str, Callable[[dict[str, Any], list[dict[str, Any]], Reps], str]] = {
+DIMENSIONS: dict[str, Callable[[dict[str, Any], Detail, Reps], str]] = {
     "what is removed": _granularity,
     "sparsity pattern": _pattern,
     "CPU speed vs dense": _speed,
@@ -183,7 +189,8 @@ def mission_table(rows: list[dict[str, Any]], variants: dict[str, Any]) -> str:
 
     Args:
         rows: flat rows (:func:`prunekit.report.rows.flat_rows`).
-        variants: the results document's variants (their per-layer tables).
+        variants: the results document's variants (their per-layer tables and
+            ``pk.to_sparse`` records).
 
     Returns:
         The table, followed by a note on how the verdicts are drawn.
@@ -201,7 +208,6 @@ def mission_table(rows: list[dict[str, Any]], variants: dict[str, Any]) -> str:
             if rep is None:
                 cells.append(NOT_MEASURED)
                 continue
-            layers = variants.get(rep["variant"], {}).get("layers", [])
-            cells.append(derive(rep, layers, reps))
+            cells.append(derive(rep, variants.get(rep["variant"], {}), reps))
         body.append(cells)
     return markdown_table(header, body) + "\n\n" + NOTE

@@ -1,5 +1,8 @@
 """Flatten a results document into one row of numbers per model (dense, control, variants).
 
+``b1_sparse_layers`` / ``b64_sparse_layers``: the layers ``pk.to_sparse`` ran sparse in the
+model timed at that batch size (empty where the model was timed as it is).
+
 Accuracy changes are given against two references: the dense baseline (``delta_pt``) and the
 dense control, the baseline fine-tuned with the variants' budget (``delta_control_pt``): the
 second is what pruning itself cost, without the extra training every variant got.
@@ -12,11 +15,13 @@ import io
 import statistics
 from typing import Any
 
+from .sparse import sparse_layers
+
 COLUMNS = (
     "variant", "family", "status", "acc_before", "acc_after", "delta_pt", "delta_control_pt",
     "params", "nonzero_params", "compression", "macs", "macs_reduction", "bytes_on_disk",
     "bytes_ratio", "peak_memory_bytes", "b1_ms", "b1_iqr_ms", "b1_speedup", "b64_ms",
-    "b64_iqr_ms", "b64_speedup", "finetune_seconds",
+    "b64_iqr_ms", "b64_speedup", "b1_sparse_layers", "b64_sparse_layers", "finetune_seconds",
 )
 
 
@@ -77,6 +82,8 @@ def flat_row(row: dict[str, Any], dense: dict[str, Any],
         "b64_ms": _get(row, "latency_cpu", "b64", "median_ms"),
         "b64_iqr_ms": _get(row, "latency_cpu", "b64", "iqr_ms"),
         "b64_speedup": _get(row, "latency_cpu", "b64", "speedup"),
+        "b1_sparse_layers": sparse_layers(_get(row, "sparse", "b1")),
+        "b64_sparse_layers": sparse_layers(_get(row, "sparse", "b64")),
         "finetune_seconds": _get(row, "finetune", "seconds"),
     }
 

@@ -10,13 +10,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from .rows import failed_rows, flat_rows, missing_variants
+from .sparse import dense_timing_reasons
 from .tables import SHORT_HEADER, short_cells
 
 LEGEND = (
     "acc %: top-1 after fine-tuning; Δ base / Δ ctrl: points against the dense baseline / "
     "the dense+recovery control (the baseline given the same fine-tuning); nonzero: dense "
     "nonzero params ÷ the variant's; disk: bytes on disk vs dense; b1 / b64: CPU speedup at "
-    "batch 1 / 64. MACs, memory and milliseconds: report.md."
+    "batch 1 / 64 (variants with zeros inside their layers: after pk.to_sparse). MACs, "
+    "memory, milliseconds and the layers run sparse: report.md."
 )
 
 
@@ -37,6 +39,9 @@ def render_terminal(data: dict[str, Any], console: Console) -> None:
     """Print the measured comparison, a legend, and any failed or missing variants."""
     console.print(comparison_table(data))
     console.print(LEGEND, highlight=False, style="dim")
+    for reason, names in dense_timing_reasons(data).items():
+        console.print(f"[yellow]timed with dense kernels:[/yellow] {escape(', '.join(names))}: "
+                      f"{escape(reason)}", highlight=False)
     for name, error in failed_rows(data).items():
         console.print(f"[red]{escape(name)} failed:[/red] {escape(error)}", highlight=False)
     missing = missing_variants(data)
