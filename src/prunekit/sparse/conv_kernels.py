@@ -423,17 +423,10 @@ def usable(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None = No
     Returns:
         Whether the compiled kernel may compute the convolution.
     """
-    wants_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, values, bias)
-    )
     return (
         kernels.numba is not None
         and x.dim() == 4
-        and x.device.type == "cpu"
-        and values.device.type == "cpu"
-        and x.dtype == values.dtype
-        and x.dtype in DTYPES
-        and not wants_grad
+        and kernels.on_cpu_without_grad(x, values, bias, DTYPES)
     )
 
 

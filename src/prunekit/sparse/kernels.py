@@ -281,16 +281,26 @@ def usable(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None = No
     Returns:
         Whether the compiled kernel may compute the product.
     """
+    return (
+        numba is not None
+        and x.shape[0] >= MIN_ROWS
+        and on_cpu_without_grad(x, values, bias, DTYPES)
+    )
+
+
+def on_cpu_without_grad(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
+                        dtypes: tuple[torch.dtype, ...]) -> bool:
+    """The conditions every compiled kernel shares: input and values on the CPU in one of
+    ``dtypes`` (the same for both), and no gradient needed by any of them (the kernels have
+    no backward)."""
     wants_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, values, bias)
     )
     return (
-        numba is not None
-        and x.device.type == "cpu"
+        x.device.type == "cpu"
         and values.device.type == "cpu"
         and x.dtype == values.dtype
-        and x.dtype in DTYPES
-        and x.shape[0] >= MIN_ROWS
+        and x.dtype in dtypes
         and not wants_grad
     )
 
