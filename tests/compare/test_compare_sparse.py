@@ -23,6 +23,7 @@ from prunekit.report import render_markdown
 from prunekit.sparse import CSRConv2d, CSRLinear, kernels
 from prunekit.sparse import conv as conv_module
 from prunekit.sparse import dispatch as dispatch_module
+from prunekit.sparse import whole_model as whole_model_module
 
 needs_numba = pytest.mark.skipif(not kernels.available(), reason="numba not installed")
 SPARSE_TYPES = (CSRConv2d, CSRLinear)
@@ -43,14 +44,15 @@ def _run(out: Path, variants: str, model: str = "lenet") -> dict[str, Any]:
 
 
 def _sparse_always_wins(monkeypatch: pytest.MonkeyPatch) -> None:
-    """to_sparse's layer timings report sparse twice as fast as dense (each call runs once,
-    so both versions still compute)."""
+    """to_sparse's layer and whole-model timings report sparse twice as fast as dense (each
+    call runs once, so both versions still compute)."""
     def fake(first, second, device, budget_s=0.2, max_rounds=50):
         first(), second()
         return [2.0] * 8, [1.0] * 8
 
     monkeypatch.setattr(conv_module, "time_pair", fake)
     monkeypatch.setattr(dispatch_module, "time_pair", fake)
+    monkeypatch.setattr(whole_model_module, "time_pair", fake)  # the whole model wins too
 
 
 def _spy_timings(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:

@@ -78,3 +78,69 @@ def test_sparse_convs_save_load_and_export(pruned, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     pk.export_onnx(conversion.model, x, tmp_path / "convs.onnx")
     assert (tmp_path / "convs.onnx").stat().st_size > 0
+
+
+def _every_conv_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prunekit.sparse import conv as conv_module
+
+    def winning(conv: nn.Conv2d, input_shape, *, min_sparsity: float, margin: float):
+        return conv_module.KernelChoice("csr", 2.0, 1.0, "csr 2.00x dense"), \
+            CSRConv2d.from_conv(conv)
+
+    monkeypatch.setattr(conv_module, "choose_conv_kernel", winning, raising=True)
+
+
+@pytest.mark.parametrize("speedup", [0.8, 1.3])
+def test_sparse_convs_are_kept_only_if_the_whole_model_is_faster(
+        pruned, monkeypatch: pytest.MonkeyPatch, speedup: float) -> None:
+    # each conv wins its own timing; the whole converted model is then timed against dense
+    # in its faster layout, and a loss undoes every sparse conv (Linear choices stay)
+    from prunekit.sparse import convert
+    from prunekit.sparse.whole_model import WholeModelTiming
+
+    result, x = pruned
+    _every_conv_wins(monkeypatch)
+    timed: list[tuple[type, type]] = []
+
+    def whole(dense: nn.Module, converted: nn.Module, inputs: torch.Tensor) -> WholeModelTiming:
+        timed.append((type(dense.a), type(converted.a)))
+        return WholeModelTiming(speedup, "channels_last")
+
+    monkeypatch.setattr(convert, "time_whole_models", whole)
+    conversion = pk.to_sparse(result, x)
+    assert timed == [(nn.Conv2d, CSRConv2d)]  # timed once: dense against the converted model
+    rows = {row.name: row for row in conversion.layers}
+    kept = speedup > 1.0
+    assert isinstance(conversion.model.a, CSRConv2d) is kept
+    assert isinstance(conversion.model.b, CSRConv2d) is kept
+    assert (rows["a"].kernel == "csr") is kept
+    if not kept:
+        assert "0.80x" in rows["a"].reason and "stay dense" in rows["a"].reason
+    assert conversion.whole_model is not None and "whole model" in conversion.summary()
+    with torch.no_grad():
+        torch.testing.assert_close(conversion.model.eval()(x), result.model.eval()(x),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_forced_kernels_skip_the_whole_model_timing(pruned, monkeypatch) -> None:
+    from prunekit.sparse import convert
+
+    def never(*args: object) -> None:
+        raise AssertionError("a forced kernel is not timed")
+
+    monkeypatch.setattr(convert, "time_whole_models", never)
+    result, x = pruned
+    assert pk.to_sparse(result, x, kernel="csr").whole_model is None
+
+
+def test_a_sparse_conv_copied_in_inference_mode_runs(pruned) -> None:
+    # inference tensors have no version counter: the kernel's plan cache must not need one
+    import copy
+
+    result, x = pruned
+    model = pk.to_sparse(result, x, kernel="csr").model.eval()
+    expected = model(x).detach()
+    with torch.inference_mode():
+        twin = copy.deepcopy(model)
+        torch.testing.assert_close(twin(x), expected)
+        torch.testing.assert_close(twin(x), expected)  # the kept plan, second call

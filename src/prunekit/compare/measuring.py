@@ -55,22 +55,6 @@ def runs_nchw(model: nn.Module) -> bool:
     return any(isinstance(m, CSRConv2d) for m in model.modules())
 
 
-def timed_as_is(model: nn.Module) -> nn.Module:
-    """``model``, made to be timed itself by :func:`time_models` rather than a copy of it.
-
-    :func:`time_models` deep-copies each model inside ``torch.inference_mode()``, which
-    makes a :class:`CSRConv2d`'s buffers inference tensors, and its kernel-plan cache reads
-    their version counters, which inference tensors lack (a ``RuntimeError`` on the first
-    call). A model timed as it is keeps ordinary tensors; it is only switched to eval mode
-    and moved to the device it already is on, as :func:`time_models` would do to a copy.
-    """
-    def itself(memo: dict[int, Any]) -> nn.Module:
-        return model
-
-    object.__setattr__(model, "__deepcopy__", itself)
-    return model
-
-
 def _channels_last(model: nn.Module, x: torch.Tensor, ctx: MeasureContext, device: str) -> bool:
     if device != "cpu" or runs_nchw(model):
         return False
@@ -96,8 +80,6 @@ def latency_row(model: nn.Module, ctx: MeasureContext, device: str = "cpu",
     for batch, x in ctx.inputs.items():
         sparse = (converted or {}).get(batch) if device == "cpu" else None
         timed = model if sparse is None else sparse
-        if sparse is not None and runs_nchw(sparse):
-            timed = timed_as_is(sparse)
         cl = _channels_last(timed, x, ctx, device)
         dense_cl = ctx.dense_channels_last[batch] if device == "cpu" else False
         models = {"dense": ctx.dense}

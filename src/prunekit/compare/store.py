@@ -13,7 +13,7 @@ from ..io.atomic import atomic_text
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
-SCHEMA = 1
+SCHEMA = 2  # 2: unstructured rows timed through to_sparse, with their sparse records
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -225,10 +225,11 @@ class CSRConv2d(nn.Module):
         A plan (each kept weight's input offset: rebuilding it costs as much as a small
         convolution) is kept for the next call and used while ``crow``, ``col``, ``values``
         and ``bias`` are the very tensors it was built from (it holds them) and none was
-        changed in place.
+        changed in place (inference tensors, made in ``torch.inference_mode``, have no
+        version counter: for them the identity alone decides).
         """
         parts = (self.crow, self.col, self.values, self.bias)
-        versions = tuple(None if t is None else t._version for t in parts)
+        versions = tuple(None if t is None or t.is_inference() else t._version for t in parts)
         kept = self._plans.get(input_shape)
         if kept is not None:
             held, held_versions, found = kept

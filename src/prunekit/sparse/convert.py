@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -23,6 +25,7 @@ from .conv import CSRConv2d, decide_conv, unsupported_reason
 from .dispatch import KERNELS, KernelChoice, candidate_kernels, choose_kernel, sparse_module
 from .formats import choose_format
 from .modules import CSRLinear, SemiStructuredLinear, dense_weight
+from .whole_model import WholeModelTiming, image_input, time_whole_models
 
 log = logging.getLogger(__name__)
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -52,6 +55,8 @@ class SparseConversion:
     model: nn.Module
     layers: list[SparseLayer] = field(default_factory=list)
     plan: Plan | None = None  # the plan of the pruning result converted, if one was given
+    # sparse convolutions chosen by timing: the whole converted model against dense
+    whole_model: WholeModelTiming | None = None
 
     @property
     def kernels(self) -> dict[str, str]:
@@ -59,7 +64,8 @@ class SparseConversion:
         return {row.name: row.kernel for row in self.layers if row.kernel != "dense"}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layers": [asdict(row) for row in self.layers]}
+        whole = None if self.whole_model is None else asdict(self.whole_model)
+        return {"layers": [asdict(row) for row in self.layers], "whole_model": whole}
 
     def summary(self) -> str:
         """A text table: layer, shape, sparsity, storage format, kernel, times, reason."""
@@ -76,6 +82,9 @@ class SparseConversion:
                 f"{r.name:<28} {shape:<14} {r.sparsity:>8.1%} {r.storage:<8} "
                 f"{r.kernel:<6} {times[0]} {times[1]}  {r.reason}"
             )
+        if self.whole_model is not None:
+            lines.append(f"whole model: dense ({self.whole_model.dense_format}) / converted = "
+                         f"{self.whole_model.speedup:.2f}x")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -262,6 +271,8 @@ class SparsePipeline:
     def mutate(self, work: nn.Module) -> None:
         finalize(work)
         self.conversion = SparseConversion(work, plan=self.plan)
+        image = image_input(self.example_inputs) if self.kernel == "auto" else None
+        dense = copy.deepcopy(work) if image is not None else None
         pinned = _weight_readers(work)
         for name, module in list(work.named_modules()):
             if isinstance(module, nn.Linear) and name in pinned:
@@ -271,6 +282,26 @@ class SparsePipeline:
                 self._convert(work, name, module)
             elif isinstance(module, CONV_TYPES) and _sparsity(module.weight.detach()) > 0:
                 self._convert_conv(work, name, module)
+        if dense is not None and image is not None:
+            self._keep_only_if_faster(work, dense, image)
+
+    def _keep_only_if_faster(self, work: nn.Module, dense: nn.Module, x: torch.Tensor) -> None:
+        """Undo the sparse convolutions if the whole converted model lost to dense."""
+        convs = {row.name for row in self.conversion.layers
+                 if row.kernel != "dense" and row.kind == "Conv2d" and row.name}
+        if not convs:
+            return
+        timing = time_whole_models(dense, work, x)
+        self.conversion.whole_model = timing
+        if not timing.slower:
+            return
+        for name in convs:
+            work.set_submodule(name, dense.get_submodule(name))
+        self.conversion.layers = [
+            dataclasses.replace(row, kernel="dense", reason=timing.describe())
+            if row.name in convs else row
+            for row in self.conversion.layers
+        ]
 
     def _convert(self, work: nn.Module, name: str, linear: nn.Linear) -> None:
         shape = self.shapes.get(name)
