@@ -4,6 +4,10 @@ batches keeps the groups the scan finds sensitive."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +106,26 @@ def test_calibration_without_a_target_or_taylor_is_still_refused() -> None:
     model, x = pk.zoo.build("resnet").eval(), pk.zoo.example_inputs("resnet")
     with pytest.raises(pk.SpecError, match="does not use calibration="):
         pk.prune(model, pk.Structured(sparsity=0.5), x, calibration=[x])
+
+
+PLOT_SCRIPT = """
+import json, sys
+import matplotlib
+before = matplotlib.get_backend()
+import prunekit as pk
+model, x = pk.zoo.build("mlp").eval(), pk.zoo.example_inputs("mlp")
+pk.sensitivity(model, x, [x], progress=False).plot(sys.argv[1])
+print(json.dumps({"before": before, "after": matplotlib.get_backend(),
+                  "pyplot": "matplotlib.pyplot" in sys.modules}))
+"""
+
+
+def test_the_plot_keeps_the_callers_matplotlib_backend(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    done = subprocess.run([sys.executable, "-c", PLOT_SCRIPT, str(tmp_path / "scan.png")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"before": "svg", "after": "svg", "pyplot": False}
+    assert (tmp_path / "scan.png").read_bytes()[:4].hex() == "89504e47"

@@ -27,6 +27,7 @@ from ..graph.groups import Analysis, Group, analyze
 from ..graph.state import BIAS, NORM, OUT
 from ..importance.channel import channel_scores
 from ..inputs import ExampleInputs, eval_mode, model_outputs
+from ..io.atomic import atomic_path
 from ..select.structured import GroupChoice, removal_order
 from ..targets import IgnoreEntry
 
@@ -77,14 +78,14 @@ class SensitivityReport:
             SpecError: matplotlib is not installed (the ``report`` extra).
         """
         try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
         except ImportError as exc:
             raise SpecError("plotting the sensitivity needs matplotlib",
                             'pip install "prunekit[report]"') from exc
-        figure, axes = plt.subplots(figsize=(7, 4.5))
+        figure = Figure(figsize=(7, 4.5))  # no pyplot: the user's backend stays as it was
+        FigureCanvasAgg(figure)
+        axes = figure.subplots()
         for g in self.groups:
             axes.plot([1.0, *g.kept], [0.0, *g.loss], marker="o", label=g.name)
         axes.set_xlabel("kept fraction of the group's channels")
@@ -94,8 +95,8 @@ class SensitivityReport:
             axes.legend(fontsize=7)
         figure.tight_layout()
         out = Path(path)
-        figure.savefig(out, dpi=120)
-        plt.close(figure)
+        with atomic_path(out, overwrite=True) as tmp:
+            figure.savefig(tmp, dpi=120)
         return out
 
     def to_dict(self) -> dict[str, Any]:

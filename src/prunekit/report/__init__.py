@@ -6,15 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from ..compare.store import write_json_atomic
+from ..io.atomic import atomic_text
 from .markdown import render_markdown
 from .rows import COLUMNS, failed_rows, flat_rows, missing_variants, to_csv
 from .terminal import render_terminal
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def write_reports(data: dict[str, Any], out_dir: Path, *, plots: bool = True) -> list[Path]:
@@ -30,8 +25,8 @@ def write_reports(data: dict[str, Any], out_dir: Path, *, plots: bool = True) ->
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "results.json", data)
-    _write_text(out_dir / "results.csv", to_csv(flat_rows(data)))
-    _write_text(out_dir / "report.md", render_markdown(data, plots=plots))
+    atomic_text(out_dir / "results.csv", to_csv(flat_rows(data)), overwrite=True)
+    atomic_text(out_dir / "report.md", render_markdown(data, plots=plots), overwrite=True)
     paths = [out_dir / name for name in ("results.json", "results.csv", "report.md")]
     if plots:
         from .plots import write_plots

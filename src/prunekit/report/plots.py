@@ -13,6 +13,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..io.atomic import atomic_path
 from .rows import flat_rows
 
 MARKERS = {"dense": "*", "control": "P", "unstructured": "o", "nm": "D", "structured": "s",
@@ -27,7 +28,8 @@ def _figure(figsize: tuple[float, float]) -> Figure:
 
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path, overwrite=True) as tmp:  # keeps the .png suffix: format by name
+        fig.savefig(tmp, dpi=120)
     return path
 
 
