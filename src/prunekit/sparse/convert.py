@@ -201,8 +201,10 @@ def to_sparse(
     zeros is timed dense vs sparse (CSR; 2:4 semi-structured on CUDA fp16/bf16) on this
     device at the layer's real row count, and each ``nn.Conv2d`` dense vs a direct CSR
     convolution at its real input shape (needs ``example_inputs``); a layer is replaced only
-    if the sparse kernel wins by ``margin``. Other convolutions stay dense; the summary says
-    why for every layer.
+    if the sparse kernel wins by ``margin``. When convolutions went sparse by timing, the
+    whole converted model is then timed against the dense one in its faster memory format
+    (NCHW or channels_last), and the sparse convolutions are undone if it lost
+    (``.whole_model``). Other convolutions stay dense; the summary says why for every layer.
 
     Args:
         model: a model or a :class:`PruneResult` (whose plan the conversion keeps, so that
