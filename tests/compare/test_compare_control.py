@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from compare_factories import bundle
 
 import prunekit as pk
 from prunekit import zoo
@@ -14,17 +15,8 @@ from prunekit.compare import CompareSettings, parse_variants, run_comparison
 from prunekit.compare.control import CONTROL_NAME
 from prunekit.compare.recovery import recover
 from prunekit.compare.runner import load_dense
-from prunekit.data import DataBundle, TensorLoader
 from prunekit.measure import evaluate_accuracy
 from prunekit.report import flat_rows, render_markdown, to_csv
-
-
-def _data() -> DataBundle:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(256, 1, 28, 28, generator=gen)
-    y = (x.mean(dim=(1, 2, 3)) > 0).long() + 2 * (x[:, 0, 0, 0] > 0).long()  # 4 classes
-    return DataBundle(TensorLoader(x[:192], y[:192], 64, shuffle=True),
-                      TensorLoader(x[192:], y[192:], 64), name="synthetic")
 
 
 def _mlp() -> torch.nn.Module:
@@ -36,7 +28,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[CompareSettings, dict
     out = tmp_path_factory.mktemp("control")
     settings = CompareSettings(tuple(parse_variants("unstructured-80")), out, model_ref="mlp",
                                quick=True, progress=False)
-    return settings, run_comparison(settings, _mlp, _data())
+    return settings, run_comparison(settings, _mlp, bundle())
 
 
 def test_the_control_gets_the_variants_budget_and_nothing_pruned(run) -> None:
@@ -55,11 +47,11 @@ def test_the_control_is_reproduced_by_the_shared_recovery_function(run) -> None:
     """Same recipe, data order and seed: recovering a copy of the dense baseline by hand
     gives the control's accuracy exactly (deterministic on one CPU thread)."""
     settings, data = run
-    bundle = _data()
-    dense, _ = load_dense(_mlp, bundle, settings)
+    data_bundle = bundle()
+    dense, _ = load_dense(_mlp, data_bundle, settings)
     model = copy.deepcopy(dense)
-    recover(model, bundle, settings, teacher=copy.deepcopy(dense))
-    assert evaluate_accuracy(model, bundle.test) == data["control"]["accuracy"]
+    recover(model, data_bundle, settings, teacher=copy.deepcopy(dense))
+    assert evaluate_accuracy(model, data_bundle.test) == data["control"]["accuracy"]
     changed = any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                         dense.state_dict().values(), strict=True))
     assert changed  # the control was trained, not a copy of the baseline
@@ -83,5 +75,5 @@ def test_report_shows_loss_against_baseline_and_control(run) -> None:
 
 def test_a_resumed_run_reuses_the_control(run, tmp_path: Path) -> None:
     settings, data = run
-    again = run_comparison(settings, _mlp, _data())
+    again = run_comparison(settings, _mlp, bundle())
     assert again["control"] == data["control"]

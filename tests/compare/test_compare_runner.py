@@ -11,20 +11,12 @@ from typing import Any
 
 import pytest
 import torch
+from compare_factories import bundle
 
 from prunekit import zoo
 from prunekit.compare import CompareSettings, parse_variants, run_comparison
-from prunekit.data import DataBundle, TensorLoader
 from prunekit.errors import ArtifactExistsError
 from prunekit.report import flat_rows, to_csv, write_reports
-
-
-def _data() -> DataBundle:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(256, 1, 28, 28, generator=gen)
-    y = (x.mean(dim=(1, 2, 3)) > 0).long() + 2 * (x[:, 0, 0, 0] > 0).long()  # 4 classes
-    return DataBundle(TensorLoader(x[:192], y[:192], 64, shuffle=True),
-                      TensorLoader(x[192:], y[192:], 64), name="synthetic")
 
 
 def _settings(out: Path, variants: str) -> CompareSettings:
@@ -37,7 +29,7 @@ def _mlp() -> torch.nn.Module:
 
 
 def test_every_variant_is_measured_and_kept_on_disk(tmp_path: Path) -> None:
-    data = run_comparison(_settings(tmp_path, "unstructured-80,nm-2:4"), _mlp, _data())
+    data = run_comparison(_settings(tmp_path, "unstructured-80,nm-2:4"), _mlp, bundle())
     assert data["baseline"]["source"] == "trained"  # no checkpoint: trained, then cached
     assert (tmp_path / "baseline" / "model.safetensors").is_file()
     on_disk = json.loads((tmp_path / "results.json").read_text())
@@ -63,12 +55,12 @@ def test_interrupted_run_keeps_finished_variants_and_resumes(tmp_path: Path) -> 
 
     settings = _settings(tmp_path, "unstructured-50,unstructured-80")
     with pytest.raises(KeyboardInterrupt):
-        run_comparison(settings, _mlp, _data(), on_variant=stop_after_first)
+        run_comparison(settings, _mlp, bundle(), on_variant=stop_after_first)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["interrupted"] and list(saved["variants"]) == ["unstructured-50"]
     first = saved["variants"]["unstructured-50"]
 
-    resumed = run_comparison(settings, _mlp, _data())
+    resumed = run_comparison(settings, _mlp, bundle())
     assert resumed["baseline"]["source"] == "cached"
     assert resumed["variants"]["unstructured-50"] == first  # reused, not re-run
     assert resumed["variants"]["unstructured-80"]["status"] == "done"
@@ -77,12 +69,12 @@ def test_interrupted_run_keeps_finished_variants_and_resumes(tmp_path: Path) -> 
 
 def test_changed_settings_are_refused_then_discarded_only_with_fresh(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    run_comparison(_settings(tmp_path, "unstructured-50"), _mlp, _data())
+    run_comparison(_settings(tmp_path, "unstructured-50"), _mlp, bundle())
     before = (tmp_path / "results.json").read_text()
     other = CompareSettings(tuple(parse_variants("unstructured-50")), tmp_path, model_ref="mlp",
                             quick=True, progress=False, seed=1, lr=0.05)
     with pytest.raises(ArtifactExistsError) as info:
-        run_comparison(other, _mlp, _data())
+        run_comparison(other, _mlp, bundle())
     message = str(info.value)
     assert "seed: 0 -> 1" in message and "lr: 0.02 -> 0.05" in message
     assert "--fresh" in message and "another --out" in message
@@ -90,7 +82,7 @@ def test_changed_settings_are_refused_then_discarded_only_with_fresh(
     assert (tmp_path / "results.json").read_text() == before  # nothing touched
 
     with caplog.at_level(logging.WARNING, logger="prunekit"):
-        data = run_comparison(other, _mlp, _data(), fresh=True)
+        data = run_comparison(other, _mlp, bundle(), fresh=True)
     assert data["settings"]["seed"] == 1
     assert data["baseline"]["source"] == "trained"  # the cached baseline went too
     discarded = [r.getMessage() for r in caplog.records if "--fresh: discarding" in r.getMessage()]
@@ -101,12 +93,12 @@ def test_changed_settings_are_refused_then_discarded_only_with_fresh(
 def test_a_changed_setting_with_nothing_finished_is_no_loss(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text(json.dumps(
         {"schema": 1, "settings": {"seed": 5}, "dense": None, "variants": {}}))
-    data = run_comparison(_settings(tmp_path, "unstructured-50"), _mlp, _data())
+    data = run_comparison(_settings(tmp_path, "unstructured-50"), _mlp, bundle())
     assert data["variants"]["unstructured-50"]["status"] == "done"
 
 
 def test_reports_name_every_variant_and_list_failures(tmp_path: Path) -> None:
-    data = run_comparison(_settings(tmp_path, "unstructured-90"), _mlp, _data())
+    data = run_comparison(_settings(tmp_path, "unstructured-90"), _mlp, bundle())
     data["requested"].append("structured-50")
     data["variants"]["structured-50"] = {"name": "structured-50", "family": "structured",
                                          "status": "failed", "error": "no coupling rule"}

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from compare_factories import bundle
 from torch import nn
 
 import prunekit as pk
@@ -17,7 +18,6 @@ from prunekit import zoo
 from prunekit.compare import CompareSettings, measuring, parse_variants, run_comparison
 from prunekit.compare import pipeline as compare_pipeline
 from prunekit.compare.pipeline import OUTPUT_ATOL, OUTPUT_RTOL, deployable, sparse_deployable
-from prunekit.data import DataBundle, TensorLoader
 from prunekit.errors import PruningBrokeModelError
 from prunekit.report import render_markdown
 from prunekit.sparse import CSRConv2d, CSRLinear, kernels
@@ -29,18 +29,10 @@ needs_numba = pytest.mark.skipif(not kernels.available(), reason="numba not inst
 SPARSE_TYPES = (CSRConv2d, CSRLinear)
 
 
-def _data() -> DataBundle:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(256, 1, 28, 28, generator=gen)
-    y = (x.mean(dim=(1, 2, 3)) > 0).long() + 2 * (x[:, 0, 0, 0] > 0).long()  # 4 classes
-    return DataBundle(TensorLoader(x[:192], y[:192], 64, shuffle=True),
-                      TensorLoader(x[192:], y[192:], 64), name="synthetic")
-
-
 def _run(out: Path, variants: str, model: str = "lenet") -> dict[str, Any]:
     settings = CompareSettings(tuple(parse_variants(variants)), out, model_ref=model,
                                quick=True, progress=False)
-    return run_comparison(settings, lambda: zoo.build(model), _data())
+    return run_comparison(settings, lambda: zoo.build(model), bundle())
 
 
 def _sparse_always_wins(monkeypatch: pytest.MonkeyPatch) -> None:
