@@ -1,4 +1,5 @@
-"""MISSION.md's structured example: filter 3 (L1 sum 0.036) is removed by a threshold."""
+"""The structured worked example of docs/structured.md: filter 3 (L1 sum 0.036) is removed
+by a threshold."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MISSION.md's worked examples, reproduced exactly."""
+"""The worked examples of docs/unstructured.md and docs/structured.md, reproduced exactly."""
 
 from __future__ import annotations
 

@@ -156,8 +156,8 @@ def global_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, 
 def threshold_masks(scores: dict[str, torch.Tensor], threshold: float) -> dict[str, torch.Tensor]:
     """Remove every weight whose score is strictly below ``threshold``.
 
-    Example (MISSION.md): with ``|w|`` scores and threshold 0.05, 0.03 is removed and
-    0.05 itself is kept.
+    Example (the worked example of docs/unstructured.md): with ``|w|`` scores and
+    threshold 0.05, 0.03 is removed and 0.05 itself is kept.
 
         >>> w = torch.tensor([0.1, 0.05, 0.03, -0.5])
         >>> threshold_masks({"w": w.abs()}, 0.05)["w"].tolist()

@@ -1,6 +1,6 @@
 """Per-layer kernel choice: time dense and sparse on this device and batch, keep the winner.
 
-Rule (from the measurements in PERF.md and ``benchmarks/bench_sparse.py``): below
+Rule (from the measurements of ``benchmarks/bench_sparse.py``): below
 ``min_sparsity`` (default 50%) sparse kernels always lose, so such layers stay dense without
 timing. Otherwise both versions run on a random input of the layer's real row count, in
 alternating rounds, and the sparse kernel is kept only if it beats dense by ``margin``
