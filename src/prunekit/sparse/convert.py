@@ -202,8 +202,8 @@ def to_sparse(
     device at the layer's real row count, and each ``nn.Conv2d`` dense vs a direct CSR
     convolution at its real input shape (needs ``example_inputs``); a layer is replaced only
     if the sparse kernel wins by ``margin``. When convolutions went sparse by timing, the
-    whole converted model is then timed against the dense one in its faster memory format
-    (NCHW or channels_last), and the sparse convolutions are undone if it lost
+    converted model is then timed against itself with those convolutions dense, in its
+    faster memory format (NCHW or channels_last), and they are undone if it lost
     (``.whole_model``). Other convolutions stay dense; the summary says why for every layer.
 
     Args:
@@ -273,8 +273,7 @@ class SparsePipeline:
     def mutate(self, work: nn.Module) -> None:
         finalize(work)
         self.conversion = SparseConversion(work, plan=self.plan)
-        image = image_input(self.example_inputs) if self.kernel == "auto" else None
-        dense = copy.deepcopy(work) if image is not None else None
+        self.timed_convs: dict[str, nn.Module] = {}  # dense convs replaced by timing
         pinned = _weight_readers(work)
         for name, module in list(work.named_modules()):
             if isinstance(module, nn.Linear) and name in pinned:
@@ -284,24 +283,25 @@ class SparsePipeline:
                 self._convert(work, name, module)
             elif isinstance(module, CONV_TYPES) and _sparsity(module.weight.detach()) > 0:
                 self._convert_conv(work, name, module)
-        if dense is not None and image is not None:
-            self._keep_only_if_faster(work, dense, image)
+        image = image_input(self.example_inputs)
+        if self.timed_convs and image is not None:
+            self._keep_only_if_faster(work, image)
 
-    def _keep_only_if_faster(self, work: nn.Module, dense: nn.Module, x: torch.Tensor) -> None:
-        """Undo the sparse convolutions if the whole converted model lost to dense."""
-        convs = {row.name for row in self.conversion.layers
-                 if row.kernel != "dense" and row.kind == "Conv2d" and row.name}
-        if not convs:
-            return
+    def _keep_only_if_faster(self, work: nn.Module, x: torch.Tensor) -> None:
+        """Undo the sparse convolutions chosen by timing if the converted model lost to
+        the same model with those convolutions dense."""
+        dense = copy.deepcopy(work)
+        for name, conv in self.timed_convs.items():
+            dense.set_submodule(name, conv)
         timing = time_whole_models(dense, work, x)
         self.conversion.whole_model = timing
         if not timing.slower:
             return
-        for name in convs:
-            work.set_submodule(name, dense.get_submodule(name))
+        for name, conv in self.timed_convs.items():
+            work.set_submodule(name, conv)
         self.conversion.layers = [
             dataclasses.replace(row, kernel="dense", reason=timing.describe())
-            if row.name in convs else row
+            if row.name in self.timed_convs else row
             for row in self.conversion.layers
         ]
 
@@ -316,6 +316,8 @@ class SparsePipeline:
         wanted = self.kernel if isinstance(self.kernel, str) else self.kernel.get(name, "dense")
         choice, replacement = decide_conv(conv, wanted, self.shapes.get(name),
                                           min_sparsity=self.min_sparsity, margin=self.margin)
+        if replacement is not None and wanted == "auto" and name:
+            self.timed_convs[name] = conv
         self._swap(work, name, conv, choice, replacement)
 
     def _swap(self, work: nn.Module, name: str, dense: nn.Module, choice: KernelChoice,
