@@ -130,6 +130,33 @@ def _prune_block_towards_dense(
     return masks, dense_block
 
 
+def prune_block(
+    name: str, block: nn.Module, modules: Mapping[str, nn.Module], inputs: list[BlockInput],
+    dense_inputs: list[BlockInput], settings: OneShotSettings,
+) -> tuple[dict[str, torch.Tensor], nn.Module]:
+    """Prune the targeted layers of one block from the inputs it receives.
+
+    Args:
+        name: the block's name in the model (the prefix of its weight keys).
+        block: the block, mutated in place.
+        modules: ``{weight key: module}`` of the block's targeted layers (may be empty).
+        inputs: the block's inputs in the model pruned so far.
+        dense_inputs: the unpruned model's inputs to it (read for ``reconstruct="dense"``).
+        settings: method and amounts.
+
+    Returns:
+        ``(masks, reference)``: ``{weight key: keep-mask}``, and the block whose outputs
+        on ``dense_inputs`` are the unpruned model's (an unpruned copy for
+        ``reconstruct="dense"``, else ``block`` itself).
+    """
+    if not modules:
+        return {}, block
+    if settings.reconstruct == "dense":
+        return _prune_block_towards_dense(name, block, modules, inputs, dense_inputs, settings)
+    stats = _block_stats(block, modules, inputs, settings)
+    return _prune_stage(modules, stats, settings), block
+
+
 def calibrate_and_prune(
     model: nn.Module, keys: list[str], batches: list[Batch], settings: OneShotSettings,
     block_names: list[str],
@@ -160,14 +187,9 @@ def calibrate_and_prune(
             dense_inputs = inputs  # the unpruned model's, for reconstruct="dense"
             for name, block in tqdm(blocks, desc=settings.method, unit="block", disable=None):
                 inside = {k: m for k, m in modules.items() if k.startswith(name + ".")}
-                dense_block = block
-                if inside and settings.reconstruct == "dense":
-                    found, dense_block = _prune_block_towards_dense(
-                        name, block, inside, inputs, dense_inputs, settings)
-                    masks.update(found)
-                elif inside:
-                    stats = _block_stats(block, inside, inputs, settings)
-                    masks.update(_prune_stage(inside, stats, settings))
+                found, dense_block = prune_block(name, block, inside, inputs, dense_inputs,
+                                                 settings)
+                masks.update(found)
                 if len(masks) == len(modules):
                     break  # nothing left to calibrate: later outputs are not needed
                 inputs = run_block(block, inputs)
