@@ -15,6 +15,7 @@ from .result import PruneResult, model_of
 from .specs import (
     CALIBRATED_IMPORTANCE,
     NM,
+    Depth,
     Spec,
     Structured,
     TransformerStructured,
@@ -40,20 +41,22 @@ def prune(
 
     Unstructured and N:M specs give the *masked* end state (same shapes, a mask per weight;
     call :func:`finalize` to bake the zeros in). A :class:`Structured` spec gives a
-    physically smaller dense model.
+    physically smaller dense model; a :class:`Depth` spec removes whole residual blocks.
 
     Args:
         model: any ``nn.Module`` (or a :class:`PruneResult`, to prune its model further).
-        spec: :class:`Unstructured`, :class:`NM`, :class:`Structured`, or
-            :class:`TransformerStructured` (heads / neurons / blocks of a Hugging Face model).
+        spec: :class:`Unstructured`, :class:`NM`, :class:`Structured`, :class:`Depth`
+            (whole residual blocks), or :class:`TransformerStructured` (heads / neurons /
+            blocks of a Hugging Face model).
         example_inputs: inputs the model accepts (tensor, tuple of args or dict of kwargs).
-            Required for structured pruning; otherwise used to check the model still runs
+            Required for structured and depth pruning; otherwise used to check the model still runs
             with the same output shapes.
         ignore: module names (each covers its children), module types or compiled regexes
             (``re.compile(...)``, matched in full) to leave alone; one entry or a list.
         overrides: ``{module name, type or compiled regex: sparsity}`` per-layer sparsities.
         include_embeddings: also prune ``nn.Embedding`` weights (unstructured).
-        calibration: calibration batches for data-aware importance (wanda, sparsegpt, taylor).
+        calibration: calibration batches for data-aware importance (wanda, sparsegpt, taylor)
+            and for choosing residual blocks by their influence (:class:`Depth`).
             An argument the chosen method would not use (``calibration=`` for magnitude
             pruning, ``include_embeddings=`` for structured pruning) is refused.
         inplace: mutate ``model`` instead of a copy; any failure restores it exactly.
@@ -89,6 +92,10 @@ def pipeline_for(spec: Spec, request: Request) -> Pipeline[PruneResult]:
         from .hf.prune import TransformerPipeline
 
         return TransformerPipeline(spec, request)
+    if isinstance(spec, Depth):
+        from .depth.pipeline import DepthPipeline
+
+        return DepthPipeline(spec, request)
     if isinstance(spec, Structured):
         from .structured import StructuredPipeline
 
@@ -100,7 +107,7 @@ def pipeline_for(spec: Spec, request: Request) -> Pipeline[PruneResult]:
     if isinstance(spec, (Unstructured, NM)):
         return MaskedPipeline(spec, request)
     raise SpecError(
-        "spec must be Unstructured, NM or Structured (or TransformerStructured for a "
+        "spec must be Unstructured, NM, Structured or Depth (or TransformerStructured for a "
         f"Hugging Face transformer), got {type(spec).__name__}",
         "e.g. pk.Unstructured(sparsity=0.9)",
     )
@@ -109,19 +116,26 @@ def pipeline_for(spec: Spec, request: Request) -> Pipeline[PruneResult]:
 def apply_plan(
     model: nn.Module | PruneResult, plan: Plan, *, inplace: bool = False
 ) -> nn.Module:
-    """Apply a saved mask plan (unstructured / N:M) to a model of the same architecture.
+    """Apply a saved plan to a model of the same architecture: a mask plan (unstructured /
+    N:M), or a depth plan (its blocks replaced by ``nn.Identity``).
 
     Args:
         model: a model of the architecture the plan was made on (dense or masked), or a
             :class:`PruneResult`.
-        plan: a plan with ``masks`` (e.g. ``Plan.from_json(text)``).
-        inplace: mask ``model`` itself instead of a copy.
+        plan: a plan with ``masks``, or of a :class:`Depth` result (e.g.
+            ``Plan.from_json(text)``).
+        inplace: change ``model`` itself instead of a copy.
 
     Returns:
-        The masked model.
+        The masked model, or the model without the plan's blocks.
 
     Raises:
-        PlanError: the plan names a parameter the model lacks or of another shape, or it is
-            a structured plan (which holds shapes, not values).
+        PlanError: the plan names a parameter the model lacks or of another shape, a block
+            that is not a removable residual block of the model, or it is a structured
+            plan (which holds shapes, not values).
     """
+    from .depth.pipeline import is_depth_plan, replay
+
+    if is_depth_plan(plan):
+        return replay(model_of(model), plan, inplace=inplace)
     return run(ApplyPlanPipeline(plan), model_of(model), inplace=inplace)

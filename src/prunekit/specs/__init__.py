@@ -10,20 +10,21 @@ from typing import Any
 
 from ..errors import SpecError
 from .checks import check_sparsity
+from .depth import DEPTH_SELECTIONS, Depth
 from .structured import STRUCTURED_IMPORTANCE, Structured
 from .transformer import TRANSFORMER_IMPORTANCE, TransformerStructured
 from .weights import CALIBRATED_IMPORTANCE, NM, UNSTRUCTURED_IMPORTANCE, Scope, Unstructured
 
-Spec = Unstructured | NM | Structured | TransformerStructured
+Spec = Unstructured | NM | Structured | TransformerStructured | Depth
 _SPEC_KINDS: dict[str, Any] = {
     "unstructured": Unstructured, "nm": NM, "structured": Structured.from_dict,
-    "transformer_structured": TransformerStructured.from_dict,
+    "transformer_structured": TransformerStructured.from_dict, "depth": Depth.from_dict,
 }
 
 __all__ = [
-    "CALIBRATED_IMPORTANCE", "NM", "STRUCTURED_IMPORTANCE", "Scope", "Spec", "Structured",
-    "TRANSFORMER_IMPORTANCE", "TransformerStructured", "UNSTRUCTURED_IMPORTANCE", "Unstructured",
-    "check_sparsity", "spec_from_dict",
+    "CALIBRATED_IMPORTANCE", "DEPTH_SELECTIONS", "Depth", "NM", "STRUCTURED_IMPORTANCE", "Scope",
+    "Spec", "Structured", "TRANSFORMER_IMPORTANCE", "TransformerStructured",
+    "UNSTRUCTURED_IMPORTANCE", "Unstructured", "check_sparsity", "spec_from_dict",
 ]
 
 
