@@ -13,7 +13,7 @@ from rich.table import Table
 from .. import api
 from ..budget import BudgetTarget, Latency, MACs, Params
 from ..errors import SpecError
-from ..specs import NM, Spec, Structured, Unstructured
+from ..specs import NM, Depth, Spec, Structured, Unstructured
 from ..summary import ROOT, Summary
 from .errors import report_failures
 from .model_ref import build_model, example_inputs_for
@@ -23,6 +23,13 @@ class Method(str, Enum):
     unstructured = "unstructured"
     nm = "nm"
     structured = "structured"
+    depth = "depth"
+
+
+class Selection(str, Enum):
+    greedy = "greedy"
+    oneshot = "oneshot"
+    last = "last"
 
 
 def build_target(
@@ -63,7 +70,7 @@ def build_spec(
     target: BudgetTarget | None = None,
 ) -> Spec:
     """Turn command-line options into a validated spec."""
-    if target is not None and method is not Method.structured:
+    if target is not None and method not in (Method.structured, Method.depth):
         raise SpecError(f"a --target-* budget needs --method structured, not {method.value}",
                         "add --method structured")
     if method is Method.nm:
@@ -79,8 +86,33 @@ def build_spec(
                         importance=importance)
 
 
+def build_depth_spec(
+    blocks: int, names: list[str], selection: Selection, channels: Structured | None
+) -> Depth:
+    """``--method depth``: ``--blocks N`` (chosen by ``--selection``) or ``--block NAME``
+    (repeatable), with channel pruning of what remains when ``channels`` is given.
+
+    Raises:
+        SpecError: neither or both of ``--blocks`` / ``--block``, or a bad value.
+    """
+    if bool(blocks) == bool(names):
+        raise SpecError("--method depth needs --blocks N or --block NAME (not both)",
+                        "e.g. --method depth --blocks 2")
+    return Depth(blocks=blocks, names=tuple(names), selection=selection.value,
+                 channels=channels)
+
+
+def _check_depth_flags(method: Method, blocks: int, names: list[str]) -> None:
+    if method is not Method.depth and (blocks or names):
+        raise SpecError("--blocks / --block need --method depth", "add --method depth")
+
+
 def render_summary(summary: Summary, console: Console) -> None:
-    """Print the per-layer summary as a rich table plus the totals line."""
+    """Print the per-layer summary as a rich table plus the totals line (the parameter
+    counts alone when no layer is listed: depth pruning without channels)."""
+    if not summary.rows:
+        console.print(f"parameters {summary.params_before:,} -> {summary.params_after:,}")
+        return
     table = Table(title="pruning summary")
     for col in ("layer", "type", "shape", "nonzero", "sparsity", "status"):
         table.add_column(col, justify="right" if col in ("nonzero", "sparsity") else "left")
@@ -108,7 +140,8 @@ def prune_command(
     model: str = typer.Option(
         "lenet", "--model", "-m", help="zoo name, torchvision:NAME or package.module:factory"
     ),
-    method: Method = typer.Option(Method.unstructured, help="unstructured, nm or structured"),
+    method: Method = typer.Option(
+        Method.unstructured, help="unstructured, nm, structured or depth (residual blocks)"),
     sparsity: float | None = typer.Option(
         None, help="fraction removed, in [0, 1) (0.5 if neither this nor --threshold)"
     ),
@@ -133,6 +166,12 @@ def prune_command(
     device: str = typer.Option("cpu", help="--target-latency: device timed (cpu, cuda)"),
     dtype: str = typer.Option("float32", help="--target-latency: float32, float16, bfloat16"),
     threads: int | None = typer.Option(None, help="--target-latency: torch threads timed"),
+    blocks: int = typer.Option(
+        0, help="depth: remove this many residual blocks (the least influential)"),
+    block: list[str] = typer.Option(
+        [], help="depth: remove this residual block, by module name (repeatable)"),
+    selection: Selection = typer.Option(
+        Selection.greedy, help="depth --blocks: greedy, oneshot (by influence) or last"),
     seed: int = typer.Option(0, help="seed for random importance"),
     overwrite: bool = typer.Option(False, help="replace an existing --output folder"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
@@ -146,6 +185,8 @@ def prune_command(
       prunekit prune --model vgg --method nm --nm 2:4 --ignore 0.0
       prunekit prune --model resnet --method structured --target-macs 0.25
       prunekit prune --model resnet --method structured --target-latency 0.5 --batch 64
+      prunekit prune --model fmnist_resnet --method depth --blocks 2
+      prunekit prune --model fmnist_resnet --method depth --block stages.0.1 --sparsity 0.5
       prunekit prune -m mypkg.models:build --input-shape 1,3,32,32
 
     Exit codes: 0 ok, 1 a check failed, 2 bad usage or input, 3 internal error.
@@ -154,11 +195,20 @@ def prune_command(
         raise SpecError(
             "--sparsity/--threshold do not apply to --method nm", "use --nm N:M, e.g. --nm 2:4"
         )
+    _check_depth_flags(method, blocks, block)
     target = build_target(target_params, target_macs, target_latency, batch=batch,
                           device=device, dtype=dtype, threads=threads)
-    if sparsity is None and threshold is None and target is None and method is not Method.nm:
+    channels_given = sparsity is not None or threshold is not None or target is not None
+    if not channels_given and method not in (Method.nm, Method.depth):
         sparsity = 0.5
-    spec = build_spec(method, sparsity, threshold, scope, importance, nm, round_to, target)
+    spec: Spec
+    if method is Method.depth:
+        channels = build_spec(Method.structured, sparsity, threshold, scope, importance, nm,
+                              round_to, target) if channels_given else None
+        assert channels is None or isinstance(channels, Structured)
+        spec = build_depth_spec(blocks, block, selection, channels)
+    else:
+        spec = build_spec(method, sparsity, threshold, scope, importance, nm, round_to, target)
     net = build_model(model, weights)
     x = example_inputs_for(model, input_shape)
     result = api.prune(net, spec, x, ignore=ignore, seed=seed)
@@ -168,8 +218,11 @@ def prune_command(
         save(result, output, overwrite=overwrite, model_ref=artifact_ref(model))
     summary = result.summary()
     budget = getattr(result, "budget", None)
+    removed = result.plan.removed_modules
     if as_json:
         payload = {"model": model, "spec": spec.to_dict(), **summary.to_dict()}
+        if isinstance(spec, Depth):
+            payload["removed_blocks"] = list(removed)
         if budget is not None:
             payload["budget"] = budget.to_dict()
         if output is not None:
@@ -178,6 +231,9 @@ def prune_command(
     else:
         console = Console()
         render_summary(summary, console)
+        if isinstance(spec, Depth):
+            console.print(f"removed blocks: {', '.join(removed)}", markup=False,
+                          highlight=False)
         if budget is not None:
             console.print(str(budget), markup=False, highlight=False)
         if output is not None:

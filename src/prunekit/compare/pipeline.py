@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ from torch import nn
 
 from ..api import prune
 from ..apply.masks import effective_weight, finalize
+from ..depth.result import DepthResult
 from ..errors import InternalError, PrunekitError
 from ..result import PruneResult
 from ..sparse import kernels, to_sparse
 from ..sparse.convert import SparseConversion
-from ..specs import NM, Spec
+from ..specs import NM, Depth, Spec
 from ..targets import resolve_targets
 from .variants import Variant
 
@@ -29,6 +31,7 @@ ZEROS_INSIDE = 0.01  # a Linear / Conv2d weight with at least 1% zeros has spars
 # converted vs deployable outputs: the tolerance tests/sparse states for whole converted models
 OUTPUT_RTOL, OUTPUT_ATOL = 1e-4, 1e-5
 TIMED_SPARSE, TIMED_DEPLOYABLE = "to_sparse", "deployable"
+CALIBRATION_BATCHES = 8  # training batches a depth variant measures block influence on
 CONVERSION_FAILURES = (PrunekitError, RuntimeError)  # recorded; the deployable is timed
 
 
@@ -53,15 +56,31 @@ def _merge(first: PruneResult, second: PruneResult) -> PruneResult:
     return PruneResult(second.model, plan, second.spec, first.layers_before, first.params_before)
 
 
-def _prune_once(model: nn.Module, spec: Spec, example: torch.Tensor, seed: int) -> PruneResult:
+def calibration_batches(batches: Iterable[Any], count: int = CALIBRATION_BATCHES
+                        ) -> list[torch.Tensor]:
+    """The inputs of the first ``count`` ``(inputs, labels)`` batches (the training data's:
+    what a depth variant measures block influence on)."""
+    inputs = []
+    for x, _ in batches:
+        inputs.append(x.contiguous())
+        if len(inputs) == count:
+            break
+    return inputs
+
+
+def _prune_once(model: nn.Module, spec: Spec, example: torch.Tensor, seed: int,
+                calibration: list[torch.Tensor] | None) -> PruneResult:
     ignore: list[str] = nm_misfits(model, spec) if isinstance(spec, NM) else []
     if ignore:
         log.info("N:M leaves %s dense (input width not a multiple of m)", ignore)
-    return prune(model, spec, example, ignore=ignore, seed=seed)
+    measured = isinstance(spec, Depth) and spec.measured
+    return prune(model, spec, example, ignore=ignore, seed=seed,
+                 calibration=calibration if measured else None)
 
 
 def prune_variant(
-    dense: nn.Module, variant: Variant, example: torch.Tensor, seed: int = 0
+    dense: nn.Module, variant: Variant, example: torch.Tensor, seed: int = 0,
+    calibration: list[torch.Tensor] | None = None,
 ) -> PruneResult:
     """Apply the variant's specs in order to a copy of ``dense``.
 
@@ -70,6 +89,8 @@ def prune_variant(
         variant: the recipe.
         example: example inputs (needed by structured pruning to trace the model).
         seed: pruning seed.
+        calibration: input batches for specs that measure what to remove
+            (:attr:`Variant.calibrated`; :func:`calibration_batches` of the training data).
 
     Returns:
         One :class:`PruneResult` (for combined variants: the structured surgery and the
@@ -78,11 +99,19 @@ def prune_variant(
     result: PruneResult | None = None
     model = dense
     for spec in variant.specs:
-        step = _prune_once(model, spec, example, seed)
+        step = _prune_once(model, spec, example, seed, calibration)
         result = step if result is None else _merge(result, step)
         model = step.model
     assert result is not None, "a variant has at least one spec"
     return result
+
+
+def depth_record(result: DepthResult) -> dict[str, Any]:
+    """What a depth variant removed and measured: ``removed`` blocks, each block's
+    ``influence`` alone and the output ``change`` of the removal (relative, on the
+    calibration batches)."""
+    return {"removed": list(result.plan.removed_modules), "influence": dict(result.influence),
+            "change": result.change}
 
 
 def deployable(model: nn.Module) -> nn.Module:

@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.bundle import DataBundle
+from ..depth.result import DepthResult
 from ..errors import PrunekitError
 from ..measure.accuracy import evaluate_accuracy
 from ..measure.latency import fixed_threads
@@ -22,7 +23,14 @@ from .baseline import discard_cached_baseline, ensure_baseline, shipped_files
 from .control import CONTROL_FAMILY, CONTROL_NAME, run_control
 from .gradual import training_start
 from .measuring import MeasureContext, measure_model
-from .pipeline import deployable, layer_table, prune_variant, save_bytes
+from .pipeline import (
+    calibration_batches,
+    deployable,
+    depth_record,
+    layer_table,
+    prune_variant,
+    save_bytes,
+)
 from .recovery import finetune_record, recover
 from .settings import DEFAULT_MODEL, CompareSettings
 from .store import ResultStore
@@ -99,11 +107,15 @@ def run_variant(variant: Variant, dense: nn.Module, data: DataBundle, ctx: Measu
     example = ctx.inputs[min(ctx.inputs)]
     # selection code may .view() weights: hand it the contiguous layout
     contiguous = dense.to(memory_format=torch.contiguous_format)
-    result = prune_variant(contiguous, variant, example, seed=settings.seed)
+    calibration = calibration_batches(data.train) if variant.calibrated else None
+    result = prune_variant(contiguous, variant, example, seed=settings.seed,
+                           calibration=calibration)
     model = result.model.to(memory_format=torch.channels_last)
     row: dict[str, Any] = {"name": variant.name, "family": variant.family,
                            "sparsity": variant.sparsity,
                            "specs": [s.to_dict() for s in variant.specs]}
+    if isinstance(result, DepthResult):
+        row["depth"] = depth_record(result)
     row["accuracy_before"] = evaluate_accuracy(model, data.test, progress=settings.progress,
                                                description=f"evaluate {variant.name}")
     begin = training_start(contiguous, variant, result, example, gradual=settings.gradual,

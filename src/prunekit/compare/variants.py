@@ -1,6 +1,6 @@
 """Variant names (``unstructured-90``, ``nm-2:4``, ``structured-50``, ``combined-50+80``,
-and the budgets ``structured-macs25``, ``structured-params30``, ``structured-lat50``) and the
-pruning recipe each one stands for."""
+the budgets ``structured-macs25``, ``structured-params30``, ``structured-lat50``, and the
+depth variants ``depth-2`` and ``depth-last2``) and the pruning recipe each one stands for."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from ..budget import BudgetTarget, Latency, MACs, Params
 from ..errors import SpecError
-from ..specs import NM, Spec, Structured, Unstructured
+from ..specs import NM, Depth, Spec, Structured, Unstructured
 
-FAMILIES = ("unstructured", "nm", "structured", "combined")
+FAMILIES = ("unstructured", "nm", "structured", "combined", "depth")
 ALL_VARIANTS = (
     "unstructured-50", "unstructured-80", "unstructured-90", "unstructured-95", "nm-2:4",
     "structured-25", "structured-50", "structured-75", "combined-50+80",
@@ -30,11 +30,14 @@ _BUDGETS = {
     "params": re.compile(r"structured-params(\d+(?:\.\d+)?)"),
     "lat": re.compile(r"structured-lat(\d+(?:\.\d+)?)"),
 }
+# depth: the number of residual blocks removed, chosen by measured influence or the last ones
+_DEPTH = re.compile(r"depth-(last)?(\d+)")
 BUDGET_BATCH = 64  # the batch a structured-latNN variant's latency is timed at
 NAME_HINT = (
     "variants look like unstructured-90, nm-2:4, structured-50 or combined-50+80 "
     "(percentages removed), structured-macs25, structured-params30 or structured-lat50 "
-    "(percentages of MACs, parameters or batch-64 latency kept), comma-separated, or 'all'"
+    "(percentages of MACs, parameters or batch-64 latency kept), depth-2 or depth-last2 "
+    "(residual blocks removed: the least influential, or the last), comma-separated, or 'all'"
 )
 
 
@@ -44,10 +47,10 @@ class Variant:
 
     Attributes:
         name: the variant's name as given (``structured-50``).
-        family: ``unstructured``, ``nm``, ``structured`` or ``combined``.
+        family: ``unstructured``, ``nm``, ``structured``, ``combined`` or ``depth``.
         specs: specs applied one after the other.
         sparsity: nominal fraction removed (for plots), e.g. 0.9 or 0.5 (for a budget,
-            1 - the fraction kept).
+            1 - the fraction kept; for depth, 0: the fraction depends on the model).
     """
 
     name: str
@@ -58,6 +61,11 @@ class Variant:
     @property
     def structured(self) -> bool:
         return any(isinstance(s, Structured) for s in self.specs)
+
+    @property
+    def calibrated(self) -> bool:
+        """True if a spec chooses what to remove by measuring on calibration batches."""
+        return any(isinstance(s, Depth) and s.measured for s in self.specs)
 
 
 def _percent(text: str, name: str) -> float:
@@ -85,6 +93,22 @@ def budget_spec(kind: str, kept: float) -> Structured:
     return Structured(target=target, importance="l1")
 
 
+def depth_spec(blocks: int, last: bool) -> Depth:
+    """Remove ``blocks`` residual blocks: greedily the least influential on calibration
+    batches of the training data, or (``last``) the last ones the forward runs."""
+    return Depth(blocks=blocks, selection="last" if last else "greedy")
+
+
+def _depth_variant(text: str, name: str) -> Variant | None:
+    match = _DEPTH.fullmatch(text)
+    if match is None:
+        return None
+    blocks = int(match.group(2))
+    if blocks < 1:
+        raise SpecError(f"variant {name!r}: remove at least one block", "e.g. depth-2")
+    return Variant(text, "depth", (depth_spec(blocks, match.group(1) is not None),), 0.0)
+
+
 def _budget_variant(text: str, name: str) -> Variant | None:
     for kind, pattern in _BUDGETS.items():
         match = pattern.fullmatch(text)
@@ -101,9 +125,9 @@ def parse_variant(name: str) -> Variant:
         SpecError: the name matches no pattern or a percentage is out of range.
     """
     text = name.strip().lower()
-    budget = _budget_variant(text, name)
-    if budget is not None:
-        return budget
+    special = _budget_variant(text, name) or _depth_variant(text, name)
+    if special is not None:
+        return special
     for family, pattern in _PATTERNS.items():
         match = pattern.fullmatch(text)
         if match is None:

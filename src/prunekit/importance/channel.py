@@ -16,11 +16,16 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..errors import CalibrationError
+from ..dist import active, check_same_on_every_rank, digest_tensors
+from ..errors import CalibrationError, PlanError
 from ..graph.groups import Analysis, Member
 from ..graph.state import NORM, OUT
 from ..inputs import ExampleInputs, call_model, flat_tensors
 from .gradients import summed_gradients
+
+SCORES_AGREE = {"scores": (PlanError, "the channel importances",
+                           "build or load the same model on every rank and pass every rank the "
+                           "same calibration batches")}
 
 
 def _slice_sums(values: torch.Tensor, member: Member) -> torch.Tensor:
@@ -194,4 +199,6 @@ def channel_scores(
         scores = random_scores(analysis, seed)
     else:
         raise ValueError(f"unknown channel importance {kind!r}")
+    if active():  # a data-parallel job: every rank must select the same channels
+        check_same_on_every_rank({"scores": digest_tensors({kind: scores})}, SCORES_AGREE)
     return scores.cpu()

@@ -36,6 +36,7 @@ class OneShotSettings:
     bias_correction: bool = False
     reconstruct: str = "layer"
     ridge: float = 0.5  # pull of W* towards W for reconstruct="dense" (see .reconstruct)
+    across_ranks: bool = False  # each rank ran its share: sum statistics over ranks first
 
 
 def hf_conv1d_type() -> tuple[type[nn.Module], ...]:

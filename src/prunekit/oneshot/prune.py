@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from ..errors import SpecError, TargetError
+from ..dist import active, check_same_on_every_rank, digest_batches, digest_model, digest_tensors
+from ..errors import CalibrationError, PlanError, SpecError, TargetError
 from ..inputs import eval_mode, run_example
 from ..pipeline.request import Request
 from ..pipeline.verify import check_still_runs
@@ -31,6 +32,22 @@ from .layers import OneShotSettings, hf_conv1d_type, is_transposed
 from .walk import calibrate_and_prune
 
 logger = logging.getLogger(__name__)
+
+SAME_ON_EVERY_RANK = {
+    "settings": (SpecError, "the pruning specs, ignore lists or overrides",
+                 "call pk.prune with the same arguments on every rank"),
+    "model": (PlanError, "the models' weights",
+              "build or load the same model on every rank (seed before building it, or load "
+              "one checkpoint)"),
+    "calibration": (CalibrationError, "the calibration batches",
+                    "pass the same calibration list on every rank: prunekit runs each rank's "
+                    "share of it (do not split it yourself)"),
+}
+PLANS_AGREE = {
+    "plan": (PlanError, "the one-shot plans (keep-masks)",
+             "the ranks agreed on model, data and settings; look for randomness in the "
+             "model's forward (run it in eval mode) or nondeterministic kernels"),
+}
 
 
 def _tied(model: nn.Module) -> dict[int, list[str]]:
@@ -130,6 +147,15 @@ class OneShotPipeline:
         self.skipped = skipped
         self.layers_before = layer_infos(model, [t.module_name for t in targets] + list(skipped))
         self.params_before = count_parameters(model)
+        if active():
+            self._check_ranks_agree(model)
+
+    def _check_ranks_agree(self, model: nn.Module) -> None:
+        """In a data-parallel job, every rank must prune the same model the same way."""
+        settings = repr((self.spec.to_dict(), sorted(self.settings.sparsity.items())))
+        check_same_on_every_rank({"settings": settings, "model": digest_model(model),
+                                  "calibration": digest_batches(self.batches)},
+                                 SAME_ON_EVERY_RANK)
 
     def _walk_order(self, model: nn.Module) -> tuple[list[str], str]:
         """The blocks calibration walks through, and how it will run, said in words."""
@@ -159,6 +185,8 @@ class OneShotPipeline:
             shapes={k: list(m.shape) for k, m in masks.items()},
             skipped=dict(self.skipped), calibration=self.calibration_note,
         )
+        if active():
+            check_same_on_every_rank({"plan": digest_tensors(masks)}, PLANS_AGREE)
 
     def verify(self, work: nn.Module) -> None:
         if self.outputs_before is not None and self.request.example_inputs is not None:

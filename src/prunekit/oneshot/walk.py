@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..dist import calibration_shard
 from ..inputs import eval_mode
 from .allocation import outlier_ratio, owl_sparsities
 from .calibration import (
@@ -28,6 +29,7 @@ from .calibration import (
 )
 from .layers import OneShotSettings, layer_matrix, prune_layer
 from .paired import PairedInputStats, call_stages
+from .ranks import reduce_input_stats, reduce_paired_stats
 from .wanda import wanda_scores
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ def _prune_stage(
     modules: Mapping[str, nn.Module], stats: InputStats, settings: OneShotSettings
 ) -> dict[str, torch.Tensor]:
     stats.remove()
+    if settings.across_ranks:
+        reduce_input_stats(stats, modules)
     check_all_ran(modules, stats.count)
     return {key: prune_layer(m, key, stats, settings) for key, m in modules.items()}
 
@@ -52,7 +56,7 @@ def _whole_model_stage(
 
 def owl_allocation(
     model: nn.Module, modules: Mapping[str, nn.Module], block_names: list[str],
-    batches: list[Batch], sparsity: Mapping[str, float],
+    batches: list[Batch], sparsity: Mapping[str, float], *, across_ranks: bool = False,
 ) -> dict[str, float]:
     """Outlier-weighted per-layer sparsities from one pass of the unpruned model.
 
@@ -62,12 +66,16 @@ def owl_allocation(
         block_names: names of the model's blocks; layers outside them form their own group.
         batches: calibration batches.
         sparsity: the uniform per-layer sparsities; their weighted mean is kept overall.
+        across_ranks: ``batches`` are this rank's share; sum the statistics over ranks.
 
     Returns:
         ``{weight key: sparsity}``, equal within a block.
     """
     stats = InputStats(modules, gram=False)
     run_calibration(model, stats, batches)
+    if across_ranks:
+        reduce_input_stats(stats, modules)
+    check_all_ran(modules, stats.count)
     groups: dict[str, list[str]] = {}
     for key in modules:
         group = next((b for b in block_names if key.startswith(b + ".")), key)
@@ -126,6 +134,8 @@ def _prune_block_towards_dense(
                                  {k: dense_modules[k] for k in stage},
                                  stop_after=stage[-1] if once_each else None)
         stats.run(block, dense_block, inputs, dense_inputs)
+        if settings.across_ranks:
+            reduce_paired_stats(stats, {k: modules[k] for k in stage})
         masks.update({k: prune_layer(modules[k], k, stats, settings) for k in stage})
     return masks, dense_block
 
@@ -159,9 +169,13 @@ def prune_block(
 
 def calibrate_and_prune(
     model: nn.Module, keys: list[str], batches: list[Batch], settings: OneShotSettings,
-    block_names: list[str],
+    block_names: list[str], *, distributed: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """Walk the model block by block, pruning each block's targets from its inputs.
+
+    In a ``torch.distributed`` job every rank passes the same ``batches`` and runs its
+    share of them (see :func:`prunekit.dist.calibration_shard`); the statistics are summed
+    over the ranks before each layer is pruned, so every rank prunes alike.
 
     Args:
         model: the model to mutate.
@@ -170,17 +184,26 @@ def calibrate_and_prune(
         settings: method and amounts.
         block_names: the model's sequential blocks (see :func:`.blocks.find_blocks`);
             empty to calibrate the whole model at once.
+        distributed: None splits the batches over the ranks when a process group of two
+            or more is initialized; True requires one; False runs every batch here.
 
     Returns:
         ``{weight key: keep-mask}`` for every pruned weight.
+
+    Raises:
+        SpecError: ``distributed=True`` without a process group.
     """
+    shard = calibration_shard(len(batches), distributed)
+    if shard is not None:
+        batches = shard.local(batches)
+        settings = replace(settings, across_ranks=True)
     modules = {k: model.get_submodule(k.rpartition(".")[0]) for k in keys}
     masks: dict[str, torch.Tensor] = {}
     with torch.no_grad(), eval_mode(model):
         blocks = [(name, model.get_submodule(name)) for name in block_names]
         if settings.allocation == "owl":
             sparsity = owl_allocation(model, modules, [n for n, _ in blocks], batches,
-                                      settings.sparsity)
+                                      settings.sparsity, across_ranks=settings.across_ranks)
             settings = replace(settings, sparsity=sparsity)
         if blocks:
             inputs = capture_block_inputs(model, blocks[0][1], batches)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..dist import is_wrapped, sum_across_ranks, unwrap
 from ..inputs import call_model
 from ..measure.placement import model_device, to_device
 from ..result import PruneResult, model_of
@@ -59,15 +60,21 @@ def recalibrate_batchnorm(
     but summed in float64 and stored in the buffers' own dtype. Inputs are moved to the
     model's device. Weights are not touched.
 
+    A ``DistributedDataParallel`` wrapper averages over the batches of every rank (each
+    rank runs ``max_batches`` of its own; the sums are added across ranks), so the ranks'
+    statistics stay equal.
+
     Args:
-        model: the model (left in eval mode).
+        model: the model (left in eval mode), or its DDP wrapper.
         batches: ``(inputs, labels)`` batches; labels are ignored.
-        max_batches: how many batches to average over (0 does nothing).
+        max_batches: how many batches to average over (0 does nothing), per rank.
 
     Returns:
-        The number of batches used.
+        The number of batches used (over every rank for a DDP wrapper).
     """
     model = model_of(model, "model")
+    across_ranks = is_wrapped(model)
+    model = unwrap(model)
     norms = [m for m in model.modules() if isinstance(m, Norm) and m.track_running_stats]
     if not norms or max_batches <= 0:
         return 0
@@ -84,7 +91,29 @@ def recalibrate_batchnorm(
     finally:
         for handle in hooks:
             handle.remove()
+    if across_ranks:
+        used = _sum_over_ranks(norms, moments, used)
     for norm, stats in zip(norms, moments, strict=True):
         stats.write(norm)
     model.eval()
     return used
+
+
+def _sum_over_ranks(norms: list[Norm], moments: list[_BatchMoments], used: int) -> int:
+    """Add every rank's moment sums and batch counts into ``moments``; returns the total
+    batch count."""
+    local: dict[str, torch.Tensor] = {"used": torch.tensor([float(used)])}
+    shapes: dict[str, tuple[int, ...]] = {"used": (1,)}
+    for i, (norm, stats) in enumerate(zip(norms, moments, strict=True)):
+        shapes.update({f"{i}/mean": (norm.num_features,), f"{i}/var": (norm.num_features,),
+                       f"{i}/n": (1,)})
+        local[f"{i}/n"] = torch.tensor([float(stats.batches)])
+        if stats.means is not None and stats.variances is not None:
+            local[f"{i}/mean"], local[f"{i}/var"] = stats.means, stats.variances
+    device = norms[0].running_mean.device if norms[0].running_mean is not None else "cpu"
+    summed = sum_across_ranks(local, shapes, device)
+    for i, stats in enumerate(moments):
+        stats.batches = int(summed[f"{i}/n"][0])
+        if stats.batches:
+            stats.means, stats.variances = summed[f"{i}/mean"], summed[f"{i}/var"]
+    return int(summed["used"][0])

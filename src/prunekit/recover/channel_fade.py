@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..apply.surgery.slicing import sliced_tensors
+from ..dist import unwrap
 from ..errors import PlanError, SpecError
 from ..measure.placement import model_device
 from ..plan import Plan
@@ -143,11 +144,12 @@ def _scaler(scale: torch.Tensor) -> Callable[[nn.Module, object, torch.Tensor], 
 
 def transplant(trained: nn.Module, pruned: PruneResult) -> nn.Module:
     """Copy ``trained``'s kept slices into ``pruned.model`` (same architecture, cut by
-    ``pruned.plan``) and return it.
+    ``pruned.plan``) and return it. ``trained`` may be a DDP wrapper (its module is read).
 
     Raises:
         PlanError: the two models' tensors do not correspond.
     """
+    trained = unwrap(trained)
     source = trained.state_dict()
     sliced = sliced_tensors(trained, pruned.plan.kept)
     state = {}

@@ -19,11 +19,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..dist import is_main_process, is_wrapped, mean_across_ranks, unwrap
 from ..errors import SpecError
 from ..inputs import call_model
 from ..measure.placement import model_device, to_device
 from ..result import PruneResult, model_of
-from .finetune import FinetuneReport
+from .finetune import FinetuneReport, check_same_steps
 from .invariants import check_unchanged, snapshot
 from .precision import MasterWeights
 from .step import cosine_factor, precise
@@ -52,7 +53,10 @@ def _check_arguments(
 ) -> int:
     """Steps per epoch; raises SpecError on bad arguments (nothing is touched before)."""
     problems = []
-    if student is teacher:
+    if is_wrapped(teacher):
+        problems.append("the teacher is wrapped in DistributedDataParallel (wrap only the "
+                        "student; pass the plain teacher module)")
+    if unwrap(student) is unwrap(teacher):
         problems.append("the student is the teacher (distil a pruned copy from the dense model)")
     if not isinstance(epochs, int) or epochs < 0:
         problems.append(f"epochs={epochs!r} (must be an int >= 0)")
@@ -92,8 +96,13 @@ def distill_outputs(
     are computed once and reused in later epochs. Each model gets the batch on its own
     device.
 
+    Data parallel: pass the student's ``DistributedDataParallel`` wrapper, the unwrapped
+    teacher and each rank's own batches (the same number on every rank); gradients are
+    averaged over the ranks, so their students stay equal, and the reported losses are the
+    means over the ranks.
+
     Args:
-        student: the pruned model (masked or physically smaller).
+        student: the pruned model (masked or physically smaller), or its DDP wrapper.
         teacher: the dense model; run in eval mode without gradients, never changed.
         batches: re-iterable inputs with a ``len()`` (a list or a DataLoader), each passed
             to ``outputs`` as it is.
@@ -121,9 +130,12 @@ def distill_outputs(
     student = model_of(student, "student")
     teacher = model_of(teacher, "teacher")
     per_epoch = _check_arguments(student, teacher, batches, epochs, lr)
-    zeros = ZeroHold(student, keep_zeros)
-    before = snapshot(student, zeros.zeros)
-    params = [p for p in student.parameters() if p.requires_grad]
+    if is_wrapped(student):
+        check_same_steps(per_epoch * epochs)
+    module = unwrap(student)
+    zeros = ZeroHold(module, keep_zeros)
+    before = snapshot(module, zeros.zeros)
+    params = [p for p in module.parameters() if p.requires_grad]
     master = MasterWeights(params)
     optimizer = torch.optim.AdamW([master[p] for p in params], lr=lr, weight_decay=0.0)
     total = max(1, per_epoch * epochs)
@@ -138,7 +150,8 @@ def distill_outputs(
     start = time.perf_counter()
     try:
         with torch.random.fork_rng(), tqdm(
-            total=per_epoch * epochs, desc="distil", disable=not progress, leave=False
+            total=per_epoch * epochs, desc="distil", disable=not (progress and is_main_process()),
+            leave=False
         ) as bar:
             torch.manual_seed(seed)
             student.train(dropout)
@@ -160,10 +173,12 @@ def distill_outputs(
                     epoch_losses.append(float(loss.detach()))
                     bar.update()
                 losses.append(sum(epoch_losses) / max(1, len(epoch_losses)))
+                if is_wrapped(student):
+                    losses[-1] = mean_across_ranks(losses[-1])
     finally:
         student.eval()
         teacher.train(teacher_was_training)
-    check_unchanged(student, before)
+    check_unchanged(module, before)
     return FinetuneReport(per_epoch * epochs, epochs, time.perf_counter() - start, losses)
 
 

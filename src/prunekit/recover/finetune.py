@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..dist import is_main_process, is_wrapped, mean_across_ranks, unwrap
+from ..errors import SpecError
 from ..result import PruneResult, model_of
 from .batchnorm import recalibrate_batchnorm
 from .config import RecoveryConfig
@@ -49,6 +52,23 @@ def _total_steps(train_loader: Iterable[Any], config: RecoveryConfig) -> int:
     return total
 
 
+def check_same_steps(total: int) -> None:
+    """Every rank of a DDP run must take the same number of steps (or the others wait
+    forever in the gradient synchronisation of the steps one rank lacks).
+
+    Raises:
+        SpecError: naming the ranks' step counts.
+    """
+    counts: list[int | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(counts, total)
+    if len(set(counts)) > 1:
+        raise SpecError(
+            f"the ranks would take different numbers of steps: {counts} (rank by rank)",
+            "give every rank a loader of the same length (DistributedSampler, or "
+            "drop_last=True), or set RecoveryConfig.max_steps",
+        )
+
+
 def finetune(
     model: nn.Module | PruneResult,
     train_loader: Iterable[tuple[Any, torch.Tensor]],
@@ -69,6 +89,11 @@ def finetune(
     written back after every step, and it comes back finalized (see
     :mod:`prunekit.recover.zeros`). Batches are moved to the model's device; a bf16 / fp16
     model is trained through float32 master weights (see :mod:`prunekit.recover.precision`).
+
+    Data parallel: pass the ``DistributedDataParallel`` wrapper of the pruned model and
+    each rank's own loader (a ``DistributedSampler``); see :class:`RecoveryStep`. Every rank
+    must take the same number of steps (checked first); the reported losses are the means
+    over the ranks and only rank 0 shows a progress bar.
 
     Args:
         model: a pruned (masked, finalized or physically smaller) or dense model, or a
@@ -100,16 +125,20 @@ def finetune(
         ...                   teacher=dense_model)
     """
     model = model_of(model)
+    module = unwrap(model)
     config = config or RecoveryConfig()
     check_teacher(config, teacher)
     total = _total_steps(train_loader, config)
+    if is_wrapped(model):
+        check_same_steps(total)
     if pruner is not None:
-        pruner.start(model, total)
+        pruner.start(module, total)
     step = RecoveryStep(model, config, total, teacher, pruner, keep_zeros=keep_zeros)
-    before = snapshot(model, step.zeros.zeros)
+    before = snapshot(module, step.zeros.zeros)
     losses: list[float] = []
     start = time.perf_counter()
-    with torch.random.fork_rng(), tqdm(total=total, desc=description, disable=not progress,
+    show = progress and is_main_process()
+    with torch.random.fork_rng(), tqdm(total=total, desc=description, disable=not show,
                                        leave=False) as bar:
         torch.manual_seed(config.seed)
         for epoch in range(config.epochs):
@@ -117,12 +146,14 @@ def finetune(
                 break
             epoch_losses = _run_epoch(step, train_loader, total, bar)
             losses.append(sum(epoch_losses) / max(1, len(epoch_losses)))
+            if is_wrapped(model):
+                losses[-1] = mean_across_ranks(losses[-1])
             log.info("%s epoch %d: loss %.4f", description, epoch + 1, losses[-1])
             if on_epoch_end is not None:
                 on_epoch_end(epoch, losses[-1])
     recalibrate_batchnorm(model, train_loader, config.bn_recalibration_batches)
     model.eval()
-    check_unchanged(model, before, may_shrink=pruner is not None)
+    check_unchanged(module, before, may_shrink=pruner is not None)
     return FinetuneReport(step.steps_done, len(losses), time.perf_counter() - start, losses)
 
 

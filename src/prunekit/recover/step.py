@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..dist import is_wrapped, unwrap
 from ..errors import SpecError
 from ..inputs import ExampleInputs, call_model
 from ..measure.placement import model_device, to_device
@@ -35,8 +36,15 @@ def check_teacher(config: RecoveryConfig, teacher: nn.Module | None) -> None:
 
     Raises:
         SpecError: ``distill=True`` and ``teacher`` is None (it would train without
-            distillation), or a teacher with ``distill=False`` (it would never be used).
+            distillation), or a teacher with ``distill=False`` (it would never be used), or
+            a teacher wrapped in ``DistributedDataParallel`` (it is never trained).
     """
+    if teacher is not None and is_wrapped(teacher):
+        raise SpecError(
+            "the teacher is wrapped in DistributedDataParallel, but it is never trained "
+            "(its forward would take part in the student's gradient synchronisation)",
+            "wrap only the student; pass the plain teacher module (teacher.module)",
+        )
     if config.distill and teacher is None:
         raise SpecError(
             "RecoveryConfig(distill=True) needs a teacher to distil from, and none was given",
@@ -106,8 +114,14 @@ class RecoveryStep:
     step), otherwise they stay fixed. Inputs and targets are moved to the model's device
     (the teacher's inputs to the teacher's).
 
+    Data parallel: pass the ``DistributedDataParallel`` wrapper (or the model Hugging Face
+    ``Accelerator.prepare`` returns) as ``model`` and each rank's batches; gradients are
+    averaged over the ranks in the backward, and masks, held zeros and the pruner act on
+    the wrapped module on every rank after each step, so the ranks' weights stay equal.
+    Cut (prune structurally) before wrapping; keep the teacher unwrapped.
+
     Args:
-        model: the model to train (put in train mode on every call).
+        model: the model to train (put in train mode on every call), or its DDP wrapper.
         config: :class:`RecoveryConfig`.
         total_steps: steps of the whole run (for the cosine and pruning schedules).
         teacher: dense model to distil from (needed when ``config.distill``, refused
@@ -131,15 +145,16 @@ class RecoveryStep:
         keep_zeros: bool = True,
     ) -> None:
         check_teacher(config, teacher)
-        self.model = model
+        self.model = model  # what the forward runs (a DDP wrapper synchronises gradients)
+        self.module = unwrap(model)  # what holds masks, zeros and parameters
         self.pruner = pruner
         self.config = config
         self.total_steps = max(1, total_steps)
         self.teacher = teacher
         if self.teacher is not None:
             self.teacher.eval()
-        self.zeros = ZeroHold(model, keep_zeros)
-        groups = param_groups(model, config.weight_decay)
+        self.zeros = ZeroHold(self.module, keep_zeros)
+        groups = param_groups(self.module, config.weight_decay)
         self.master = MasterWeights(p for group in groups for p in group["params"])
         for group in groups:
             group["params"] = [self.master[p] for p in group["params"]]
@@ -172,7 +187,7 @@ class RecoveryStep:
     def __call__(self, inputs: ExampleInputs, targets: torch.Tensor) -> float:
         """Run one step; returns the batch loss as a float."""
         self.model.train()
-        if self.pruner is not None and self.pruner(self.model, self.steps_done,
+        if self.pruner is not None and self.pruner(self.module, self.steps_done,
                                                    self.total_steps):
             self.master.refresh()
         self._set_lr()
