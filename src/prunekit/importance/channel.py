@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..dist import active, check_same_on_every_rank, digest_tensors
+from ..distributed import active, check_same_on_every_rank, digest_tensors
 from ..errors import CalibrationError, PlanError
 from ..graph.groups import Analysis, Member
 from ..graph.state import NORM, OUT

@@ -9,7 +9,7 @@ not lose precision over many batches.
 
 In a ``torch.distributed`` job every rank passes the same batches and runs every
 ``world``-th of them; the gradient sums and the batch count are then summed over the ranks
-(:func:`prunekit.dist.sum_across_ranks`), so every rank scores from the whole set.
+(:func:`prunekit.distributed.sum_across_ranks`), so every rank scores from the whole set.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..dist import calibration_shard, sum_across_ranks
+from ..distributed import calibration_shard, sum_across_ranks
 from ..inputs import eval_mode
 
 BatchLoss = Callable[[nn.Module, Any, int], torch.Tensor | None]  # (model, batch, index)

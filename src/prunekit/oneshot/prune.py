@@ -15,7 +15,13 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from ..dist import active, check_same_on_every_rank, digest_batches, digest_model, digest_tensors
+from ..distributed import (
+    active,
+    check_same_on_every_rank,
+    digest_batches,
+    digest_model,
+    digest_tensors,
+)
 from ..errors import CalibrationError, PlanError, SpecError, TargetError
 from ..inputs import eval_mode, run_example
 from ..pipeline.request import Request

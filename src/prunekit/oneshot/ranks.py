@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..dist import sum_across_ranks
+from ..distributed import sum_across_ranks
 from .calibration import InputStats
 from .layers import layer_matrix
 from .paired import PairedInputStats

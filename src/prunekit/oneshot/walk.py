@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..dist import calibration_shard
+from ..distributed import calibration_shard
 from ..inputs import eval_mode
 from .allocation import outlier_ratio, owl_sparsities
 from .calibration import (
@@ -174,8 +174,8 @@ def calibrate_and_prune(
     """Walk the model block by block, pruning each block's targets from its inputs.
 
     In a ``torch.distributed`` job every rank passes the same ``batches`` and runs its
-    share of them (see :func:`prunekit.dist.calibration_shard`); the statistics are summed
-    over the ranks before each layer is pruned, so every rank prunes alike.
+    share of them (see :func:`prunekit.distributed.calibration_shard`); the statistics are
+    summed over the ranks before each layer is pruned, so every rank prunes alike.
 
     Args:
         model: the model to mutate.

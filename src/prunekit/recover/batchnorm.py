@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..dist import is_wrapped, sum_across_ranks, unwrap
+from ..distributed import is_wrapped, sum_across_ranks, unwrap
 from ..inputs import call_model
 from ..measure.placement import model_device, to_device
 from ..result import PruneResult, model_of

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..apply.surgery.slicing import sliced_tensors
-from ..dist import unwrap
+from ..distributed import unwrap
 from ..errors import PlanError, SpecError
 from ..measure.placement import model_device
 from ..plan import Plan

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..dist import is_main_process, is_wrapped, mean_across_ranks, unwrap
+from ..distributed import is_main_process, is_wrapped, mean_across_ranks, unwrap
 from ..errors import SpecError
 from ..inputs import call_model
 from ..measure.placement import model_device, to_device

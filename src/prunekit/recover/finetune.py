@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..dist import is_main_process, is_wrapped, mean_across_ranks, unwrap
+from ..distributed import is_main_process, is_wrapped, mean_across_ranks, unwrap
 from ..errors import SpecError
 from ..result import PruneResult, model_of
 from .batchnorm import recalibrate_batchnorm

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..dist import is_wrapped, unwrap
+from ..distributed import is_wrapped, unwrap
 from ..errors import SpecError
 from ..inputs import ExampleInputs, call_model
 from ..measure.placement import model_device, to_device
