@@ -1,0 +1,5 @@
+"""Pruning models larger than memory: one block loaded at a time from the checkpoint."""
+
+from .prune import SequentialResult, prune_pretrained
+
+__all__ = ["prune_pretrained", "SequentialResult"]
