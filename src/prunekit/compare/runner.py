@@ -49,7 +49,8 @@ def _inputs(data: DataBundle, batches: tuple[int, ...]) -> dict[int, torch.Tenso
     return {b: pool[:b].contiguous() for b in batches}
 
 
-def _environment(settings: CompareSettings) -> dict[str, Any]:
+def environment(settings: CompareSettings) -> dict[str, Any]:
+    """Versions, CPU, threads and GPU of the run, for results.json."""
     return {
         "torch": torch.__version__, "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(), "threads": settings.threads,
@@ -137,7 +138,8 @@ def run_variant(variant: Variant, dense: nn.Module, data: DataBundle, ctx: Measu
     return row
 
 
-def _failed(name: str, family: str, sparsity: float, exc: BaseException) -> dict[str, Any]:
+def failed_row(name: str, family: str, sparsity: float, exc: BaseException) -> dict[str, Any]:
+    """The results row of a run that raised ``exc`` (logged; the comparison goes on)."""
     log.warning("%s failed: %s", name, exc)
     message = exc.message if isinstance(exc, PrunekitError) else f"{type(exc).__name__}: {exc}"
     return {"name": name, "family": family, "sparsity": sparsity, "status": "failed",
@@ -185,7 +187,7 @@ def run_comparison(
     reused = store.resume(fresh=fresh)
     if fresh:
         discard_cached_baseline(settings.out_dir / "baseline" / "model")
-    store.data["environment"] = _environment(settings)
+    store.data["environment"] = environment(settings)
     store.data["requested"] = [v.name for v in settings.variants]
     store.data["interrupted"] = False
     try:
@@ -219,7 +221,7 @@ def _run_all(
         try:
             control = run_control(dense, data, ctx, settings)
         except FAILURES as exc:
-            control = _failed(CONTROL_NAME, CONTROL_FAMILY, 0.0, exc)
+            control = failed_row(CONTROL_NAME, CONTROL_FAMILY, 0.0, exc)
         store.put_control(control)
     if on_variant is not None:
         on_variant(store.data["control"])
@@ -232,7 +234,7 @@ def _run_all(
             try:
                 row = run_variant(variant, copy.deepcopy(dense), data, ctx, settings)
             except FAILURES as exc:
-                row = _failed(variant.name, variant.family, variant.sparsity, exc)
+                row = failed_row(variant.name, variant.family, variant.sparsity, exc)
             store.put_variant(variant.name, row)
         if on_variant is not None:
             on_variant(store.data["variants"][variant.name])

@@ -6,14 +6,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import SpecError
 from ..recover import RecoveryConfig
 from .variants import Variant
 
 DEFAULT_MODEL = "fmnist_resnet"
+IMAGE_TASK, MINILM_TASK = "image", "minilm"
+TASKS = {
+    IMAGE_TASK: "an image classifier (--model, default fmnist_resnet) on Fashion-MNIST "
+                "(or --dataset)",
+    MINILM_TASK: "the pretrained sentence encoder all-MiniLM-L6-v2 on English text",
+}
 QUICK_TRAIN_SAMPLES = 1024
 QUICK_TEST_SAMPLES = 1000
 QUICK_MAX_STEPS = 8
 FINETUNE_LR = 0.02  # measured best of 0.01 / 0.02 for a 1-epoch recovery (README)
+
+
+def parse_task(name: str) -> str:
+    """The task named ``name`` (case and surrounding spaces ignored).
+
+    Raises:
+        SpecError: no such task; names the choices.
+    """
+    task = name.strip().lower()
+    if task not in TASKS:
+        raise SpecError(f"unknown --task {name!r}",
+                        "choose one of: " + "; ".join(f"{k} ({v})" for k, v in TASKS.items()))
+    return task
 
 
 def recipe_constants() -> dict[str, float]:
@@ -45,6 +65,9 @@ class CompareSettings:
             (cubic schedule) instead of pruning one-shot before it.
         augment: random crop + flip on the fine-tuning batches of the built-in data.
         progress: show progress bars.
+        task: ``"image"`` (a classifier fine-tuned on labels) or ``"minilm"`` (the
+            sentence encoder, recovered by distilling the dense embeddings; ``epochs`` and
+            ``lr`` are then the distillation's).
     """
 
     variants: tuple[Variant, ...]
@@ -62,6 +85,7 @@ class CompareSettings:
     gradual: bool = False
     augment: bool = False
     progress: bool = True
+    task: str = IMAGE_TASK
 
     @property
     def train_limit(self) -> int | None:
@@ -84,6 +108,12 @@ class CompareSettings:
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match for cached variant results to be reused on resume."""
+        if self.task == MINILM_TASK:
+            from .minilm_budget import text_budget
+
+            return {"task": self.task, "model": self.model_ref, "epochs": self.epochs,
+                    "quick": self.quick, "seed": self.seed, "threads": self.threads,
+                    "lr": self.lr, "budget": text_budget(self.quick).to_dict()}
         return {
             "model": self.model_ref, "dataset": self.dataset_ref or "fashion-mnist",
             "epochs": self.epochs, "distill": self.distill, "quick": self.quick,
