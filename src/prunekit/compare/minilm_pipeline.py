@@ -55,6 +55,16 @@ class TextRun:
         return self.settings.out_dir / "models" / name
 
 
+def removed_layers(model: nn.Module, dense: nn.Module) -> list[dict[str, Any]]:
+    """Rows like :func:`~prunekit.compare.pipeline.layer_table`'s for the dense model's
+    Linear layers that ``model`` no longer has (whole blocks removed): width 0."""
+    present = {name for name, _ in model.named_modules()}
+    return [{"name": name, "width": 0, "dense_width": int(module.weight.shape[0]),
+             "sparsity": 1.0, "removed": True}
+            for name, module in dense.named_modules()
+            if isinstance(module, nn.Linear) and name not in present]
+
+
 def prune_text(dense: nn.Module, variant: Variant, calibration: list[TokenBatch],
                seed: int = 0) -> PruneResult:
     """Apply the variant's specs in order to a copy of the encoder ``dense``.
@@ -104,7 +114,7 @@ def measured(row: dict[str, Any], saved: PruneResult | nn.Module, model: nn.Modu
     row["disk"] = save_bytes(saved, run.models(name), run.model_ref)
     deploy = deployable(PackedEncoder(model))
     row.update(measure_model(deploy, run.ctx))
-    row["layers"] = layer_table(deploy, run.ctx.dense)
+    row["layers"] = layer_table(deploy, run.ctx.dense) + removed_layers(deploy, run.ctx.dense)
     row["status"] = "done"
     return row
 

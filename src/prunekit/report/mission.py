@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .fmt import signed_pt, times
+from .fmt import times
 from .sparse import speed_note
 from .tables import markdown_table
+from .task import IMAGE, TaskView
 
 FAMILIES = ("unstructured", "structured", "combined")
 SPEED_TOLERANCE = 0.05  # a speedup within 5% of 1.0 counts as "as fast as dense"
@@ -27,6 +28,17 @@ NOTE = (
     "(the layers it ran sparse are named in the speed cell). Accuracy loss is against the "
     "dense control (the baseline given the same fine-tuning), then against the baseline."
 )
+
+
+
+def note(view: TaskView = IMAGE) -> str:
+    """How the verdicts are drawn (the image task's is :data:`NOTE`)."""
+    if view == IMAGE:
+        return NOTE
+    return NOTE.replace("Accuracy loss", f"Loss of {view.label}").replace(
+        "(the baseline given the same fine-tuning)",
+        "(the dense model given the same distillation)")
+
 
 Reps = dict[str, dict[str, Any]]  # family -> its representative flat row
 Detail = dict[str, Any]  # the representative's results row (per-layer table, conversions)
@@ -45,7 +57,8 @@ def _ranked(reps: Reps, key: Callable[[dict[str, Any]], float | None],
     return sorted(values, key=lambda fv: fv[1], reverse=higher_is_better)
 
 
-def _granularity(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
+def _granularity(row: dict[str, Any], detail: Detail, reps: Reps,
+                 view: TaskView = IMAGE) -> str:
     layers: list[dict[str, Any]] = detail.get("layers", [])
     if not layers:
         return NOT_MEASURED
@@ -62,7 +75,8 @@ def _granularity(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
     return f"nothing removed: no layer narrower or with zeros inside ({n} layers)"
 
 
-def _pattern(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
+def _pattern(row: dict[str, Any], detail: Detail, reps: Reps,
+             view: TaskView = IMAGE) -> str:
     compression, macs = row["compression"], row["macs_reduction"]
     if compression is None or macs is None:
         return NOT_MEASURED
@@ -83,8 +97,10 @@ def _speed_word(speedup: float) -> str:
     return "as fast as"
 
 
-def _speed(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
-    measured = {b: row[f"{b}_speedup"] for b in ("b1", "b64") if row[f"{b}_speedup"] is not None}
+def _speed(row: dict[str, Any], detail: Detail, reps: Reps,
+           view: TaskView = IMAGE) -> str:
+    measured = {b: row[f"{b}_speedup"] for b in view.batch_keys
+                if row[f"{b}_speedup"] is not None}
     if not measured:
         return NOT_MEASURED
     batches: dict[str, list[str]] = {}
@@ -93,9 +109,9 @@ def _speed(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
     verdict = "; ".join(f"{word} dense at {' and '.join(b)}" for word, b in batches.items())
     figures = " / ".join(f"{b} {times(s)}" for b, s in measured.items())
     text = f"{verdict} ({figures})"
-    ranking = _ranked(reps, lambda r: r["b64_speedup"], higher_is_better=True)
+    ranking = _ranked(reps, lambda r: r[f"{view.largest}_speedup"], higher_is_better=True)
     if len(ranking) > 1 and ranking[0][0] == row["family"]:
-        text += "; fastest family at b64"
+        text += f"; fastest family at {view.largest}"
     note = speed_note(detail)
     return f"{text}; {note}" if note else text
 
@@ -104,23 +120,27 @@ def _control_delta(row: dict[str, Any]) -> float | None:
     return row["delta_control_pt"]
 
 
-def _accuracy(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
+def _accuracy(row: dict[str, Any], detail: Detail, reps: Reps,
+              view: TaskView = IMAGE) -> str:
     control, base = row["delta_control_pt"], row["delta_pt"]
     if control is None and base is None:
         return NOT_MEASURED
-    against = f"{signed_pt(control)} pt vs control" if control is not None \
+    unit = view.unit
+    against = f"{view.delta_text(control)} {unit} vs control" if control is not None \
         else "vs control: not measured"
-    text = f"{against} ({signed_pt(base)} pt vs baseline)"
+    text = f"{against} ({view.delta_text(base)} {unit} vs baseline)"
     ranking = _ranked(reps, _control_delta, higher_is_better=True)
     if control is None or len(ranking) < 2:
         return text
     best_family, best = ranking[0]
     if best_family == row["family"]:
         return f"{text}; least loss of the {len(ranking)} families"
-    return f"{text}; {best - control:.2f} pt more loss than {best_family}"
+    more = f"{best - control:.2f}" if view.percent else f"{best - control:.4f}"
+    return f"{text}; {more} {unit} more loss than {best_family}"
 
 
-def _layer_spread(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
+def _layer_spread(row: dict[str, Any], detail: Detail, reps: Reps,
+                  view: TaskView = IMAGE) -> str:
     layers: list[dict[str, Any]] = detail.get("layers", [])
     if not layers:
         return NOT_MEASURED
@@ -138,7 +158,8 @@ def _span(values: list[float]) -> str:
     return low if low == high else f"{low}-{high}"
 
 
-def _disk(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
+def _disk(row: dict[str, Any], detail: Detail, reps: Reps,
+          view: TaskView = IMAGE) -> str:
     ratio = row["bytes_ratio"]
     if ratio is None:
         return NOT_MEASURED
@@ -152,14 +173,23 @@ def _disk(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
     return f"{text}; {ratio / best:.1f}x the size of {best_family}"
 
 
-def _wins(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
-    axes = {
-        "least accuracy loss vs control": (_control_delta, True),
-        "fastest at b1": (lambda r: r["b1_speedup"], True),
-        "fastest at b64": (lambda r: r["b64_speedup"], True),
-        "smallest on disk": (lambda r: r["bytes_ratio"], False),
-        "fewest MACs": (lambda r: r["macs_reduction"], True),
-    }
+def _speedup_of(batch: str) -> Callable[[dict[str, Any]], float | None]:
+    def speedup(row: dict[str, Any]) -> float | None:
+        value: float | None = row[f"{batch}_speedup"]
+        return value
+
+    return speedup
+
+
+def _wins(row: dict[str, Any], detail: Detail, reps: Reps,
+          view: TaskView = IMAGE) -> str:
+    quality = "accuracy" if view.percent else view.label
+    axes: dict[str, tuple[Callable[[dict[str, Any]], float | None], bool]] = {
+        f"least {quality} loss vs control": (_control_delta, True)}
+    for b in view.batch_keys:
+        axes[f"fastest at {b}"] = (_speedup_of(b), True)
+    axes["smallest on disk"] = (lambda r: r["bytes_ratio"], False)
+    axes["fewest MACs"] = (lambda r: r["macs_reduction"], True)
     won, compared = [], 0
     for axis, (key, higher) in axes.items():
         ranking = _ranked(reps, key, higher)
@@ -173,7 +203,7 @@ def _wins(row: dict[str, Any], detail: Detail, reps: Reps) -> str:
     return ", ".join(won) if won else "best on none of the measured axes"
 
 
-DIMENSIONS: dict[str, Callable[[dict[str, Any], Detail, Reps], str]] = {
+DIMENSIONS: dict[str, Callable[[dict[str, Any], Detail, Reps, TaskView], str]] = {
     "what is removed": _granularity,
     "sparsity pattern": _pattern,
     "CPU speed vs dense": _speed,
@@ -184,13 +214,15 @@ DIMENSIONS: dict[str, Callable[[dict[str, Any], Detail, Reps], str]] = {
 }
 
 
-def mission_table(rows: list[dict[str, Any]], variants: dict[str, Any]) -> str:
+def mission_table(rows: list[dict[str, Any]], variants: dict[str, Any],
+                  view: TaskView = IMAGE) -> str:
     """Markdown table: one column per family, each cell derived from measured figures.
 
     Args:
         rows: flat rows (:func:`prunekit.report.rows.flat_rows`).
         variants: the results document's variants (their per-layer tables and
             ``pk.to_sparse`` records).
+        view: the task (names its quality figure and batch sizes; default: image).
 
     Returns:
         The table, followed by a note on how the verdicts are drawn.
@@ -202,12 +234,12 @@ def mission_table(rows: list[dict[str, Any]], variants: dict[str, Any]) -> str:
                for f in FAMILIES]
     body = []
     for dimension, derive in DIMENSIONS.items():
-        cells = [dimension]
+        cells = [dimension if view.percent else dimension.replace("accuracy", view.label)]
         for family in FAMILIES:
             rep = found[family]
             if rep is None:
                 cells.append(NOT_MEASURED)
                 continue
-            cells.append(derive(rep, variants.get(rep["variant"], {}), reps))
+            cells.append(derive(rep, variants.get(rep["variant"], {}), reps, view))
         body.append(cells)
-    return markdown_table(header, body) + "\n\n" + NOTE
+    return markdown_table(header, body) + "\n\n" + note(view)

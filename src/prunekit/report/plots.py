@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from ..io.atomic import atomic_path
 from .rows import flat_rows
+from .task import IMAGE, TaskView, task_view
 
 MARKERS = {"dense": "*", "control": "P", "unstructured": "o", "nm": "D", "structured": "s",
            "combined": "^"}
@@ -34,7 +35,7 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def _scatter(rows: list[dict[str, Any]], x_key: str, y_keys: list[str], ylabel: str,
-             title: str, path: Path, x_label: str) -> Path:
+             title: str, path: Path, x_label: str, view: TaskView = IMAGE) -> Path:
     fig = _figure((6.4, 4.4))
     ax = fig.subplots()
     for row in rows:
@@ -43,10 +44,12 @@ def _scatter(rows: list[dict[str, Any]], x_key: str, y_keys: list[str], ylabel: 
         for y_key in y_keys:
             if row[y_key] is None:
                 continue
-            y = row[y_key] * 100 if y_key.startswith("acc") else row[y_key]
+            scale = 100 if y_key.startswith("acc") and view.percent else 1
+            y = row[y_key] * scale
             marker = MARKERS.get(row["family"] or "", "o")
             ax.scatter(row[x_key], y, marker=marker, s=60)
-            label = row["variant"] + (" (b1)" if y_key == "b1_speedup" else "")
+            smaller = y_key.endswith("_speedup") and y_key != f"{view.largest}_speedup"
+            label = row["variant"] + (f" ({y_key.split('_')[0]})" if smaller else "")
             ax.annotate(label, (row[x_key], y), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
     ax.set_xscale("log")
@@ -93,13 +96,17 @@ def write_plots(data: dict[str, Any], out_dir: Path) -> list[Path]:
         The written paths.
     """
     rows = flat_rows(data)
+    view = task_view(data)
+    quality = "top-1 accuracy after fine-tuning (%)" if view == IMAGE \
+        else f"{view.label} after {view.recovery}"
+    batches = " and ".join(view.batch_keys)
+    compression = "compression (dense nonzero params / nonzero params)"
     return [
-        _scatter(rows, "compression", ["acc_after"], "top-1 accuracy after fine-tuning (%)",
-                 "accuracy vs compression", out_dir / "accuracy_vs_compression.png",
-                 "compression (dense nonzero params / nonzero params)"),
-        _scatter(rows, "compression", ["b1_speedup", "b64_speedup"],
-                 "CPU speedup over dense (b1 and b64)", "latency speedup vs compression",
-                 out_dir / "speedup_vs_compression.png",
-                 "compression (dense nonzero params / nonzero params)"),
+        _scatter(rows, "compression", ["acc_after"], quality,
+                 f"{'accuracy' if view == IMAGE else view.label} vs compression",
+                 out_dir / "accuracy_vs_compression.png", compression, view),
+        _scatter(rows, "compression", [f"{b}_speedup" for b in view.batch_keys],
+                 f"CPU speedup over dense ({batches})", "latency speedup vs compression",
+                 out_dir / "speedup_vs_compression.png", compression, view),
         _layers(data, out_dir / "layers.png"),
     ]

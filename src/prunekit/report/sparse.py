@@ -14,7 +14,7 @@ from typing import Any
 from .fmt import times
 from .tables import markdown_table
 
-BATCHES = ("b1", "b64")
+BATCHES = ("b1", "b64")  # the image task's; a record names its own batch sizes
 METHOD = (
     "Models with zeros inside their layers (unstructured, N:M and combined variants) are timed "
     "on the CPU after `pk.to_sparse` converted their deployable model at that batch size: it "
@@ -96,15 +96,22 @@ def dense_timing_reasons(data: dict[str, Any]) -> dict[str, list[str]]:
     return reasons
 
 
+def batch_keys(found: list[dict[str, dict[str, Any]]]) -> list[str]:
+    """The batch keys (``b1``, ``b32``, ...) of some conversion records, smallest first."""
+    keys = {b for records_ in found for b in records_}
+    return sorted(keys, key=lambda b: int(b[1:]) if b[1:].isdigit() else 0)
+
+
 def _summary_table(rows: list[dict[str, Any]], details: dict[str, dict[str, Any]]) -> str:
+    batches = batch_keys([records(details.get(r["variant"])) for r in rows]) or list(BATCHES)
     body = []
     for row in rows:
         found = records(details.get(row["variant"]))
         if found:
             body.append([row["variant"], *[
-                batch_summary(found[b], row[f"{b}_speedup"]) if b in found else "n/a"
-                for b in BATCHES]])
-    return markdown_table(["variant", *[f"CPU {b}" for b in BATCHES]], body)
+                batch_summary(found[b], row.get(f"{b}_speedup")) if b in found else "n/a"
+                for b in batches]])
+    return markdown_table(["variant", *[f"CPU {b}" for b in batches]], body)
 
 
 def _layer_cell(layer: dict[str, Any] | None) -> str:
@@ -116,6 +123,7 @@ def _layer_cell(layer: dict[str, Any] | None) -> str:
 def layer_table(row: dict[str, Any]) -> str:
     """Per layer of one model: its kind, shape, sparsity and, per batch size, the kernel
     ``pk.to_sparse`` chose and why (empty if no batch size was converted)."""
+    batches = batch_keys([records(row)])
     by_batch = {b: {layer["name"]: layer for layer in r.get("layers", [])}
                 for b, r in records(row).items() if r.get("converted")}
     names = list(dict.fromkeys(n for layers in by_batch.values() for n in layers))
@@ -126,8 +134,8 @@ def layer_table(row: dict[str, Any]) -> str:
         first = next(layers[name] for layers in by_batch.values() if name in layers)
         body.append([name or "(the model)", first["kind"], "x".join(map(str, first["shape"])),
                      f"{first['sparsity']:.1%}",
-                     *[_layer_cell(by_batch.get(b, {}).get(name)) for b in BATCHES]])
-    return markdown_table(["layer", "kind", "shape", "sparsity", *BATCHES], body)
+                     *[_layer_cell(by_batch.get(b, {}).get(name)) for b in batches]])
+    return markdown_table(["layer", "kind", "shape", "sparsity", *batches], body)
 
 
 def sparse_section(rows: list[dict[str, Any]], details: dict[str, dict[str, Any]]) -> list[str]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .fmt import count, mega, mib, millis, pct, signed_pt, times
+from .fmt import count, mega, mib, millis, times
+from .task import IMAGE, TaskView
 
 HEADER = (
     "variant", "acc before FT %", "acc after FT %", "vs baseline pt", "vs control pt",
@@ -19,6 +20,27 @@ SHORT_HEADER = ("variant", "acc %", "Δ base", "Δ ctrl", "nonzero", "disk", "b1
 REFERENCES = ("dense", "control")  # families whose rows are references, not pruned
 
 
+def header(view: TaskView = IMAGE) -> tuple[str, ...]:
+    """report.md's table header for ``view``'s task (the image task's is :data:`HEADER`)."""
+    if view == IMAGE:
+        return HEADER
+    label, unit = view.label, view.unit
+    return (
+        "variant", f"{label} before {view.recovery}", f"{label} after {view.recovery}",
+        f"vs baseline {unit}", f"vs control {unit}", *[name for _, name in view.extras],
+        "nonzero params", "MACs", "bytes on disk", f"peak mem MiB ({view.largest})",
+        *[f"CPU {b} ms (speedup)" for b in view.batch_keys],
+    )
+
+
+def short_header(view: TaskView = IMAGE) -> tuple[str, ...]:
+    """The terminal table's header (the image task's is :data:`SHORT_HEADER`)."""
+    if view == IMAGE:
+        return SHORT_HEADER
+    return ("variant", view.short, "Δ base", "Δ ctrl", *[key for key, _ in view.extras],
+            "nonzero", "disk", *view.batch_keys)
+
+
 def _latency(ms: float | None, iqr: float | None, speedup: float | None) -> str:
     if ms is None:
         return "n/a"
@@ -29,53 +51,61 @@ def _failed(row: dict[str, Any], width: int) -> list[str]:
     return [row["variant"], "failed", *[""] * (width - 2)]
 
 
-def short_cells(row: dict[str, Any]) -> list[str]:
-    """One terminal row (:data:`SHORT_HEADER`): ratios to dense instead of absolute figures.
+def _extra(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def short_cells(row: dict[str, Any], view: TaskView = IMAGE) -> list[str]:
+    """One terminal row (:func:`short_header`): ratios to dense instead of absolute figures.
 
     Args:
         row: a flat row (:func:`prunekit.report.rows.flat_row`).
+        view: the task (default: the image task).
 
     Returns:
         The cells; a failed variant says so instead of numbers.
     """
     if row["status"] != "done":
-        return _failed(row, len(SHORT_HEADER))
+        return _failed(row, len(short_header(view)))
     dense = row["family"] == "dense"
     return [
-        row["variant"], pct(row["acc_after"]),
-        "" if dense else signed_pt(row["delta_pt"]),
-        "" if row["family"] in REFERENCES else signed_pt(row["delta_control_pt"]),
+        row["variant"], view.value_text(row["acc_after"]),
+        "" if dense else view.delta_text(row["delta_pt"]),
+        "" if row["family"] in REFERENCES else view.delta_text(row["delta_control_pt"]),
+        *[_extra(row.get(key)) for key, _ in view.extras],
         times(row["compression"], 1), times(row["bytes_ratio"], 3),
-        times(row["b1_speedup"]), times(row["b64_speedup"]),
+        *[times(row[f"{b}_speedup"]) for b in view.batch_keys],
     ]
 
 
-def table_cells(row: dict[str, Any]) -> list[str]:
-    """One report.md row (:data:`HEADER`); failed variants say so instead of numbers.
+def table_cells(row: dict[str, Any], view: TaskView = IMAGE) -> list[str]:
+    """One report.md row (:func:`header`); failed variants say so instead of numbers.
 
     Args:
         row: a flat row (:func:`prunekit.report.rows.flat_row`).
+        view: the task (default: the image task).
 
     Returns:
         The cells.
     """
     if row["status"] != "done":
-        return _failed(row, len(HEADER))
+        return _failed(row, len(header(view)))
     dense = row["family"] == "dense"
     reference = row["family"] in REFERENCES
     return [
         row["variant"],
-        "" if reference else pct(row["acc_before"]),
-        pct(row["acc_after"]),
-        "" if dense else signed_pt(row["delta_pt"]),
-        "" if reference else signed_pt(row["delta_control_pt"]),
+        "" if reference else view.value_text(row["acc_before"]),
+        view.value_text(row["acc_after"]),
+        "" if dense else view.delta_text(row["delta_pt"]),
+        "" if reference else view.delta_text(row["delta_control_pt"]),
+        *[_extra(row.get(key)) for key, _ in view.extras],
         f"{count(row['nonzero_params'])} ({times(row['compression'], 1)})",
         f"{mega(row['macs'])} (/{row['macs_reduction']:.1f})" if row["macs_reduction"] else "n/a",
         f"{count(row['bytes_on_disk'])} ({times(row['bytes_ratio'])})"
         if row["bytes_on_disk"] is not None else "n/a",
         mib(row["peak_memory_bytes"]),
-        _latency(row["b1_ms"], row["b1_iqr_ms"], row["b1_speedup"]),
-        _latency(row["b64_ms"], row["b64_iqr_ms"], row["b64_speedup"]),
+        *[_latency(row[f"{b}_ms"], row[f"{b}_iqr_ms"], row[f"{b}_speedup"])
+          for b in view.batch_keys],
     ]
 
 
