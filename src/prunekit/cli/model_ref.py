@@ -1,15 +1,24 @@
-"""Resolve ``--model`` (zoo name, ``torchvision:NAME`` or ``package.module:factory``)."""
+"""Resolve ``--model`` (zoo name, ``torchvision:NAME``, ``package.module:factory`` or
+``hf:DIR``, a Hugging Face checkpoint folder pruned block by block from disk)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .. import zoo
-from ..errors import ExampleInputError, FormatError
+from ..errors import CalibrationError, ExampleInputError, FormatError, SpecError
 from ..io.refs import build_from_ref, normalize_ref
+from ..specs import Spec
+
+if TYPE_CHECKING:
+    from ..sequential import SequentialResult
+
+HF_PREFIX = "hf:"
 
 
 def build_model(ref: str, weights: Path | None = None) -> nn.Module:
@@ -53,3 +62,47 @@ def example_inputs_for(ref: str, input_shape: str | None, batch: int = 2) -> tor
             f"--input-shape is required for {ref!r}", "e.g. --input-shape 1,3,224,224"
         )
     return zoo.example_inputs(ref, batch)
+
+
+def hf_folder(ref: str) -> Path | None:
+    """The checkpoint folder of ``--model hf:DIR``, or None for any other reference."""
+    return Path(ref[len(HF_PREFIX):]) if ref.startswith(HF_PREFIX) else None
+
+
+def prune_hf_folder(
+    folder: Path, spec: Spec, *, text: Path | None, samples: int, length: int,
+    output: Path | None, overwrite: bool, device: str, ignore: Sequence[str],
+) -> SequentialResult:
+    """Prune a checkpoint folder block by block, calibrated on a text file.
+
+    Args:
+        folder: the Hugging Face folder (config, safetensors weights, tokenizer).
+        spec: a calibrated one-shot spec (Wanda, SparseGPT, N:M).
+        text: the calibration text file, tokenized by the folder's tokenizer.
+        samples: calibration sequences.
+        length: tokens per sequence.
+        output: the folder to write.
+        overwrite: replace an existing ``output``.
+        device: where blocks run.
+        ignore: layers to leave alone.
+
+    Returns:
+        What was written.
+
+    Raises:
+        SpecError: no ``--out``. CalibrationError: no ``--calibration-text``, or no tokenizer.
+        FormatError: the folder is not a checkpoint (checked before the text is tokenized).
+    """
+    from ..sequential import prune_pretrained, text_calibration
+    from ..sequential.source import check_folder
+
+    if output is None:
+        raise SpecError("--model hf:DIR writes the pruned model to a folder, and none was given",
+                        "add --out DIR")
+    if text is None:
+        raise CalibrationError("--model hf:DIR is pruned with calibration data, and none was "
+                               "given", "add --calibration-text FILE (plain text)")
+    check_folder(folder)
+    batches = text_calibration(folder, text, samples=samples, length=length)
+    return prune_pretrained(folder, spec, calibration=batches, out=output,  # type: ignore[arg-type]
+                            device=device, ignore=list(ignore), overwrite=overwrite)

@@ -16,7 +16,7 @@ from ..errors import SpecError
 from ..specs import NM, Depth, Spec, Structured, Unstructured
 from ..summary import ROOT, Summary
 from .errors import report_failures
-from .model_ref import build_model, example_inputs_for
+from .model_ref import build_model, example_inputs_for, hf_folder, prune_hf_folder
 
 
 class Method(str, Enum):
@@ -24,6 +24,8 @@ class Method(str, Enum):
     nm = "nm"
     structured = "structured"
     depth = "depth"
+    wanda = "wanda"
+    sparsegpt = "sparsegpt"
 
 
 class Selection(str, Enum):
@@ -79,6 +81,8 @@ def build_spec(
         except ValueError as exc:
             raise SpecError(f"bad --nm {nm!r}", "write it as N:M, e.g. --nm 2:4") from exc
         return NM(n_keep=n_keep, m=m, importance=importance)
+    if method in (Method.wanda, Method.sparsegpt):
+        return Unstructured(sparsity=sparsity, importance=method.value)
     if method is Method.structured:
         return Structured(sparsity=sparsity, threshold=threshold, scope=scope,  # type: ignore[arg-type]
                           importance=importance, round_to=round_to, target=target)
@@ -138,10 +142,13 @@ def artifact_ref(model: str) -> str:
 @report_failures
 def prune_command(
     model: str = typer.Option(
-        "lenet", "--model", "-m", help="zoo name, torchvision:NAME or package.module:factory"
+        "lenet", "--model", "-m",
+        help="zoo name, torchvision:NAME, package.module:factory or hf:DIR (a Hugging Face "
+             "folder, pruned one block at a time from disk)"
     ),
     method: Method = typer.Option(
-        Method.unstructured, help="unstructured, nm, structured or depth (residual blocks)"),
+        Method.unstructured,
+        help="unstructured, nm, structured, depth (residual blocks), wanda or sparsegpt"),
     sparsity: float | None = typer.Option(
         None, help="fraction removed, in [0, 1) (0.5 if neither this nor --threshold)"
     ),
@@ -154,8 +161,12 @@ def prune_command(
     weights: Path | None = typer.Option(None, help="safetensors weights for the model"),
     input_shape: str | None = typer.Option(None, help="example input shape, e.g. 1,3,224,224"),
     output: Path | None = typer.Option(
-        None, "--output", "-o", help="save the result to this folder"
+        None, "--output", "--out", "-o", help="save the result to this folder"
     ),
+    calibration_text: Path | None = typer.Option(
+        None, help="hf:DIR: plain text file, tokenized by the folder's tokenizer"),
+    calibration_samples: int = typer.Option(16, help="hf:DIR: calibration sequences"),
+    calibration_length: int = typer.Option(128, help="hf:DIR: tokens per sequence"),
     target_params: float | None = typer.Option(
         None, help="structured: keep this fraction of the parameters, in (0, 1]"),
     target_macs: float | None = typer.Option(
@@ -163,7 +174,8 @@ def prune_command(
     target_latency: float | None = typer.Option(
         None, help="structured: keep this fraction of the measured latency, in (0, 1]"),
     batch: int = typer.Option(1, help="--target-latency: batch size timed"),
-    device: str = typer.Option("cpu", help="--target-latency: device timed (cpu, cuda)"),
+    device: str = typer.Option(
+        "cpu", help="--target-latency: device timed; hf:DIR: device blocks run on (cpu, cuda)"),
     dtype: str = typer.Option("float32", help="--target-latency: float32, float16, bfloat16"),
     threads: int | None = typer.Option(None, help="--target-latency: torch threads timed"),
     blocks: int = typer.Option(
@@ -188,6 +200,7 @@ def prune_command(
       prunekit prune --model fmnist_resnet --method depth --blocks 2
       prunekit prune --model fmnist_resnet --method depth --block stages.0.1 --sparsity 0.5
       prunekit prune -m mypkg.models:build --input-shape 1,3,32,32
+      prunekit prune --model hf:llama-dir --method sparsegpt --calibration-text c4.txt --out p
 
     Exit codes: 0 ok, 1 a check failed, 2 bad usage or input, 3 internal error.
     """
@@ -209,6 +222,17 @@ def prune_command(
         spec = build_depth_spec(blocks, block, selection, channels)
     else:
         spec = build_spec(method, sparsity, threshold, scope, importance, nm, round_to, target)
+    folder = hf_folder(model)
+    if folder is not None:
+        done = prune_hf_folder(folder, spec, text=calibration_text, samples=calibration_samples,
+                               length=calibration_length, output=output, overwrite=overwrite,
+                               device=device, ignore=ignore)
+        typer.echo(json.dumps({"model": model, **done.to_dict()}, indent=2) if as_json
+                   else str(done))
+        return
+    if method in (Method.wanda, Method.sparsegpt):
+        raise SpecError(f"--method {method.value} calibrates on text; it prunes --model hf:DIR",
+                        "pass --model hf:DIR --calibration-text FILE")
     net = build_model(model, weights)
     x = example_inputs_for(model, input_shape)
     result = api.prune(net, spec, x, ignore=ignore, seed=seed)

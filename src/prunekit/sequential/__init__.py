@@ -1,5 +1,6 @@
 """Pruning models larger than memory: one block loaded at a time from the checkpoint."""
 
 from .prune import SequentialResult, prune_pretrained
+from .text import text_calibration
 
-__all__ = ["prune_pretrained", "SequentialResult"]
+__all__ = ["prune_pretrained", "SequentialResult", "text_calibration"]

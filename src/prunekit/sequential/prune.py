@@ -73,6 +73,25 @@ class SequentialResult:
         total = sum(t for _, t in self.layers.values())
         return 1.0 - sum(k for k, _ in self.layers.values()) / max(total, 1)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: output folder, spec, per-weight kept/total, skipped layers, sparsity."""
+        return {
+            "output": str(self.path), "spec": self.spec, "blocks": len(self.blocks),
+            "sparsity": self.sparsity, "calibration": self.calibration,
+            "layers": {k: {"kept": kept, "total": total}
+                       for k, (kept, total) in self.layers.items()},
+            "skipped": dict(self.skipped),
+        }
+
+    def __str__(self) -> str:
+        width = max((len(k) for k in self.layers), default=5)
+        lines = [f"{'weight':<{width}} {'kept':>10} {'total':>10} sparsity", "-" * (width + 31)]
+        lines += [f"{k:<{width}} {kept:>10} {total:>10} {1 - kept / max(total, 1):>8.2%}"
+                  for k, (kept, total) in self.layers.items()]
+        lines.append(f"total: {self.sparsity:.2%} of targeted weights removed; "
+                     f"written to {self.path}")
+        return "\n".join(lines)
+
 
 def _check_method(spec: object) -> Unstructured | NM:
     if not isinstance(spec, (Unstructured, NM)) or spec.importance not in METHODS:
