@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from seq_models import gpt2_config, llama_config, save_checkpoint, save_tokenizer
 
 
