@@ -36,7 +36,7 @@ def sentences(count: int, offset: int = 0) -> list[str]:
 def text_data() -> TextData:
     docs = [" ".join(sentences(3, 5 * i)) for i in range(6)]
     pairs = [(i, j, float((i * 7 + j * 3) % 5)) for i in range(6) for j in range(i + 1, 6)]
-    return TextData(calibration=sentences(8), train=sentences(16, 40), held_out=sentences(12, 90),
+    return TextData(calibration=sentences(8), train=sentences(48, 40), held_out=sentences(12, 90),
                     documents=docs, document_pairs=pairs,
                     word_sets={"ws353": WORDS, "simlex": WORDS[::-1]}, name="tiny text")
 

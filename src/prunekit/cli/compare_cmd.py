@@ -1,9 +1,13 @@
-"""``prunekit compare``: unstructured vs N:M vs structured vs combined, measured side by side."""
+"""``prunekit compare``: unstructured vs N:M vs structured vs combined, measured side by side,
+on an image classifier (``--task image``) or the sentence encoder all-MiniLM-L6-v2
+(``--task minilm``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +16,13 @@ from rich.console import Console
 
 from ..compare import CompareSettings, parse_variants, run_comparison
 from ..compare.baseline import save_checkpoint, shipped_stem, train_baseline
-from ..compare.datasets import comparison_data
+from ..compare.datasets import comparison_data, minilm_task
+from ..compare.minilm_budget import DISTILL_LR
+from ..compare.minilm_model import MODEL_NAME
+from ..compare.minilm_runner import run_minilm_comparison
+from ..compare.minilm_variants import parse_minilm_variants
 from ..compare.requirements import check_requirements
-from ..compare.settings import DEFAULT_MODEL, FINETUNE_LR
+from ..compare.settings import DEFAULT_MODEL, FINETUNE_LR, MINILM_TASK, parse_task
 from ..compare.store import RESULTS_FILE, ResultStore
 from ..errors import SpecError
 from ..report import failed_rows, render_terminal, write_reports
@@ -33,6 +41,23 @@ def _variant_text(variants: str | None, variants_file: Path | None) -> str | Non
         raise SpecError(f"cannot read --variants-file {variants_file}: {exc}") from exc
     names = [line.split("#", 1)[0].strip() for line in lines]
     return ",".join(n for n in names if n)
+
+
+def image_only_options(options: dict[str, bool]) -> None:
+    """Refuse options that only the image task reads when ``--task minilm`` is given.
+
+    Args:
+        options: option name (``--dataset``) -> whether it was given.
+
+    Raises:
+        SpecError: naming every such option that was given.
+    """
+    given = [name for name, used in options.items() if used]
+    if given:
+        raise SpecError(
+            f"--task minilm does not take {', '.join(given)} (they configure the image task)",
+            "drop them: the minilm task always distils the dense sentence embeddings of "
+            "all-MiniLM-L6-v2 on its own text; --epochs and --lr set that distillation")
 
 
 def _train_only(settings: CompareSettings, console: Console) -> None:
@@ -86,7 +111,9 @@ def compare_command(
     quick: bool = typer.Option(False, help="small subsets and short timings (smoke run)"),
     distill: bool = typer.Option(False, help="distil from the dense model while fine-tuning"),
     epochs: int = typer.Option(1, help="fine-tuning epochs per variant (the same for all)"),
-    lr: float = typer.Option(FINETUNE_LR, help="fine-tuning peak learning rate (cosine decay)"),
+    lr: float | None = typer.Option(
+        None, help=f"recovery learning rate (default: {FINETUNE_LR} SGD peak, cosine decay, "
+        f"for images; {DISTILL_LR:g} AdamW, constant, for minilm)"),
     fade: bool = typer.Option(
         True, "--fade/--no-fade",
         help="structured variants: fade the removed channels out during fine-tuning, then "
@@ -115,6 +142,9 @@ def compare_command(
     plots: bool = typer.Option(
         True, "--plots/--no-plots", help="draw the PNG plots (needs matplotlib)"),
     progress: bool = typer.Option(True, help="progress bars"),
+    task: str = typer.Option(
+        "image", help="image: a classifier on Fashion-MNIST (or --model/--dataset); minilm: "
+        "the pretrained sentence encoder all-MiniLM-L6-v2 on English text"),
 ) -> None:
     """Prune one dense model several ways, fine-tune each, and measure them side by side.
 
@@ -128,17 +158,35 @@ def compare_command(
     Examples: `prunekit compare` (one variant per family, shipped baseline);
     `prunekit compare --variants all --distill` (the full table);
     `prunekit compare --quick` (subsets, a smoke run);
-    `prunekit compare --model mypkg.models:net --dataset mypkg.data:loaders`.
+    `prunekit compare --model mypkg.models:net --dataset mypkg.data:loaders`;
+    `prunekit compare --task minilm` (the sentence encoder, distilled recovery).
     """
     console = Console()
+    chosen = parse_task(task)
     if epochs < 0 or threads < 1:
         raise SpecError(f"bad --epochs {epochs} / --threads {threads}",
                         "epochs >= 0, threads >= 1")
+    if chosen == MINILM_TASK:
+        image_only_options({
+            "--model": model != DEFAULT_MODEL, "--dataset": dataset is not None,
+            "--data-dir": data_dir is not None, "--distill": distill, "--no-fade": not fade,
+            "--gradual": gradual, "--augment": augment, "--train-baseline": train_baseline_flag,
+        })
+        settings = CompareSettings(
+            variants=tuple(parse_minilm_variants(_variant_text(variants, variants_file),
+                                                 quick=quick)),
+            out_dir=out, model_ref=MODEL_NAME, epochs=epochs, distill=True, quick=quick,
+            seed=seed, threads=threads, lr=DISTILL_LR if lr is None else lr, fade=False,
+            progress=progress, task=MINILM_TASK,
+        )
+        _run_minilm(settings, fresh, as_json, plots, console)
+        return
     settings = CompareSettings(
         variants=tuple(parse_variants(_variant_text(variants, variants_file), quick=quick)),
         out_dir=out, model_ref=model, dataset_ref=dataset, data_dir=data_dir, epochs=epochs,
-        distill=distill, quick=quick, seed=seed, threads=threads, lr=lr, fade=fade,
-        gradual=gradual, augment=augment, progress=progress,
+        distill=distill, quick=quick, seed=seed, threads=threads,
+        lr=FINETUNE_LR if lr is None else lr, fade=fade, gradual=gradual, augment=augment,
+        progress=progress,
     )
     check_requirements(settings, plots=plots and not train_baseline_flag)
     build_model(settings.model_ref)  # fail early on a broken factory
@@ -147,9 +195,30 @@ def compare_command(
         return
     ResultStore(settings.out_dir, settings.fingerprint()).check(fresh=fresh)
     data = comparison_data(settings)
-    try:
+    with _reporting_interrupts(settings, plots, console):
         results = run_comparison(settings, lambda: build_model(settings.model_ref), data,
                                  fresh=fresh)
+    logging.getLogger(__name__).debug("done: %s", list(results["variants"]))
+    _finish(results, settings, as_json, plots, console)
+
+
+def _run_minilm(settings: CompareSettings, fresh: bool, as_json: bool, plots: bool,
+                console: Console) -> None:
+    """The sentence-encoder comparison: checks, the real model and text, the run, reports."""
+    check_requirements(settings, plots=plots)
+    ResultStore(settings.out_dir, settings.fingerprint()).check(fresh=fresh)
+    task = minilm_task(settings)
+    with _reporting_interrupts(settings, plots, console):
+        results = run_minilm_comparison(settings, task, fresh=fresh)
+    _finish(results, settings, as_json, plots, console)
+
+
+@contextlib.contextmanager
+def _reporting_interrupts(settings: CompareSettings, plots: bool,
+                          console: Console) -> Iterator[None]:
+    """On Ctrl-C, write the reports of what finished, say how to resume, re-raise."""
+    try:
+        yield
     except KeyboardInterrupt:
         path = settings.out_dir / RESULTS_FILE
         if path.is_file():
@@ -157,6 +226,4 @@ def compare_command(
         console.print(f"[yellow]interrupted[/yellow]: finished variants kept in {path}; "
                       "rerun the same command to resume")
         raise
-    logging.getLogger(__name__).debug("done: %s", list(results["variants"]))
-    _finish(results, settings, as_json, plots, console)
 

@@ -8,6 +8,7 @@ the same epochs, learning rate, seed and dropout.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,15 @@ def removed_layers(model: nn.Module, dense: nn.Module) -> list[dict[str, Any]]:
             if isinstance(module, nn.Linear) and name not in present]
 
 
+def merge_steps(first: PruneResult, second: PruneResult) -> PruneResult:
+    """One result for heads/neurons/blocks removed, then weights masked: the first's surgery,
+    the second's masks, and a spec that names both (``kind`` stays the surgery's, which is
+    how :func:`prunekit.load` knows to rebuild the transformer first)."""
+    merged = _merge(first, second)
+    spec = {**first.plan.spec, "then": second.plan.spec}
+    return dataclasses.replace(merged, plan=dataclasses.replace(merged.plan, spec=spec))
+
+
 def prune_text(dense: nn.Module, variant: Variant, calibration: list[TokenBatch],
                seed: int = 0) -> PruneResult:
     """Apply the variant's specs in order to a copy of the encoder ``dense``.
@@ -84,7 +94,7 @@ def prune_text(dense: nn.Module, variant: Variant, calibration: list[TokenBatch]
         data = calibration if needs_calibration(spec) else None
         ignore = () if isinstance(spec, TransformerStructured) else IGNORED
         step = prune(model, spec, calibration=data, ignore=ignore, seed=seed)
-        result = step if result is None else _merge(result, step)
+        result = step if result is None else merge_steps(result, step)
         model = step.model
     assert result is not None, "a variant has at least one spec"
     return result
