@@ -222,6 +222,28 @@ def test_three_fits_do_not_grow_memory(tmp_path: Path) -> None:
     assert abs(removed_fraction(masks_of(module.state_dict())) - 0.5) <= TOLERANCE
 
 
+def test_lightning_model_pruning_prunes_biases_and_loses_masks_on_resume(
+        tmp_path: Path) -> None:
+    """The two behaviours of Lightning's own ModelPruning that docs/integrations.md cites
+    (and that the tests above show PrunekitPruning avoids); if Lightning changes them, this
+    fails and the page needs updating."""
+    from lightning.pytorch.callbacks import ModelPruning
+
+    torch.manual_seed(0)
+    module = TinyModule()
+    run = fit(tmp_path, module, ModelPruning("l1_unstructured", amount=0.5), 1)
+    run.save_checkpoint(tmp_path / "mp.ckpt")
+    saved = torch.load(tmp_path / "mp.ckpt", weights_only=False)["state_dict"]
+    assert int((saved["net.4.bias"] == 0).sum()) > 0  # biases pruned by default
+    assert not masks_of(saved)  # plain zeros, no masks
+    zeros = saved["net.4.weight"] == 0
+    assert int(zeros.sum()) > 0.3 * zeros.numel()
+    resumed = TinyModule()
+    trainer(tmp_path, 2, [ModelPruning("l1_unstructured", amount=0.5, apply_pruning=False)]
+            ).fit(resumed, loader(), ckpt_path=tmp_path / "mp.ckpt")
+    assert not bool((resumed.net[4].weight.detach()[zeros] == 0).any())  # all trained back
+
+
 @pytest.mark.parametrize(
     ("make", "fragment"),
     [
