@@ -273,6 +273,7 @@ def test_bad_names_fail_at_fit_before_any_change(tmp_path: Path) -> None:
         fit(tmp_path, module, PrunekitPruning(pk.Unstructured(sparsity=0.5), module="head"), 1)
     after = module.state_dict()
     assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+    assert not module._load_state_dict_pre_hooks  # the failed fits left no hook behind
 
 
 def test_missing_lightning_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:

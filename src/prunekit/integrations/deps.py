@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ..compare.requirements import MissingDependencyError
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..compare.requirements import MissingDependencyError
 
 
 def missing_dependency(package: str, needed_for: str, extra: str) -> MissingDependencyError:
@@ -17,6 +20,8 @@ def missing_dependency(package: str, needed_for: str, extra: str) -> MissingDepe
         A :class:`~prunekit.compare.requirements.MissingDependencyError` (also an
         ``ImportError``) naming the package and the ``pip install`` command.
     """
+    from ..compare.requirements import MissingDependencyError  # only when it is needed
+
     return MissingDependencyError(
         f"{needed_for} needs the {package} package, which is not installed",
         f'pip install "prunekit[{extra}]" (or pip install {package})',

@@ -113,6 +113,11 @@ class PrunekitPruning(pl.Callback):
         """Remove the loading hook (the module keeps its masks)."""
         self._loading.detach()
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        """A failed run: remove the loading hook as :meth:`teardown` would."""
+        self._loading.detach()
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Prune one-shot (``epoch=0``) or apply the schedule's initial sparsity."""
         target = self._target(pl_module)
