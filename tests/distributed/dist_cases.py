@@ -20,7 +20,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 import prunekit as pk
 import prunekit.distributed as pkd
-from prunekit.recover import RecoveryConfig, distill_outputs, finetune
+from prunekit.recover import (
+    ChannelFade,
+    GradualPruner,
+    GradualSchedule,
+    RecoveryConfig,
+    distill_outputs,
+    faded_channels,
+    finetune,
+    transplant,
+)
 
 WIDTH = 16
 STEPS = 20
@@ -161,6 +170,40 @@ def distilled() -> dict[str, Any]:
     return {"state": pkd.unwrap(student).state_dict()}
 
 
+def gradual() -> dict[str, Any]:
+    """Masks grown during training, on the wrapped module of every rank."""
+    model = wrap(mlp())
+    pruner = GradualPruner(GradualSchedule(final_sparsity=0.6, end_fraction=0.5, every=4),
+                           lambda s: pk.Unstructured(sparsity=s))
+    finetune(model, my_batches(), CONFIG, pruner=pruner, progress=False)
+    return {"state": pkd.unwrap(model).state_dict()}
+
+
+def conv_bn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+
+def faded() -> dict[str, Any]:
+    """Channels faded out under DDP, then cut: BatchNorm, so the ranks agree with each other
+    (not with one process on the combined batch)."""
+    rank, world = rank_and_world()
+    gen = torch.Generator().manual_seed(3)
+    images = torch.randn(STEPS, RANKS * PER_RANK, 3, 6, 6, generator=gen)
+    size = images.shape[1] // world
+    part = slice(rank * size, (rank + 1) * size)
+    loader = [(images[i, part], images[i, part, 0, 0, 0].gt(0).long()) for i in range(STEPS)]
+    dense = conv_bn()
+    one_shot = pk.prune(dense, pk.Structured(sparsity=0.5), example_inputs=images[0, :2])
+    model = copy.deepcopy(dense)
+    fade = ChannelFade(faded_channels(model, one_shot.plan), end_fraction=0.5)
+    wrapped = wrap(model)
+    finetune(wrapped, loader, CONFIG, pruner=fade, progress=False)
+    fade.remove(model)
+    return {"state": transplant(wrapped, one_shot).state_dict()}
+
+
 def saved(folder: Path) -> dict[str, Any]:
     model = wrap(_masked_mlp())
     finetune(model, my_batches(), RecoveryConfig(max_steps=3), progress=False)
@@ -207,6 +250,7 @@ CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "wanda": wanda, "wanda_owl": wanda_owl, "sparsegpt": sparsegpt,
     "sparsegpt_dense": sparsegpt_dense, "taylor": taylor, "models_differ": models_differ,
     "finetune": finetuned, "distill": distilled, "accelerate": accelerated,
+    "gradual": gradual, "fade": faded,
     "calibration_differs": calibration_differs, "teacher_wrapped": teacher_wrapped,
     "steps_differ": steps_differ,
 }

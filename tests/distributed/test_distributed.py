@@ -10,7 +10,9 @@ ranks with each other and with the same case run here in one process:
   fewer forward passes than one process running every batch;
 - 20 steps of ``finetune`` (a DDP-wrapped masked model, 8 examples per rank and step) give
   bit-equal weights on both ranks and the single-process weights on the combined 16-example
-  batches within 1e-5; likewise ``distill_outputs`` and ``finetune`` under HF accelerate;
+  batches within 1e-5; likewise ``distill_outputs``, ``finetune`` under HF accelerate and
+  gradual pruning (masks grown on the wrapped module); channel fading (a BatchNorm model)
+  leaves equal cut models on both ranks;
 - ranks that disagree (models, calibration data, step counts) or a wrapped teacher raise
   the same typed error on every rank; ``prunekit.distributed.save`` writes from rank 0 the
   unwrapped model.
@@ -38,7 +40,7 @@ from prunekit.oneshot.walk import calibrate_and_prune
 
 HERE = Path(__file__).resolve().parent
 RANKED = ["wanda", "wanda_owl", "sparsegpt", "sparsegpt_dense", "taylor", "finetune",
-          "distill", "accelerate", "save"]
+          "distill", "accelerate", "gradual", "fade", "save"]
 FAILING = ["models_differ", "calibration_differs", "teacher_wrapped", "steps_differ"]
 TIMEOUT_S = 240
 
@@ -121,7 +123,7 @@ def test_taylor_channels_on_two_ranks_are_the_single_process_channels(
     assert _max_diff(single["state"], ranked["state"]) <= 1e-6
 
 
-@pytest.mark.parametrize("case", ["finetune", "distill", "accelerate"])
+@pytest.mark.parametrize("case", ["finetune", "distill", "accelerate", "gradual"])
 def test_recovery_on_two_ranks_matches_one_process_on_the_combined_batch(
     ranks: tuple[dict[str, Any], ...], case: str
 ) -> None:
@@ -136,6 +138,13 @@ def test_recovery_on_two_ranks_matches_one_process_on_the_combined_batch(
     if case == "finetune":
         assert int(ranked["steps"]) == dist_cases.STEPS
         assert torch.equal(ranked["loss"], ranks[1][case]["loss"])  # mean over the ranks
+
+
+def test_channel_fade_under_ddp_leaves_equal_cut_models_on_every_rank(
+    ranks: tuple[dict[str, Any], ...],
+) -> None:
+    ranked = _assert_ranks_equal(ranks, "fade")
+    assert ranked["state"]["0.weight"].shape[0] == 4  # half the channels cut after fading
 
 
 def test_save_from_a_ddp_model_writes_the_unwrapped_model_once(

@@ -19,7 +19,7 @@ from .group import (
     unwrap,
     world_size,
 )
-from .reduce import mean_across_ranks, sum_across_ranks
+from .reduce import broadcast_buffers, mean_across_ranks, sum_across_ranks
 from .save import save
 from .shard import Shard, calibration_shard
 
@@ -27,6 +27,7 @@ __all__ = [
     "Shard",
     "active",
     "barrier",
+    "broadcast_buffers",
     "calibration_shard",
     "check_same_on_every_rank",
     "digest_batches",

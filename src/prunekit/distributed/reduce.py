@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from .group import initialized
 
@@ -66,3 +67,25 @@ def mean_across_ranks(value: float) -> float:
         return value
     summed = sum_across_ranks({"v": torch.tensor([value])}, {"v": (1,)})["v"]
     return float(summed[0]) / dist.get_world_size()
+
+
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics, masks) into every rank's
+    ``module``, as ``DistributedDataParallel`` does before each forward (nothing to do
+    without a process group). Every rank must call it.
+
+    Args:
+        module: the module (not its wrapper), the same architecture on every rank.
+        src: the rank whose buffers are kept.
+    """
+    if not initialized():
+        return
+    for buffer in module.buffers():
+        comm = _comm_device(buffer.device)
+        if comm == buffer.device:
+            dist.broadcast(buffer.detach(), src=src)  # in place: shares the buffer's storage
+            continue
+        value = buffer.detach().to(comm)
+        dist.broadcast(value, src=src)
+        with torch.no_grad():
+            buffer.copy_(value)

@@ -13,7 +13,13 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..distributed import is_main_process, is_wrapped, mean_across_ranks, unwrap
+from ..distributed import (
+    broadcast_buffers,
+    is_main_process,
+    is_wrapped,
+    mean_across_ranks,
+    unwrap,
+)
 from ..errors import SpecError
 from ..result import PruneResult, model_of
 from .batchnorm import recalibrate_batchnorm
@@ -93,7 +99,9 @@ def finetune(
     Data parallel: pass the ``DistributedDataParallel`` wrapper of the pruned model and
     each rank's own loader (a ``DistributedSampler``); see :class:`RecoveryStep`. Every rank
     must take the same number of steps (checked first); the reported losses are the means
-    over the ranks and only rank 0 shows a progress bar.
+    over the ranks and only rank 0 shows a progress bar. At the end every rank takes rank
+    0's buffers (BatchNorm running statistics), as DDP does before each forward, unless
+    the wrapper was built with ``broadcast_buffers=False``.
 
     Args:
         model: a pruned (masked, finalized or physically smaller) or dense model, or a
@@ -151,6 +159,8 @@ def finetune(
             log.info("%s epoch %d: loss %.4f", description, epoch + 1, losses[-1])
             if on_epoch_end is not None:
                 on_epoch_end(epoch, losses[-1])
+    if is_wrapped(model) and getattr(model, "broadcast_buffers", False):
+        broadcast_buffers(module)  # the last step's running statistics, as DDP would
     recalibrate_batchnorm(model, train_loader, config.bn_recalibration_batches)
     model.eval()
     check_unchanged(module, before, may_shrink=pruner is not None)
