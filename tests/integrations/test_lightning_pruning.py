@@ -82,6 +82,21 @@ def test_one_shot_reaches_sparsity_and_prunes_only_layer_weights(tmp_path: Path)
     assert hidden_values_are_zero(module)  # momentum / weight decay left nothing behind
 
 
+class WithTeacher(TinyModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.teacher = tiny_net()
+
+
+@pytest.mark.parametrize("where", [{"module": "net"}, {"ignore": "teacher"}])
+def test_module_or_ignore_leave_a_held_teacher_dense(tmp_path: Path,
+                                                      where: dict[str, str]) -> None:
+    torch.manual_seed(0)
+    module = WithTeacher()
+    fit(tmp_path, module, PrunekitPruning(pk.Unstructured(sparsity=0.5), **where), 1)
+    assert masked_names(module) == {f"net.{name}" for name in prunable_weights(module.net)}
+
+
 def test_pruning_leaves_biases_norms_and_kept_weights_as_they_were(tmp_path: Path) -> None:
     """Pruned at the start of epoch 1: the prune itself changes nothing but the pruned
     weights (no bias, norm or kept weight is reset or touched)."""
