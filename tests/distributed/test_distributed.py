@@ -33,10 +33,6 @@ import torch
 import torch.distributed as dist
 
 import prunekit as pk
-from prunekit.distributed import calibration_shard, sum_across_ranks
-from prunekit.errors import SpecError
-from prunekit.oneshot.layers import OneShotSettings
-from prunekit.oneshot.walk import calibrate_and_prune
 
 HERE = Path(__file__).resolve().parent
 RANKED = ["wanda", "wanda_owl", "sparsegpt", "sparsegpt_dense", "taylor", "finetune",
@@ -171,24 +167,3 @@ def test_ranks_that_disagree_raise_the_same_typed_error(
     assert all(o.get("error") == error for o in outcomes), outcomes
     assert names in outcomes[0]["message"]
     assert "hint:" in outcomes[0]["message"]
-
-
-def test_distributed_true_without_a_process_group_is_refused() -> None:
-    assert not dist.is_initialized()
-    with pytest.raises(SpecError, match="no process group is initialized"):
-        calibration_shard(4, distributed=True)
-    model = dist_cases.stack()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    settings = OneShotSettings(method="wanda", sparsity={"head.weight": 0.5}, nm=None)
-    with pytest.raises(SpecError, match="distributed=True"):
-        calibrate_and_prune(model, ["head.weight"], dist_cases.calibration(), settings, [],
-                            distributed=True)
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
-
-
-def test_single_process_sums_are_the_local_tensors() -> None:
-    local = {"a": torch.tensor([1.0, 2.0])}
-    summed = sum_across_ranks(local, {"a": (2,), "b": (2, 2)})
-    assert torch.equal(summed["a"], local["a"].double())
-    assert torch.equal(summed["b"], torch.zeros(2, 2, dtype=torch.float64))
-    assert calibration_shard(4) is None

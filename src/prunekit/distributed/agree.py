@@ -36,8 +36,10 @@ def _feed(h: Any, value: Any) -> None:
         h.update(f"L{len(value)}".encode())
         for item in value:
             _feed(h, item)
-    else:
+    elif value is None or isinstance(value, (str, int, float, bool, torch.dtype)):
         h.update(repr(value).encode())
+    else:  # an object whose repr may hold its address: its type is what ranks can compare
+        h.update(f"O{type(value).__module__}.{type(value).__qualname__}".encode())
 
 
 def digest_batches(batches: Iterable[Any]) -> str:
