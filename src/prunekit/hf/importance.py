@@ -17,12 +17,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..distributed import calibration_shard, sum_across_ranks
 from ..errors import CalibrationError
 from ..importance.gradients import summed_gradients
 from ..inputs import call_model
 from ..oneshot.calibration import Batch
 from .arch import Arch, Attention, Block, Slice
-from .calibration import ActivationStats
+from .calibration import ActivationStats, collect_activation_stats
 from .views import module_weight, unit_view, weight_of
 
 UnitTensor = Callable[[Slice, int, int], torch.Tensor]
@@ -172,3 +173,52 @@ def check_stats_shape(arch: Arch, stats: ActivationStats) -> None:
     missing = [b.name for i, b in enumerate(arch.blocks) if i not in stats.tokens]
     if missing:
         raise CalibrationError(f"calibration never ran through {', '.join(missing)}")
+
+
+def activation_stats(
+    model: nn.Module, arch: Arch, batches: list[Batch], *, distributed: bool | None = None
+) -> ActivationStats:
+    """:func:`.calibration.collect_activation_stats`, split over the ranks of a
+    ``torch.distributed`` job: each rank runs its share of ``batches`` (the same list on
+    every rank) and the Gram matrices, sums of squares, influences and token counts are
+    summed over the ranks, so every rank gets the statistics of the whole list.
+
+    Args:
+        model: the Hugging Face model.
+        arch: its blocks, as :func:`.arch.read_arch` reads them.
+        batches: calibration batches, the same on every rank.
+        distributed: None splits when a process group of two or more is initialized;
+            True requires one; False runs every batch here.
+
+    Returns:
+        The statistics (a block no rank ran is left out, as in one process).
+
+    Raises:
+        SpecError: ``distributed=True`` without a process group.
+    """
+    shard = calibration_shard(len(batches), distributed)
+    if shard is None:
+        return collect_activation_stats(model, arch, batches)
+    stats = collect_activation_stats(model, arch, shard.local(batches))
+    local: dict[str, torch.Tensor] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for b, block in enumerate(arch.blocks):
+        att = block.attention
+        shapes.update({f"{b}/heads": (att.num_heads, att.head_dim, att.head_dim),
+                       f"{b}/neurons": (block.mlp.width,), f"{b}/influence": (1,),
+                       f"{b}/tokens": (1,)})
+        if b in stats.tokens:
+            local.update({f"{b}/heads": stats.head_gram[b], f"{b}/neurons": stats.neuron_sq[b],
+                          f"{b}/influence": torch.tensor([stats.influence[b]]),
+                          f"{b}/tokens": torch.tensor([float(stats.tokens[b])])})
+    device = next(model.parameters()).device
+    summed = sum_across_ranks(local, shapes, device)
+    total = ActivationStats()
+    for b in range(len(arch.blocks)):
+        tokens = int(summed[f"{b}/tokens"][0])
+        if tokens:
+            total.head_gram[b] = summed[f"{b}/heads"]
+            total.neuron_sq[b] = summed[f"{b}/neurons"]
+            total.influence[b] = float(summed[f"{b}/influence"][0])
+            total.tokens[b] = tokens
+    return total
