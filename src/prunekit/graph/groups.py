@@ -175,6 +175,7 @@ def analyze(
         chan = _lookup(state, table, atoms)
         mixing[chan[chan >= 0]] = True
     heads = [(h.module, h.attr, _lookup(state, table, h.head_atoms)) for h in state.heads]
+    heads = [rule for rule in heads if bool((rule[2] >= 0).any())]  # else nothing to count
     class_channels = {}
     for cls, atom_list in state.class_atoms.items():
         chan = _lookup(state, table, torch.cat(atom_list))

@@ -61,9 +61,31 @@ def linear(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> No
         _pin_inputs(state, x)
         return
     out_atoms = state.pdim(weight, 0, OUT)
-    _couple_input(state, x, x.dim() - 1, state.pdim(weight, 1, IN))
+    in_atoms = state.pdim(weight, 1, IN)
+    if _mixes_positions(state, x, weight, in_atoms, out_atoms, bias, out):
+        return
+    _couple_input(state, x, x.dim() - 1, in_atoms)
     _couple_bias(state, bias, out_atoms)
     state.set_map(out, along(out_atoms, out.dim() - 1, out.dim()))
+
+
+def _mixes_positions(state: TraceState, x: torch.Tensor, weight: torch.Tensor,
+                     in_atoms: torch.Tensor, out_atoms: torch.Tensor, bias: Any,
+                     out: torch.Tensor) -> bool:
+    """A Linear over tokens (MLP-Mixer's token MLP, gMLP's spatial gate: ``x.transpose(1,
+    2)`` in, the channels on another dim): each output row still belongs to the channel of
+    its input row, so the channels pass through and the Linear's own dims (token counts)
+    stay whole. Returns False for an ordinary Linear over channels."""
+    amap = state.map_of(x)
+    last = x.dim() - 1
+    if amap is None or varies(amap, last) or not any(varies(amap, d) for d in range(last)):
+        return False
+    state.freeze(in_atoms)
+    state.freeze(out_atoms)
+    if isinstance(bias, torch.Tensor) and state.param_key(bias):
+        state.freeze(state.pdim(bias, 0, BIAS))
+    state.set_map(out, amap.narrow(last, 0, 1))
+    return True
 
 
 def conv(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .state import HeadRule, TraceState, varies
+from .state import HeadRule, TraceState, rows, varies
 from .unionfind import NO_ATOM
 
 LAYOUT = {
@@ -86,6 +86,7 @@ def layout(
         return
     if name in SPLITTING and isinstance(out, torch.Tensor):
         _constrain_splits(state, source.expand(args[0].shape), tuple(out.shape))
+        _shape_attributes(state, out)
     elif name in PARTS:
         _constrain_parts(state, source, args, kwargs, name)
     elif name in SLICING:
@@ -150,6 +151,8 @@ def _unite_split(state: TraceState, vector: torch.Tensor, factors: list[int]) ->
     head = _head_factor(state, factors)
     keep = head[0] if head else len(factors) - 1
     for row in vector:
+        if not bool((row >= 0).any()):
+            continue  # padding (no channel at all): no constraint, no head count
         grid = row.view(factors).movedim(keep, 0).reshape(factors[keep], -1)  # (kept factor, rest)
         state.unite(grid[:, :1].expand_as(grid), grid)
         if head:
@@ -165,28 +168,136 @@ def _part_dim(name: str, args: Any, kwargs: dict[str, Any]) -> int:
 def _constrain_parts(
     state: TraceState, source: torch.Tensor, args: Any, kwargs: dict[str, Any], name: str
 ) -> None:
-    """Parts of a channel dim must keep equal positions (sizes are recomputed after pruning)."""
+    """Parts of a channel dim must keep equal positions (sizes are recomputed after pruning),
+    unless the split sizes are a list attribute of the running module: then each part
+    keeps its own channels and the list is updated (see :func:`_width_rules`)."""
     tensor = args[0]
     dim = _part_dim(name, args, kwargs) % tensor.dim()
     if not varies(source, dim):
         return
     size = tensor.size(dim)
+    sizes: Any = None
     if name == "unbind":
         pieces = size
     elif name == "chunk":
         pieces = int(args[1]) if len(args) > 1 else int(kwargs["chunks"])
     else:
-        sizes: Any = args[1] if len(args) > 1 else kwargs.get("split_size_or_sections")
+        sizes = args[1] if len(args) > 1 else kwargs.get("split_size_or_sections")
         if isinstance(sizes, int):
             pieces = size // sizes if size % sizes == 0 else 0
+        elif len(set(sizes)) == 1:
+            pieces = len(sizes)
+        elif _split_by_attribute(state, source, tensor, dim, list(sizes)):
+            return
         else:
-            pieces = len(sizes) if len(set(sizes)) == 1 else 0
+            pieces = 0
     if pieces < 1 or size % pieces:
         state.freeze(source)
         return
     grid = source.expand(tensor.shape).movedim(dim, -1)
     grid = grid.reshape(-1, pieces, size // pieces)  # (rows, part, position)
     state.unite(grid[:, :1].expand_as(grid), grid)
+    if isinstance(sizes, int):
+        _split_size_attributes(state, source, tensor, dim, sizes)
+    elif sizes is not None:
+        _split_list_attributes(state, source, tensor, dim, list(sizes))
+
+
+# Width-like attribute names: a module keeping a channel count it later passes to a split or
+# a view (timm's ``expand_chs``, ``width``, ``in_channels``, ``splits``, ``shape``).
+WIDTH_WORDS = ("chs", "channels", "dim", "width", "features", "split", "shape", "hidden",
+               "planes")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _width_attributes(state: TraceState) -> list[tuple[str, Any]]:
+    """Int, int-tuple and int-list attributes of the running module named like a width."""
+    if not state.stack:
+        return []
+    found = []
+    for attr, value in vars(state.stack[-1][1]).items():
+        if attr.startswith("_") or not any(word in attr.lower() for word in WIDTH_WORDS):
+            continue
+        if _is_int(value) or (isinstance(value, (tuple, list)) and value
+                              and all(_is_int(v) for v in value)):
+            found.append((attr, value))
+    return found
+
+
+def _single_row(source: torch.Tensor, tensor: torch.Tensor, dim: int) -> torch.Tensor | None:
+    """The atoms along ``dim`` when every other position holds the same ones, else None."""
+    distinct = rows(source.expand(tensor.shape), dim, tensor.size(dim))
+    distinct = distinct[(distinct >= 0).any(1)]  # padding rows hold no channel
+    return distinct[0] if distinct.size(0) == 1 else None
+
+
+def _width_rule(state: TraceState, attr: str, atoms: torch.Tensor) -> None:
+    """The attribute's new value is the number of indices of ``atoms`` kept after pruning."""
+    state.heads.append(HeadRule(state.stack[-1][0], attr, atoms.clone()))
+
+
+def _split_size_attributes(
+    state: TraceState, source: torch.Tensor, tensor: torch.Tensor, dim: int, part: int
+) -> None:
+    """``x.split(self.width)`` / ``x.split(self.expand_chs // 2)``: an int attribute equal to
+    the part size or to the whole width follows the pruned width."""
+    row = _single_row(source, tensor, dim)
+    if row is None:
+        return
+    for attr, value in _width_attributes(state):
+        if _is_int(value) and value in (part, row.numel()) and part != row.numel():
+            _width_rule(state, attr, row[:value])
+
+
+def _split_list_attributes(
+    state: TraceState, source: torch.Tensor, tensor: torch.Tensor, dim: int, sizes: list[int]
+) -> bool:
+    """``torch.split(x, self.splits)``: every item of a list attribute equal to the split
+    sizes gets its part's kept count. Returns False when no attribute holds ``sizes`` or the
+    parts are not the same along the other dims (nothing recorded)."""
+    attrs = [attr for attr, value in _width_attributes(state)
+             if isinstance(value, list) and value == sizes]
+    row = _single_row(source, tensor, dim) if attrs else None
+    if row is None:
+        return False
+    bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    for attr in attrs:
+        for i in range(len(sizes)):
+            _width_rule(state, f"{attr}[{i}]", row[bounds[i]:bounds[i + 1]])
+    return True
+
+
+def _split_by_attribute(
+    state: TraceState, source: torch.Tensor, tensor: torch.Tensor, dim: int, sizes: list[int]
+) -> bool:
+    """Unequal parts whose sizes a list attribute holds (timm's ``MixedConv2d.splits``) are
+    pruned each on its own; the first channel of every part is kept, so no part (and no
+    layer reading it) ends up empty."""
+    if not _split_list_attributes(state, source, tensor, dim, sizes):
+        return False
+    grid = source.expand(tensor.shape).movedim(dim, -1)
+    for start in [sum(sizes[:i]) for i in range(len(sizes))]:
+        state.freeze(grid[..., start])
+    return True
+
+
+def _shape_attributes(state: TraceState, out: torch.Tensor) -> None:
+    """``w.view(self.shape)``: a shape attribute equal to the view's shape follows the pruned
+    width at every dim holding channels."""
+    amap = state.peek(out)
+    if amap is None:
+        return
+    shape = list(out.shape)
+    for attr, value in _width_attributes(state):
+        if not isinstance(value, (tuple, list)) or list(value) != shape:
+            continue
+        for d in range(out.dim()):
+            row = _single_row(amap, out, d) if varies(amap, d) else None
+            if row is not None:
+                _width_rule(state, f"{attr}[{d}]", row)
 
 
 def _constrain_slice(

@@ -67,7 +67,8 @@ def unary(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> Non
 def elementwise(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> None:
     """Broadcasting n-ary op: unite the atoms of the inputs at every output element."""
     inputs = tensor_args(args, kwargs)
-    maps = [m for m in (state.map_of(t) for t in inputs) if m is not None]
+    maps = [m for m in (state.map_of(t) for t in inputs if not _shared_scalar(state, t))
+            if m is not None]
     if not maps or not isinstance(out, torch.Tensor):
         if isinstance(out, torch.Tensor):
             state.set_map(out, None)
@@ -81,6 +82,14 @@ def elementwise(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) 
         result = torch.where(result >= 0, result, other)
     _freeze_unmatched(state, inputs, result)
     state.set_map(out, result)
+
+
+def _shared_scalar(state: TraceState, tensor: torch.Tensor) -> bool:
+    """A one-element parameter (a learnable scale or bias shared by every channel, as in
+    timm's ``LearnableAffineBlock``) belongs to no channel: it is never sliced, and uniting
+    its single atom with the channels it multiplies would tie them all into one."""
+    return tensor.numel() == 1 and id(tensor) not in state.maps and (
+        state.param_key(tensor) is not None)
 
 
 def _freeze_unmatched(state: TraceState, inputs: list[torch.Tensor], result: torch.Tensor) -> None:
@@ -129,7 +138,8 @@ def reduce(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> No
         state.freeze(amap)
         return
     if any(varies(amap, d) for d in dims):
-        state.freeze(amap)
+        _reduce_channels(state, amap, dims)
+        amap = state.atoms.find(amap)
     keepdim = bool(kwargs.get("keepdim", args[2] if len(args) > 2 else False))
     for d in dims:
         amap = amap.narrow(d, 0, 1)
@@ -138,6 +148,18 @@ def reduce(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> No
             amap = amap.squeeze(d)
     if isinstance(first, torch.Tensor) and first.is_floating_point():
         state.set_map(first, amap if amap.dim() == first.dim() else None)
+
+
+def _reduce_channels(state: TraceState, amap: torch.Tensor, dims: list[int]) -> None:
+    """Reducing a dim that holds channels. Stacked branches (``torch.stack(paths, 1).sum(1)``
+    in selective-kernel blocks: channels still vary along a kept dim) add up slice by slice,
+    so the slices are united as in a residual ``add``; reducing the channels themselves
+    mixes them, and they are pinned."""
+    if not any(varies(amap, d) for d in range(amap.dim()) if d not in dims):
+        state.freeze(amap)
+        return
+    for d in dims:
+        state.unite(amap.narrow(d, 0, 1).expand_as(amap), amap)
 
 
 def softmax(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) -> None:

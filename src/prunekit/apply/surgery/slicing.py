@@ -8,6 +8,7 @@ and :func:`finish` fixes module attributes. Undoing a cut is the pipeline's snap
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -44,10 +45,25 @@ def simple_attributes(module: nn.Module) -> dict[str, Any]:
         if name.startswith("_") or name == "training":
             continue
         if isinstance(value, SIMPLE) or (
-            isinstance(value, tuple) and all(isinstance(v, SIMPLE) for v in value)
+            isinstance(value, (tuple, list)) and all(isinstance(v, SIMPLE) for v in value)
         ):
             attrs[name] = value
     return attrs
+
+
+ITEM = re.compile(r"(?P<attr>\w+)\[(?P<index>\d+)\]")
+
+
+def set_attribute(module: nn.Module, attr: str, value: int) -> None:
+    """Set ``module.<attr>``; ``"shape[0]"`` sets one item of a tuple or list attribute."""
+    item = ITEM.fullmatch(attr)
+    if item is None:
+        setattr(module, attr, value)
+        return
+    current = getattr(module, item["attr"])
+    items = list(current)
+    items[int(item["index"])] = value
+    setattr(module, item["attr"], type(current)(items))
 
 
 def touched_modules(kept: dict[str, Any], head_attrs: dict[str, dict[str, int]]) -> list[str]:
@@ -98,7 +114,7 @@ def finish(
         sync_attributes(model.get_submodule(name))
     for name, attrs in head_attrs.items():
         for attr, value in attrs.items():
-            setattr(model.get_submodule(name), attr, value)
+            set_attribute(model.get_submodule(name), attr, value)
     changed: dict[str, dict[str, Any]] = {}
     for name in names:
         after = simple_attributes(model.get_submodule(name))
