@@ -34,22 +34,20 @@ class Atoms:
     def find(self, ids: torch.Tensor) -> torch.Tensor:
         """Canonical id of every element (``NO_ATOM`` stays ``NO_ATOM``).
 
-        The parent table is kept flat (every entry points at its root), so this is one
-        gather.
+        Pointer jumping over the queried ids only, then path compression of those ids: the
+        cost follows the query, not the number of atoms.
         """
         if ids.numel() == 0:
             return ids
-        roots = self._parent[ids.clamp(min=0)]
-        return torch.where(ids >= 0, roots, ids)
-
-    def _flatten(self) -> None:
-        table = self._parent[: self.count]
+        flat = ids.clamp(min=0)
+        roots = self._parent[flat]
         while True:
-            jumped = table[table]
-            if torch.equal(jumped, table):
-                return
-            table = jumped
-            self._parent[: self.count] = table
+            up = self._parent[roots]
+            if torch.equal(up, roots):
+                break
+            roots = up
+        self._parent[flat] = roots  # every written value is that index's own root
+        return torch.where(ids >= 0, roots, ids)
 
     def union(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Merge ``a[i]`` with ``b[i]`` for every position where both are atoms."""
@@ -57,14 +55,13 @@ class Atoms:
         keep = (a >= 0) & (b >= 0)
         a, b = a[keep], b[keep]
         while a.numel():
-            ra, rb = self._parent[a], self._parent[b]
+            ra, rb = self.find(a), self.find(b)
             differ = ra != rb
             if not bool(differ.any()):
                 return
             ra, rb = ra[differ], rb[differ]
             lo, hi = torch.minimum(ra, rb), torch.maximum(ra, rb)
             self._parent[hi] = lo  # conflicting writes are fine: the loop repeats
-            self._flatten()
             a, b = ra, rb
 
     def union_all(self, ids: torch.Tensor) -> None:
