@@ -173,7 +173,7 @@ def walk(
                 inputs = inputs_to(run_block(block, here), storage)
                 dense_inputs = (inputs_to(run_block(dense_block, dense_here), storage)
                                 if settings.reconstruct == "dense" else inputs)
-            del block, dense_block, here, dense_here
+            del block, dense_block, here, dense_here, inside, found  # free the block now
             logger.info("block %d/%d pruned and written", i + 1, len(blocks))
         if rest:
             final = [_hidden(item) for item in inputs_to(inputs, device)]
