@@ -32,12 +32,14 @@ class MeasureContext:
     threads: int
     rounds: int
     dense_channels_last: dict[int, bool]
+    warmup: int = 5  # untimed calls of each model before timing
 
     @classmethod
     def create(cls, dense: nn.Module, inputs: dict[int, torch.Tensor], threads: int,
-               rounds: int) -> MeasureContext:
+               rounds: int, warmup: int = 5) -> MeasureContext:
+        """Pick the dense model's faster memory format per batch size; keep the rest."""
         formats = {b: pick_memory_format(dense, x, threads=threads) for b, x in inputs.items()}
-        return cls(dense, inputs, threads, rounds, formats)
+        return cls(dense, inputs, threads, rounds, formats, warmup)
 
 
 def count_row(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
@@ -73,8 +75,9 @@ def latency_row(model: nn.Module, ctx: MeasureContext, device: str = "cpu",
             batch size (its :func:`prunekit.to_sparse` conversion).
 
     Returns:
-        ``{"b1": {...}, "b64": {...}}``: median, IQR and minimum of both models, the
-        speedups, the memory format and which model was timed (``timed``).
+        ``{"b1": {...}, "b64": {...}}`` (a key per batch size of ``ctx``): median, IQR and
+        minimum of both models, the speedups, the memory format and which model was timed
+        (``timed``).
     """
     row: dict[str, Any] = {}
     for batch, x in ctx.inputs.items():
@@ -86,9 +89,9 @@ def latency_row(model: nn.Module, ctx: MeasureContext, device: str = "cpu",
         if timed is not ctx.dense:
             models["model"] = timed
         calls = 10 if batch == 1 else 2  # small batches are quick: more calls per round
-        stats = time_models(models, x, threads=ctx.threads, rounds=ctx.rounds,
-                            calls_per_round=calls, channels_last={"dense": dense_cl, "model": cl},
-                            device=device)
+        stats = time_models(models, x, threads=ctx.threads, warmup=ctx.warmup,
+                            rounds=ctx.rounds, calls_per_round=calls,
+                            channels_last={"dense": dense_cl, "model": cl}, device=device)
         mine, dense = stats.get("model", stats["dense"]), stats["dense"]
         row[f"b{batch}"] = {
             "median_ms": mine.median_ms, "iqr_ms": mine.iqr_ms,

@@ -29,6 +29,7 @@ class TextBudget:
         latency_length: tokens per sentence when timing (every sentence padded to it).
         latency_batches: the batch sizes timed.
         latency_rounds: interleaved timing rounds per batch size.
+        latency_warmup: untimed calls of each model before its timing.
     """
 
     calibration: int = 128
@@ -41,6 +42,7 @@ class TextBudget:
     latency_length: int = 64
     latency_batches: tuple[int, ...] = (1, 32)
     latency_rounds: int = 5
+    latency_warmup: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         """The budget as JSON-ready values (part of the resume fingerprint)."""
@@ -50,8 +52,9 @@ class TextBudget:
 
 
 DEFAULT_BUDGET = TextBudget()
-QUICK_BUDGET = TextBudget(calibration=32, train=64, held_out=64, max_length=64,
-                          document_length=64, latency_rounds=2)
+QUICK_BUDGET = TextBudget(calibration=16, train=32, held_out=32, max_length=64,
+                          document_length=64, latency_length=32, latency_rounds=2,
+                          latency_warmup=1)
 
 
 def text_budget(quick: bool) -> TextBudget:

@@ -56,7 +56,7 @@ def prepare(settings: CompareSettings, task: TextTask, budget: TextBudget,
     data, tokenizer = task.data, task.tokenizer
     evaluator = Evaluator(tokenizer, dense, data, budget.max_length, budget.document_length)
     ctx = MeasureContext.create(deployable(PackedEncoder(dense)), latency_inputs(task, budget),
-                                settings.threads, budget.latency_rounds)
+                                settings.threads, budget.latency_rounds, budget.latency_warmup)
     return TextRun(
         settings=settings,
         calibration=token_batches(tokenizer, data.calibration, budget.batch, budget.max_length),
