@@ -30,8 +30,10 @@ from torch.overrides import TorchFunctionMode
 from ..inputs import ExampleInputs, call_model, eval_mode, flat_tensors
 from ..targets import IgnoreEntry, ignore_entries, matches
 from . import rules_attention as attention
+from . import rules_detection as detection
 from . import rules_layers as layers
 from . import rules_pointwise as pointwise
+from .outputs import check_outputs
 from .rules_layout import LAYOUT, layout
 from .state import TraceState
 
@@ -57,6 +59,7 @@ RULES.update({name: pointwise.reduce for name in pointwise.REDUCE})
 RULES.update({name: pointwise.softmax for name in pointwise.SOFTMAX})
 RULES.update({name: pointwise.no_atoms for name in pointwise.CREATE})
 RULES["normalize"] = pointwise.normalize
+RULES.update(detection.RULES)
 
 ALIASES = {
     "iadd": "add", "radd": "add", "isub": "sub", "rsub": "rsub", "imul": "mul", "rmul": "mul",
@@ -93,7 +96,7 @@ class _Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         outs = [t for t in flat_tensors(out) if t.is_floating_point()]
-        if not outs:
+        if not outs and not detection.records(func):
             return out
         self._record(func, args, kwargs, out)
         return out
@@ -124,8 +127,12 @@ def _hooks(model: nn.Module, state: TraceState, recorder: _Recorder) -> list[Any
         name = names.get(id(mod))
         state.stack.append((name if name is not None else "?", mod))
         recorder.opaque += int(name in recorder.ignored)
+        if not recorder.opaque:
+            detection.enter(state, mod)
 
-    def post(mod: nn.Module, _args: Any, _out: Any) -> None:
+    def post(mod: nn.Module, _args: Any, out: Any) -> None:
+        if not recorder.opaque:
+            detection.leave(state, mod, out)
         name, _ = state.stack.pop()
         recorder.opaque -= int(name in recorder.ignored)
 
@@ -156,7 +163,8 @@ def trace(
         an output are pinned.
 
     Raises:
-        UnsupportedModelError: an op with no coupling rule touches prunable channels.
+        UnsupportedModelError: an op with no coupling rule touches prunable channels, or
+            the output holds something the trace cannot look into.
     """
     state = TraceState(model)
     recorder = _Recorder(state, ignored_modules(model, ignore))
@@ -168,6 +176,7 @@ def trace(
         for handle in handles:
             handle.remove()
     outputs = flat_tensors(out)
+    check_outputs(out, outputs)
     for tensor in outputs:
         amap = state.peek(tensor)
         if amap is not None:
