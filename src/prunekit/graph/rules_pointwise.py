@@ -73,7 +73,7 @@ def elementwise(state: TraceState, args: Any, kwargs: dict[str, Any], out: Any) 
         if isinstance(out, torch.Tensor):
             state.set_map(out, None)
         return
-    ndim = max(m.dim() for m in maps)
+    ndim = max([out.dim()] + [m.dim() for m in maps])  # a 0-d map times an unmapped vector
     maps = [m.view((1,) * (ndim - m.dim()) + tuple(m.shape)) for m in maps]
     merged = torch.broadcast_tensors(*maps)
     result = merged[0].clone()
