@@ -112,6 +112,8 @@ def test_reports_carry_the_text_metrics(run: Any) -> None:
     assert float(table[2]["lee50"]) == pytest.approx(data["variants"]["magnitude-50"]["lee50"])
     assert all((out / p).is_file() for p in ("accuracy_vs_compression.png", "layers.png"))
     assert "lee50" in output and "b32" in output
+    for name in ("dense+recovery", *VARIANTS.split(",")):  # the terminal table: 80 columns,
+        assert name in output, name  # no variant name folded
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .fmt import count, mega, mib, millis, times
+from .fmt import count, mega, mib, millis, pct, signed_pt, times
 from .task import IMAGE, TaskView
 
 HEADER = (
@@ -37,8 +37,9 @@ def short_header(view: TaskView = IMAGE) -> tuple[str, ...]:
     """The terminal table's header (the image task's is :data:`SHORT_HEADER`)."""
     if view == IMAGE:
         return SHORT_HEADER
-    return ("variant", view.short, "Δ base", "Δ ctrl", *[key for key, _ in view.extras],
-            "nonzero", "disk", *view.batch_keys)
+    # the main figure is relative to dense already (dense: 1), so no "Δ base" column
+    return ("variant", view.short, "Δ ctrl", *[key for key, _ in view.extras], "nnz",
+            "disk", *view.batch_keys)
 
 
 def _latency(ms: float | None, iqr: float | None, speedup: float | None) -> str:
@@ -51,8 +52,12 @@ def _failed(row: dict[str, Any], width: int) -> list[str]:
     return [row["variant"], "failed", *[""] * (width - 2)]
 
 
-def _extra(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+def _extra(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
 
 
 def short_cells(row: dict[str, Any], view: TaskView = IMAGE) -> list[str]:
@@ -68,13 +73,20 @@ def short_cells(row: dict[str, Any], view: TaskView = IMAGE) -> list[str]:
     if row["status"] != "done":
         return _failed(row, len(short_header(view)))
     dense = row["family"] == "dense"
+    if view != IMAGE:
+        return [
+            row["variant"], _extra(row["acc_after"]),
+            "" if row["family"] in REFERENCES else _signed(row["delta_control_pt"]),
+            *[_extra(row.get(key), 2) for key, _ in view.extras],
+            times(row["compression"], 1), times(row["bytes_ratio"]),
+            *[times(row[f"{b}_speedup"]) for b in view.batch_keys],
+        ]
     return [
-        row["variant"], view.value_text(row["acc_after"]),
-        "" if dense else view.delta_text(row["delta_pt"]),
-        "" if row["family"] in REFERENCES else view.delta_text(row["delta_control_pt"]),
-        *[_extra(row.get(key)) for key, _ in view.extras],
+        row["variant"], pct(row["acc_after"]),
+        "" if dense else signed_pt(row["delta_pt"]),
+        "" if row["family"] in REFERENCES else signed_pt(row["delta_control_pt"]),
         times(row["compression"], 1), times(row["bytes_ratio"], 3),
-        *[times(row[f"{b}_speedup"]) for b in view.batch_keys],
+        times(row["b1_speedup"]), times(row["b64_speedup"]),
     ]
 
 

@@ -23,9 +23,9 @@ LEGEND = (
 )
 TEXT_LEGEND = (
     "cos: mean cosine to the dense model's sentence embeddings of held-out sentences, after "
-    "distillation; Δ base / Δ ctrl: its change against the dense model / the dense+recovery "
-    "control (the dense model given the same distillation); {extras}: Spearman correlation "
-    "with human similarity ratings; nonzero: dense nonzero params ÷ the variant's; disk: "
+    "distillation (dense: 1); Δ ctrl: its change against the dense+recovery control (the "
+    "dense model given the same distillation); {extras}: Spearman correlation "
+    "with human similarity ratings; nnz: dense nonzero params ÷ the variant's; disk: "
     "bytes on disk vs dense; {batches}: CPU speedup at those batch sizes (variants with "
     "zeros inside their layers: after pk.to_sparse). MACs, memory, milliseconds and the "
     "layers run sparse: report.md."
