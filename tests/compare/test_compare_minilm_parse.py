@@ -104,3 +104,19 @@ def test_cli_refuses_image_options_with_the_minilm_task(tmp_path: Path) -> None:
     assert code == 2
     assert "--dataset" in out and "--augment" in out and "--distill" in out
     assert not any(tmp_path.iterdir())
+
+
+def test_a_missing_text_source_names_the_package_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prunekit.compare import minilm_data
+    from prunekit.errors import DataError
+
+    monkeypatch.setattr(minilm_data, "FORTUNES", tmp_path / "no-fortunes")
+    with pytest.raises(DataError) as info:
+        minilm_data.minilm_text(calibration=4, train=4, held_out=4)
+    assert "no-fortunes" in info.value.message
+    assert info.value.hint == "apt-get install -y fortunes"
+    monkeypatch.setattr(minilm_data, "WORDNET", tmp_path / "no-wordnet")
+    with pytest.raises(DataError, match="no-wordnet"):
+        minilm_data.wordnet_examples()
