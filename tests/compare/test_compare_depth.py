@@ -32,6 +32,7 @@ def test_depth_names_parse_to_their_recipes() -> None:
     last = parse_variant("depth-last2")
     assert last.specs == (Depth(blocks=2, selection="last"),) and not last.calibrated
     assert not last.structured and chosen.sparsity == 0.0
+    assert parse_variant("depth-oneshot3").specs == (Depth(blocks=3, selection="oneshot"),)
     assert [v.name for v in parse_variants("depth-2,depth-last2,structured-50")] == [
         "depth-2", "depth-last2", "structured-50"]
 
