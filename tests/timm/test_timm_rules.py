@@ -104,6 +104,34 @@ class MixerBlock(nn.Module):
         return self.head(x.mean(1))
 
 
+class Attention(nn.Module):
+    """timm's ``Attention``: heads merged back with ``reshape(B, N, self.attn_dim)``; the
+    input read as ``x.reshape(B, N, self.dim)``; as many heads as each head's size."""
+
+    def __init__(self, dim: int = 12, attn_dim: int = 16, heads: int = 4) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = heads, attn_dim // heads
+        self.attn_dim, self.dim = attn_dim, dim
+        self.qkv, self.proj = nn.Linear(dim, 3 * attn_dim), nn.Linear(attn_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        x = x.reshape(B, N, self.dim)
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        x = nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(B, N, self.attn_dim))
+
+
+class Tokens(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.attn, self.head = nn.Linear(8, 12), Attention(), nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.attn(self.embed(x.flatten(2).transpose(1, 2))).mean(1))
+
+
 def _tail(width: int) -> list[nn.Module]:
     return [nn.ReLU(), nn.Conv2d(width, 4, 1)]
 
@@ -160,3 +188,10 @@ def test_a_linear_over_tokens_lets_the_channels_through(tmp_path) -> None:
     result = _prunes(model, tmp_path)
     assert result.model.tokens.weight.shape == (36, 36)  # token counts stay
     assert result.model.fc1.out_features == 16 and result.model.embed.out_features < 16
+
+
+def test_an_attention_width_attribute_follows_the_pruned_heads(tmp_path) -> None:
+    result = _prunes(Tokens(), tmp_path)
+    attn = result.model.attn
+    assert attn.num_heads == 2 and attn.head_dim == 4 and attn.attn_dim == 8
+    assert attn.dim == result.model.embed.out_features == 6

@@ -152,6 +152,26 @@ def _groups(
     return groups
 
 
+def _head_rules(state: TraceState, table: torch.Tensor) -> list[tuple[str, str, torch.Tensor]]:
+    """``(module, attribute, channel of each counted index)`` of every head / width rule.
+
+    A rule without any channel counts nothing and is dropped. An attribute matched by value
+    (a width read by a split or a view) whose matches hold different channels is not the
+    width of any of them (timm's ``dim`` equal to several widths): its rules are dropped.
+    """
+    rules = [(h, _lookup(state, table, h.head_atoms)) for h in state.heads]
+    rules = [(h, chan) for h, chan in rules if bool((chan >= 0).any())]
+    seen: dict[tuple[str, str], torch.Tensor] = {}
+    conflicting = set()
+    for h, chan in rules:
+        key, ordered = (h.module, h.attr), chan.sort().values
+        if h.width and key in seen and not torch.equal(seen[key], ordered):
+            conflicting.add(key)
+        seen.setdefault(key, ordered)
+    return [(h.module, h.attr, chan) for h, chan in rules
+            if not (h.width and (h.module, h.attr) in conflicting)]
+
+
 def analyze(
     model: torch.nn.Module, example_inputs: ExampleInputs, ignore: Iterable[IgnoreEntry] = ()
 ) -> Analysis:
@@ -174,8 +194,7 @@ def analyze(
     for atoms in state.mixing:
         chan = _lookup(state, table, atoms)
         mixing[chan[chan >= 0]] = True
-    heads = [(h.module, h.attr, _lookup(state, table, h.head_atoms)) for h in state.heads]
-    heads = [rule for rule in heads if bool((rule[2] >= 0).any())]  # else nothing to count
+    heads = _head_rules(state, table)
     class_channels = {}
     for cls, atom_list in state.class_atoms.items():
         chan = _lookup(state, table, torch.cat(atom_list))

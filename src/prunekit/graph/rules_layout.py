@@ -236,7 +236,7 @@ def _single_row(source: torch.Tensor, tensor: torch.Tensor, dim: int) -> torch.T
 
 def _width_rule(state: TraceState, attr: str, atoms: torch.Tensor) -> None:
     """The attribute's new value is the number of indices of ``atoms`` kept after pruning."""
-    state.heads.append(HeadRule(state.stack[-1][0], attr, atoms.clone()))
+    state.heads.append(HeadRule(state.stack[-1][0], attr, atoms.clone(), width=True))
 
 
 def _split_size_attributes(
@@ -286,18 +286,24 @@ def _split_by_attribute(
 
 def _shape_attributes(state: TraceState, out: torch.Tensor) -> None:
     """``w.view(self.shape)``: a shape attribute equal to the view's shape follows the pruned
-    width at every dim holding channels."""
+    width at every dim holding channels; ``x.reshape(B, N, self.attn_dim)`` (timm's
+    attention merging its heads): an int attribute equal to the size of a dim holding
+    channels follows that dim's pruned width (head counts have their own rule, and a
+    per-head size never changes: heads are removed whole)."""
     amap = state.peek(out)
     if amap is None:
         return
     shape = list(out.shape)
+    rows_at = {d: _single_row(amap, out, d) for d in range(out.dim()) if varies(amap, d)}
     for attr, value in _width_attributes(state):
-        if not isinstance(value, (tuple, list)) or list(value) != shape:
-            continue
-        for d in range(out.dim()):
-            row = _single_row(amap, out, d) if varies(amap, d) else None
-            if row is not None:
-                _width_rule(state, f"{attr}[{d}]", row)
+        if isinstance(value, (tuple, list)) and list(value) == shape:
+            for d, row in rows_at.items():
+                if row is not None:
+                    _width_rule(state, f"{attr}[{d}]", row)
+        elif _is_int(value) and "head" not in attr and attr not in HEAD_ATTRS:
+            matching = [row for d, row in rows_at.items() if shape[d] == value]
+            if len(matching) == 1 and matching[0] is not None:
+                _width_rule(state, attr, matching[0])
 
 
 def _constrain_slice(

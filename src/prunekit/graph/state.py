@@ -36,6 +36,7 @@ class HeadRule:
     module: str
     attr: str
     head_atoms: torch.Tensor  # (num_heads,) one atom per head
+    width: bool = False  # a width attribute matched by value (dropped when matches disagree)
 
 
 @dataclass
