@@ -55,6 +55,19 @@ def test_calibration_is_the_inputs_of_the_first_training_batches() -> None:
     assert len(calibration_batches(data.train, count=10)) == 3  # all there are
 
 
+def test_calibration_does_not_depend_on_what_read_the_data_before() -> None:
+    """Regression: a variant listed after another one's fine-tuning epoch measured on other
+    batches (the loader reshuffles by epoch) and moved the epoch count of the next one."""
+    data = bundle()
+    first = calibration_batches(data.train, count=2)
+    for _ in data.train:  # an epoch of fine-tuning
+        pass
+    epoch = data.train.epoch
+    again = calibration_batches(data.train, count=2)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert data.train.epoch == epoch
+
+
 def test_prune_variant_measures_on_the_calibration_batches() -> None:
     model = tiny().eval()
     x = torch.randn(1, 1, 28, 28)

@@ -58,13 +58,25 @@ def _merge(first: PruneResult, second: PruneResult) -> PruneResult:
 
 def calibration_batches(batches: Iterable[Any], count: int = CALIBRATION_BATCHES
                         ) -> list[torch.Tensor]:
-    """The inputs of the first ``count`` ``(inputs, labels)`` batches (the training data's:
-    what a depth variant measures block influence on)."""
+    """The inputs of the first ``count`` ``(inputs, labels)`` batches of the first epoch
+    (the training data's: what a depth variant measures block influence on).
+
+    A loader that counts epochs (prunekit's own reshuffle by epoch) is read at epoch 0 and
+    its count restored after, so every variant gets the same batches whatever ran before it,
+    and the fine-tuning order is not changed.
+    """
+    epoch = getattr(batches, "epoch", None)
+    if isinstance(epoch, int):
+        batches.epoch = 0  # type: ignore[attr-defined]
     inputs = []
-    for x, _ in batches:
-        inputs.append(x.contiguous())
-        if len(inputs) == count:
-            break
+    try:
+        for x, _ in batches:
+            inputs.append(x.contiguous())
+            if len(inputs) == count:
+                break
+    finally:
+        if isinstance(epoch, int):
+            batches.epoch = epoch  # type: ignore[attr-defined]
     return inputs
 
 
