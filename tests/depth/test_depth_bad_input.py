@@ -85,3 +85,14 @@ def test_apply_plan_refuses_a_plan_that_does_not_fit() -> None:
         sparsity=0.5)), x).plan
     with pytest.raises(pk.PlanError, match="pk.load"):
         pk.apply_plan(tiny_resnet(), both)
+
+
+def test_a_failing_channel_step_leaves_an_inplace_model_as_it_was() -> None:
+    """The channel step runs after the blocks went; its typed error must undo them."""
+    model = tiny_resnet()
+    before = snapshot(model)
+    spec = Depth(names=["stages.0"], channels=pk.Structured(sparsity=0.5))
+    with pytest.raises(pk.TargetError, match="stages.0.conv1"):
+        pk.prune(model, spec, inputs(), overrides={"stages.0.conv1": 0.3}, inplace=True)
+    assert_untouched(model, before)
+    assert isinstance(model.stages[0], type(model.stages[1]))
