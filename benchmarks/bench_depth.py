@@ -1,7 +1,7 @@
 """Which residual blocks to remove? Influence-chosen (greedy, one-shot) vs the last ones.
 
 Run:  .venv/bin/python benchmarks/bench_depth.py                   (blocks 1..3, 2 threads)
-      .venv/bin/python benchmarks/bench_depth.py --blocks 2 --json
+      .venv/bin/python benchmarks/bench_depth.py --blocks 2 --test-limit 2000 --json
 
 On the shipped Fashion-MNIST ResNet baseline (``prunekit compare``'s dense model), for each
 block count and selection (``greedy``, ``oneshot``, ``last``) this prunes with
@@ -11,7 +11,7 @@ uses (the first 8 training batches), and reports, before any fine-tuning:
   removed       the blocks replaced by nn.Identity
   calib change  relative output change on the calibration batches (what selection minimises)
   test change   relative output change on 8 test batches (held out)
-  acc           top-1 accuracy on the test set
+  acc           top-1 accuracy on the test set (``--test-limit``: on that many images)
   acc+bn        top-1 accuracy after recalibrating BatchNorm statistics on 8 training batches
   params        parameters left
 
@@ -35,6 +35,7 @@ from prunekit.compare.baseline import load_checkpoint, shipped_files
 from prunekit.compare.datasets import comparison_data
 from prunekit.compare.pipeline import calibration_batches
 from prunekit.compare.settings import CompareSettings
+from prunekit.data import fashion_mnist
 from prunekit.depth.influence import output_change, reference_outputs
 from prunekit.measure.accuracy import evaluate_accuracy
 from prunekit.recover import recalibrate_batchnorm
@@ -82,11 +83,15 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, nargs="*", default=[1, 2, 3])
     parser.add_argument("--selections", nargs="*", default=list(DEPTH_SELECTIONS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--test-limit", type=int, default=None,
+                        help="evaluate on this many test images (default: all 10,000)")
     parser.add_argument("--json", action="store_true", help="print JSON rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dense = dense_model()
     data = comparison_data(CompareSettings(variants=(), out_dir=Path("unused")))
+    if args.test_limit is not None:
+        data = fashion_mnist(None, seed=0, test_limit=args.test_limit)
     calibration = calibration_batches(data.train)
     test_inputs = calibration_batches(data.test)
     rows = [{"blocks": 0, "selection": "dense", "removed": [], "calib_change": 0.0,

@@ -102,13 +102,19 @@ def _dense_row(dense: nn.Module, data: DataBundle, ctx: MeasureContext,
 
 
 def run_variant(variant: Variant, dense: nn.Module, data: DataBundle, ctx: MeasureContext,
-                settings: CompareSettings) -> dict[str, Any]:
-    """Prune, evaluate, fine-tune, evaluate, save and measure one variant."""
+                settings: CompareSettings,
+                calibration: list[torch.Tensor] | None = None) -> dict[str, Any]:
+    """Prune, evaluate, fine-tune, evaluate, save and measure one variant.
+
+    ``calibration``: input batches for a variant that measures what to remove (default: the
+    first training batches, :func:`~prunekit.compare.pipeline.calibration_batches`).
+    """
     start = time.perf_counter()
     example = ctx.inputs[min(ctx.inputs)]
     # selection code may .view() weights: hand it the contiguous layout
     contiguous = dense.to(memory_format=torch.contiguous_format)
-    calibration = calibration_batches(data.train) if variant.calibrated else None
+    if variant.calibrated and calibration is None:
+        calibration = calibration_batches(data.train)
     result = prune_variant(contiguous, variant, example, seed=settings.seed,
                            calibration=calibration)
     model = result.model.to(memory_format=torch.channels_last)
@@ -210,6 +216,10 @@ def _run_all(
     on_variant: Callable[[dict[str, Any]], None] | None,
 ) -> None:
     dense, card = load_dense(model_factory, data, settings, retrain_baseline)
+    # read once, before any fine-tuning changes the loader's settings: every variant that
+    # measures gets the same batches, whatever runs before it
+    calibration = calibration_batches(data.train) if any(
+        v.calibrated for v in settings.variants) else None
     store.data["baseline"] = {"source": card["source"], "path": card["path"]}
     ctx = MeasureContext.create(deployable(dense), _inputs(data, (1, 64)), settings.threads,
                                 settings.latency_rounds)
@@ -232,7 +242,8 @@ def _run_all(
             log.info("reusing finished results of %s", variant.name)
         else:
             try:
-                row = run_variant(variant, copy.deepcopy(dense), data, ctx, settings)
+                row = run_variant(variant, copy.deepcopy(dense), data, ctx, settings,
+                                  calibration)
             except FAILURES as exc:
                 row = failed_row(variant.name, variant.family, variant.sparsity, exc)
             store.put_variant(variant.name, row)
