@@ -107,8 +107,8 @@ def pipeline_for(spec: Spec, request: Request) -> Pipeline[PruneResult]:
     if isinstance(spec, (Unstructured, NM)):
         return MaskedPipeline(spec, request)
     raise SpecError(
-        "spec must be Unstructured, NM, Structured or Depth (or TransformerStructured for a "
-        f"Hugging Face transformer), got {type(spec).__name__}",
+        "spec must be Unstructured, NM or Structured (or Depth for whole residual blocks, "
+        f"TransformerStructured for a Hugging Face transformer), got {type(spec).__name__}",
         "e.g. pk.Unstructured(sparsity=0.9)",
     )
 
