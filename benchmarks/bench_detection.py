@@ -5,10 +5,10 @@ class counts): ``prunekit.detection.prune_detector`` at ``--sparsity`` (layer sc
 then the parameters before and after and the latency of the whole forward (transform,
 backbone, FPN, heads, post-processing) on one ``--size`` x ``--size`` image, batch 1,
 float32, on the CPU. Dense and pruned are timed in alternation, ``--calls`` forwards each per
-round; the ratio is the median over ``--rounds`` rounds of pruned / dense. Both are timed
-with every candidate box kept (``every_candidate``), so they return the same number of boxes
-and the post-processing does the same work. SSD300 and SSDlite resize to their own 300 and
-320 pixels.
+round; the ratio is the median over ``--rounds`` rounds of pruned / dense. Both run inside
+``every_candidate`` so that they do the same work after the backbone: with random weights
+the number of RPN proposals and of boxes otherwise depends on the weights (``boxes`` prints
+how many each returns). SSD300 and SSDlite resize to their own 300 and 320 pixels.
 
 Run:
     .venv/bin/python benchmarks/bench_detection.py --threads 2
@@ -75,8 +75,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--size", type=int, default=320, help="R-CNN / RetinaNet / FCOS input")
     parser.add_argument("--sparsity", type=float, default=0.3)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--calls", type=int, default=2, help="forwards per model per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=1, help="forwards per model per round")
     parser.add_argument("--models", nargs="*", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -84,8 +84,8 @@ def main() -> None:
     print(f"device=cpu dtype=float32 batch=1 threads={torch.get_num_threads()} "
           f"torch={torch.__version__} input=3x{args.size}x{args.size} (SSD: own size) "
           f"sparsity={args.sparsity} rounds={args.rounds} calls={args.calls} (medians)")
-    print(f"{'model':<34} {'params':>20} {'dense ms':>9} {'pruned ms':>9} {'ratio':>6} "
-          f"{'prune s':>8}")
+    print(f"{'model':<34} {'params':>16} {'dense ms':>9} {'pruned ms':>9} {'ratio':>6} "
+          f"{'boxes':>8} {'prune s':>8}")
     for name in args.models or list(cases):
         torch.manual_seed(0)
         model = cases[name]().eval()
@@ -93,12 +93,13 @@ def main() -> None:
         start = time.perf_counter()
         pruned = prune_detector(model, pk.Structured(sparsity=args.sparsity), image).model
         took = time.perf_counter() - start
-        with every_candidate(model), every_candidate(pruned):
+        with every_candidate(model), every_candidate(pruned), torch.no_grad():
             dense_s, pruned_s, ratio = interleaved(model, pruned.eval(), image, args.rounds,
                                                    args.calls)
+            boxes = f"{len(model(image)[0]['boxes'])}/{len(pruned(image)[0]['boxes'])}"
         params = f"{count_params(model) / 1e6:.1f}M -> {count_params(pruned) / 1e6:.1f}M"
-        print(f"{name:<34} {params:>20} {dense_s * 1e3:>9.0f} {pruned_s * 1e3:>9.0f} "
-              f"{ratio:>6.2f} {took:>8.1f}", flush=True)
+        print(f"{name:<34} {params:>16} {dense_s * 1e3:>9.0f} {pruned_s * 1e3:>9.0f} "
+              f"{ratio:>6.2f} {boxes:>8} {took:>8.1f}", flush=True)
 
 
 if __name__ == "__main__":

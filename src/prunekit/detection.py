@@ -8,7 +8,7 @@ weights, so after pruning it may change, and the check that the pruned model kee
 output shapes fails. :func:`prune_detector` runs the same pruning with every candidate box
 kept (score thresholds off, NMS keeping overlaps): each image then returns exactly
 ``detections_per_img`` boxes before and after, and the mask and keypoint heads see boxes
-while the model is traced. The pruned model gets the original thresholds back.
+while the model is traced. The pruned model gets the original settings back.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .targets import IgnoreEntry
 
 DETECTORS = ("GeneralizedRCNN", "RetinaNet", "FCOS", "SSD")
 KEEP_ALL = {"score_thresh": float("-inf"), "nms_thresh": 1.0}
+PROPOSALS = "proposals_testing"  # key of the RPN's number of proposals in settings()
 
 
 def is_detector(model: nn.Module) -> bool:
@@ -42,31 +43,57 @@ def _threshold_holders(model: nn.Module) -> list[tuple[nn.Module, str]]:
             and isinstance(getattr(module, attr, None), float)]
 
 
-def thresholds(model: nn.Module) -> dict[str, float]:
-    """``{"<module>.<attr>": value}`` of every score and NMS threshold of a detector."""
+def _proposal_caps(model: nn.Module) -> list[tuple[nn.Module, dict[str, int]]]:
+    """Region proposal networks and their ``{"training": n, "testing": n}`` proposal counts."""
+    return [(module, caps) for module in model.modules()
+            if isinstance(caps := getattr(module, "_post_nms_top_n", None), dict)
+            and isinstance(caps.get("testing"), int)]
+
+
+def settings(model: nn.Module) -> dict[str, float]:
+    """What :func:`every_candidate` changes: every score and NMS threshold of a detector and
+    the number of proposals of its RPN, as ``{"<module>.<attribute>": value}``."""
     names = {id(m): n for n, m in model.named_modules()}
-    return {f"{names[id(m)]}.{attr}".lstrip("."): float(getattr(m, attr))
-            for m, attr in _threshold_holders(model)}
+    found = {f"{names[id(m)]}.{attr}".lstrip("."): float(getattr(m, attr))
+             for m, attr in _threshold_holders(model)}
+    for module, caps in _proposal_caps(model):
+        found[f"{names[id(module)]}.{PROPOSALS}".lstrip(".")] = float(caps["testing"])
+    return found
 
 
-def set_thresholds(model: nn.Module, values: Mapping[str, float]) -> None:
-    """Set thresholds named as :func:`thresholds` names them."""
+def restore(model: nn.Module, values: Mapping[str, float]) -> None:
+    """Set the values :func:`settings` returned (on the same model or a pruned copy)."""
     for key, value in values.items():
         module_name, _, attr = key.rpartition(".")
-        setattr(model.get_submodule(module_name), attr, value)
+        module = model.get_submodule(module_name)
+        if attr == PROPOSALS:
+            caps: dict[str, int] = getattr(module, "_post_nms_top_n")  # noqa: B009
+            caps["testing"] = int(value)
+        else:
+            setattr(module, attr, value)
+
+
+def _keep_all(model: nn.Module) -> None:
+    for module, attr in _threshold_holders(model):
+        setattr(module, attr, KEEP_ALL[attr])
+    boxes = getattr(getattr(model, "roi_heads", None), "detections_per_img", None)
+    if isinstance(boxes, int):
+        for _, caps in _proposal_caps(model):
+            caps["testing"] = min(caps["testing"], boxes)
 
 
 @contextlib.contextmanager
 def every_candidate(model: nn.Module) -> Iterator[None]:
     """Inside the block, ``model`` keeps every candidate box (no score threshold, NMS keeps
     overlapping boxes), so each image returns ``detections_per_img`` boxes whatever the
-    weights; the thresholds are restored on exit."""
-    saved = thresholds(model)
-    set_thresholds(model, {key: KEEP_ALL[key.rpartition(".")[2]] for key in saved})
+    weights; a two-stage detector's RPN proposes only that many boxes (every class of each
+    is a candidate), which keeps the post-processing small. Restored on exit."""
+    saved = settings(model)
+    _keep_all(model)
     try:
         yield
     finally:
-        set_thresholds(model, saved)
+        restore(model, saved)
 
 
 def _check_images(images: Any) -> list[torch.Tensor]:
@@ -118,7 +145,7 @@ def prune_detector(
         seed: as for :func:`prunekit.prune`.
 
     Returns:
-        The :class:`PruneResult`; its model has the original thresholds.
+        The :class:`PruneResult`; its model has the original thresholds and proposal counts.
 
     Raises:
         UnsupportedModelError: ``model`` is not a torchvision detector.
@@ -141,9 +168,9 @@ def prune_detector(
             "use pk.prune for other models",
         )
     example = (_check_images(images),)
-    saved = thresholds(detector)
+    saved = settings(detector)
     with every_candidate(detector):
         result = prune(model, spec, example, ignore=ignore, overrides=overrides,
                        calibration=calibration, inplace=inplace, seed=seed)
-    set_thresholds(result.model, saved)
+    restore(result.model, saved)
     return result

@@ -15,7 +15,7 @@ from detection_models import CASES, NO_WEIGHTS, RCNN, D, images, structure
 from torch import nn
 
 import prunekit as pk
-from prunekit.detection import every_candidate, prune_detector, thresholds
+from prunekit.detection import every_candidate, prune_detector, settings
 from prunekit.errors import ExampleInputError, UnsupportedModelError
 from prunekit.graph.groups import analyze
 from prunekit.graph.state import NORM
@@ -210,4 +210,4 @@ def test_zero_detections_while_tracing_still_couple_the_mask_head() -> None:
         dense, after = model(batch), pruned(batch)
     assert len(after[0]["masks"]) > 0
     assert structure(after) == structure(dense)
-    assert thresholds(pruned) == thresholds(model)
+    assert settings(pruned) == settings(model)

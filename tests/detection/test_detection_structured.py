@@ -8,7 +8,8 @@ Per model (random weights, 64-pixel images, eval mode), pruned with every candid
 - every prediction head returns the same trailing shapes (class, anchor and box widths are
   never pruned);
 - the backbone / FPN feature maps keep their names and spatial sizes;
-- the pruned model also runs with its own thresholds (restored after pruning);
+- the pruned model also runs with its own thresholds and proposal counts (restored after
+  pruning);
 - parameters drop;
 - ``pk.save`` then ``pk.load`` gives exactly the same feature maps, head outputs and
   detections (bit for bit, same CPU and threads).
@@ -24,7 +25,7 @@ import torch
 from detection_models import CASES, Observed, flat, images, observe, structure
 
 import prunekit as pk
-from prunekit.detection import every_candidate, prune_detector, thresholds
+from prunekit.detection import every_candidate, prune_detector, settings
 from prunekit.measure.counting import count_params
 
 
@@ -44,13 +45,13 @@ def _assert_same(a: Observed, b: Observed) -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_pruned_detector_keeps_heads_structure_and_round_trips(name: str, tmp_path: Path) -> None:
     model, batch = CASES[name](), images()
-    settings = thresholds(model)
+    original = settings(model)
     with every_candidate(model):
         dense = observe(model, batch)
 
     result = prune_detector(model, pk.Structured(sparsity=0.3), batch)
     pruned = result.model
-    assert thresholds(pruned) == thresholds(model) == settings
+    assert settings(pruned) == settings(model) == original
     assert count_params(pruned) < 0.8 * count_params(model)
 
     with every_candidate(pruned):
@@ -69,6 +70,6 @@ def test_pruned_detector_keeps_heads_structure_and_round_trips(name: str, tmp_pa
 
     folder = pk.save(result, tmp_path / name)
     loaded = pk.load(folder, build=copy.deepcopy(model)).eval()
-    assert thresholds(loaded) == settings
+    assert settings(loaded) == original
     with every_candidate(loaded):
         _assert_same(observe(loaded, batch), after)
