@@ -53,6 +53,8 @@ def test_every_family_finishes_with_the_control_s_distillation_budget(run: Any) 
     assert budgets == {(2, 1e-3)}  # 48 sentences in batches of 32, one epoch, the same lr
     assert data["task"]["name"] == "minilm" and data["task"]["batches"] == [1, 32]
     assert data["dense"]["cosine"] == pytest.approx(1.0, abs=1e-6)
+    # the dense row is the reference: timed once, not against a copy of itself
+    assert {v["speedup"] for v in data["dense"]["latency_cpu"].values()} == {1.0}
     for row in rows:
         assert 0.0 < row["cosine"] <= 1.0 + 1e-6
         assert set(row["latency_cpu"]) == {"b1", "b32"}

@@ -118,11 +118,13 @@ def recovery_record(report: FinetuneReport, run: TextRun) -> dict[str, Any]:
 
 
 def measured(row: dict[str, Any], saved: PruneResult | nn.Module, model: nn.Module,
-             run: TextRun, name: str) -> dict[str, Any]:
-    """``row`` with the quality metrics, bytes on disk, counts and latency of ``model``."""
+             run: TextRun, name: str, deploy: nn.Module | None = None) -> dict[str, Any]:
+    """``row`` with the quality metrics, bytes on disk, counts and latency of ``model``
+    (timed as ``deploy`` if given: the dense row passes ``run.ctx.dense``, so that it is
+    timed once, as the reference, not against a copy of itself)."""
     row.update(run.evaluator(model))
     row["disk"] = save_bytes(saved, run.models(name), run.model_ref)
-    deploy = deployable(PackedEncoder(model))
+    deploy = deployable(PackedEncoder(model)) if deploy is None else deploy
     row.update(measure_model(deploy, run.ctx))
     row["layers"] = layer_table(deploy, run.ctx.dense) + removed_layers(deploy, run.ctx.dense)
     row["status"] = "done"
@@ -159,4 +161,4 @@ def control_row(dense: nn.Module, run: TextRun, name: str, family: str) -> dict[
 def dense_row(dense: nn.Module, run: TextRun, baseline: dict[str, Any]) -> dict[str, Any]:
     """The dense encoder's row: its metrics (cosine 1 by definition), size and latency."""
     row: dict[str, Any] = {"name": "dense", "family": "dense", "baseline": baseline}
-    return measured(row, dense, dense, run, "dense")
+    return measured(row, dense, dense, run, "dense", deploy=run.ctx.dense)

@@ -56,6 +56,13 @@ def _extra(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _ratio5(value: float | None) -> str:
+    """A ratio in at most 5 characters: ``0.98x``, ``12.3x``, ``125x``."""
+    if value is None or value < 9.995:
+        return times(value)
+    return times(value, 1) if value < 99.95 else times(value, 0)
+
+
 def _signed(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.3f}"
 
@@ -79,7 +86,7 @@ def short_cells(row: dict[str, Any], view: TaskView = IMAGE) -> list[str]:
             "" if row["family"] in REFERENCES else _signed(row["delta_control_pt"]),
             *[_extra(row.get(key), 2) for key, _ in view.extras],
             times(row["compression"], 1), times(row["bytes_ratio"]),
-            *[times(row[f"{b}_speedup"]) for b in view.batch_keys],
+            *[_ratio5(row[f"{b}_speedup"]) for b in view.batch_keys],
         ]
     return [
         row["variant"], pct(row["acc_after"]),
