@@ -29,6 +29,7 @@ from .targets import IgnoreEntry
 DETECTORS = ("GeneralizedRCNN", "RetinaNet", "FCOS", "SSD")
 KEEP_ALL = {"score_thresh": float("-inf"), "nms_thresh": 1.0}
 PROPOSALS = "proposals_testing"  # key of the RPN's number of proposals in settings()
+PROPOSALS_PER_BOX = 4  # proposals kept per box returned: a few degenerate boxes are dropped
 
 
 def is_detector(model: nn.Module) -> bool:
@@ -79,15 +80,15 @@ def _keep_all(model: nn.Module) -> None:
     boxes = getattr(getattr(model, "roi_heads", None), "detections_per_img", None)
     if isinstance(boxes, int):
         for _, caps in _proposal_caps(model):
-            caps["testing"] = min(caps["testing"], boxes)
+            caps["testing"] = min(caps["testing"], PROPOSALS_PER_BOX * boxes)
 
 
 @contextlib.contextmanager
 def every_candidate(model: nn.Module) -> Iterator[None]:
     """Inside the block, ``model`` keeps every candidate box (no score threshold, NMS keeps
     overlapping boxes), so each image returns ``detections_per_img`` boxes whatever the
-    weights; a two-stage detector's RPN proposes only that many boxes (every class of each
-    is a candidate), which keeps the post-processing small. Restored on exit."""
+    weights; a two-stage detector's RPN proposes at most four times that many boxes (every
+    class of each is a candidate), which keeps the post-processing small. Restored on exit."""
     saved = settings(model)
     _keep_all(model)
     try:
