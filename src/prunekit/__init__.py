@@ -24,6 +24,7 @@ from .errors import (
     ExampleInputError,
     FormatError,
     InternalError,
+    MissingDependencyError,
     PlanError,
     PrunekitError,
     PruningBrokeModelError,
@@ -37,7 +38,7 @@ from .io import artifact_bytes, export_onnx, load, save
 from .plan import Plan
 from .result import PruneResult
 from .sparse import SparseConversion, to_sparse
-from .specs import NM, Structured, TransformerStructured, Unstructured, spec_from_dict
+from .specs import NM, Depth, Structured, TransformerStructured, Unstructured, spec_from_dict
 from .summary import Summary
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "NM",
     "Structured",
     "TransformerStructured",
+    "Depth",
     "spec_from_dict",
     "Plan",
     "PruneResult",
@@ -75,4 +77,5 @@ __all__ = [
     "FormatError",
     "ArtifactExistsError",
     "DataError",
+    "MissingDependencyError",
 ]

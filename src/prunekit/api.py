@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from .distributed.group import unwrap
 from .errors import SpecError
 from .inputs import ExampleInputs
 from .pipeline import Pipeline, Request, run
@@ -79,7 +80,19 @@ def prune(
     """
     request = Request(example_inputs, ignore_entries(ignore), overrides, include_embeddings,
                       calibration, seed)
-    return run(pipeline_for(spec, request), model_of(model), inplace=inplace)
+    return run(pipeline_for(spec, request), _unwrapped(model_of(model)), inplace=inplace)
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """``model``, refused when it is a data-parallel wrapper (its ``.module`` is pruned)."""
+    if unwrap(model) is not model:
+        raise SpecError(
+            f"pk.prune got a {type(model).__name__} wrapper: its pruned copy could not be "
+            "wrapped the same way",
+            "prune the module it wraps (model.module; model._orig_mod for torch.compile) on "
+            "every rank, then wrap the pruned model again",
+        )
+    return model
 
 
 def pipeline_for(spec: Spec, request: Request) -> Pipeline[PruneResult]:

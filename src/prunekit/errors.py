@@ -87,3 +87,7 @@ class ArtifactExistsError(PrunekitError, FileExistsError):
 
 class DataError(PrunekitError, ValueError):
     """A dataset is missing or its files are corrupt."""
+
+
+class MissingDependencyError(PrunekitError, ImportError):
+    """An optional package that the requested call needs is not installed."""

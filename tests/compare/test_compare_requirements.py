@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from prunekit import MissingDependencyError
 from prunekit.compare import CompareSettings
-from prunekit.compare.requirements import MissingDependencyError, check_requirements
+from prunekit.compare.requirements import check_requirements
 from prunekit.errors import PrunekitError
 
 

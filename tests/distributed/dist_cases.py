@@ -141,6 +141,24 @@ def taylor() -> dict[str, Any]:
     return {"kept": kept, "state": result.model.state_dict()}
 
 
+def heads() -> dict[str, Any]:
+    """Heads and neurons of a tiny BERT by activation importance (statistics split)."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=101, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64,
+                                     max_position_embeddings=64)
+    model, calls = _counted(transformers.BertModel(config).eval())
+    gen = torch.Generator().manual_seed(3)
+    batches = [{"input_ids": torch.randint(1, 101, (2, 12), generator=gen)} for _ in range(6)]
+    spec = pk.TransformerStructured(heads=0.5, neurons=0.5, importance="activation")
+    result = pk.prune(model, spec, calibration=batches)
+    kept = {f"{key}/{dim}": torch.tensor(idx) for key, dims in result.plan.kept.items()
+            for dim, idx in dims.items()}
+    return {"kept": kept, "state": result.model.state_dict(), "forward_calls": calls[0]}
+
+
 def models_differ() -> dict[str, Any]:
     rank, _ = rank_and_world()
     pk.prune(stack(seed=rank), pk.Unstructured(sparsity=0.5, importance="wanda"),
@@ -248,7 +266,7 @@ def steps_differ() -> dict[str, Any]:
 
 CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "wanda": wanda, "wanda_owl": wanda_owl, "sparsegpt": sparsegpt,
-    "sparsegpt_dense": sparsegpt_dense, "taylor": taylor, "models_differ": models_differ,
+    "sparsegpt_dense": sparsegpt_dense, "taylor": taylor, "heads": heads, "models_differ": models_differ,
     "finetune": finetuned, "distill": distilled, "accelerate": accelerated,
     "gradual": gradual, "fade": faded,
     "calibration_differs": calibration_differs, "teacher_wrapped": teacher_wrapped,

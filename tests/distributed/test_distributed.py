@@ -35,7 +35,7 @@ import torch.distributed as dist
 import prunekit as pk
 
 HERE = Path(__file__).resolve().parent
-RANKED = ["wanda", "wanda_owl", "sparsegpt", "sparsegpt_dense", "taylor", "finetune",
+RANKED = ["wanda", "wanda_owl", "sparsegpt", "sparsegpt_dense", "taylor", "heads", "finetune",
           "distill", "accelerate", "gradual", "fade", "save"]
 FAILING = ["models_differ", "calibration_differs", "teacher_wrapped", "steps_differ"]
 TIMEOUT_S = 240
@@ -107,16 +107,19 @@ def test_oneshot_plan_on_two_ranks_is_the_single_process_plan(
     assert ranked["forward_calls"] < single["forward_calls"]  # each rank ran its share
 
 
-def test_taylor_channels_on_two_ranks_are_the_single_process_channels(
-    ranks: tuple[dict[str, Any], ...],
+@pytest.mark.parametrize("case", ["taylor", "heads"])
+def test_channels_and_heads_on_two_ranks_are_the_single_process_ones(
+    ranks: tuple[dict[str, Any], ...], case: str
 ) -> None:
-    ranked = _assert_ranks_equal(ranks, "taylor")
-    single = _single("taylor")
+    ranked = _assert_ranks_equal(ranks, case)
+    single = _single(case)
     assert single["kept"].keys() == ranked["kept"].keys()
     for key, kept in single["kept"].items():
         assert torch.equal(kept, ranked["kept"][key]), key
-        assert torch.equal(kept, ranks[1]["taylor"]["kept"][key]), key
+        assert torch.equal(kept, ranks[1][case]["kept"][key]), key
     assert _max_diff(single["state"], ranked["state"]) <= 1e-6
+    if case == "heads":  # each rank ran its share of the calibration batches
+        assert ranked["forward_calls"] < single["forward_calls"]
 
 
 @pytest.mark.parametrize("case", ["finetune", "distill", "accelerate", "gradual"])

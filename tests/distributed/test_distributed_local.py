@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+import prunekit as pk
 from prunekit.distributed import (
     active,
     calibration_shard,
@@ -73,3 +74,19 @@ def test_unwrap_reaches_the_module_inside_wrappers() -> None:
     layer = nn.Linear(2, 2)
     assert unwrap(nn.DataParallel(layer)) is layer
     assert unwrap(layer) is layer
+
+
+def test_prune_refuses_a_wrapper_and_save_writes_the_module_inside(tmp_path) -> None:
+    model = dist_cases.mlp()
+    wrapped = nn.DataParallel(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(SpecError, match="DataParallel wrapper") as caught:
+        pk.prune(wrapped, pk.Unstructured(sparsity=0.5))
+    assert "model.module" in caught.value.hint
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    result = pk.prune(model, pk.Unstructured(sparsity=0.5))
+    folder = pk.save(nn.DataParallel(result.model), tmp_path / "wrapped")
+    loaded = pk.load(folder, dist_cases.mlp)
+    x = torch.randn(3, 8)
+    assert torch.equal(loaded(x), result.model(x))
+    assert loaded.state_dict().keys() == result.model.state_dict().keys()  # no "module."

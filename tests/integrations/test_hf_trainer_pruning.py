@@ -223,7 +223,7 @@ def test_bad_settings_are_typed_errors(tmp_path: Path) -> None:
 
 
 def test_missing_transformers_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from prunekit.compare.requirements import MissingDependencyError
+    from prunekit import MissingDependencyError
 
     monkeypatch.setitem(sys.modules, "transformers", None)
     for name in ("prunekit.integrations.hf_trainer", "prunekit.integrations.hf_distill"):

@@ -292,7 +292,7 @@ def test_bad_names_fail_at_fit_before_any_change(tmp_path: Path) -> None:
 
 
 def test_missing_lightning_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from prunekit.compare.requirements import MissingDependencyError
+    from prunekit import MissingDependencyError
 
     monkeypatch.setitem(sys.modules, "lightning", None)
     monkeypatch.setitem(sys.modules, "lightning.pytorch", None)

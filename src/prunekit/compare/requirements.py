@@ -9,12 +9,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from ..errors import PrunekitError
+from ..errors import MissingDependencyError
 from .settings import CompareSettings
-
-
-class MissingDependencyError(PrunekitError, ImportError):
-    """An optional package that the requested run needs is not installed."""
 
 
 @dataclass(frozen=True)

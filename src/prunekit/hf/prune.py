@@ -22,8 +22,9 @@ from ..structured import refuse_masked
 from ..summary import LayerInfo, count_parameters
 from ..targets import IgnoreEntry, check_ignore, matches
 from .arch import Arch, Block, read_arch
-from .calibration import ActivationStats, collect_activation_stats
+from .calibration import ActivationStats
 from .importance import (
+    activation_stats,
     block_influence,
     check_stats_shape,
     head_scores,
@@ -125,7 +126,7 @@ def _scores(
 ) -> tuple[dict[int, torch.Tensor] | None, dict[int, torch.Tensor] | None, torch.Tensor | None]:
     stats: ActivationStats | None = None
     if batches is not None:
-        stats = collect_activation_stats(model, arch, batches)
+        stats = activation_stats(model, arch, batches)  # split over ranks, if any
         check_stats_shape(arch, stats)
     grads = loss_gradients(model, arch, batches) if spec.importance == "taylor" and (
         batches is not None) else None

@@ -3,6 +3,6 @@
 (:mod:`prunekit.integrations.hf_trainer`).
 
 Nothing is imported here: each submodule imports its framework when it is itself imported,
-and raises :class:`~prunekit.compare.requirements.MissingDependencyError` (an
+and raises :class:`~prunekit.MissingDependencyError` (an
 ``ImportError``) naming the extra to install when the framework is missing.
 """

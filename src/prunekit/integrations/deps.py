@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ..compare.requirements import MissingDependencyError
+from ..errors import MissingDependencyError
 
 
 def missing_dependency(package: str, needed_for: str, extra: str) -> MissingDependencyError:
@@ -17,11 +14,9 @@ def missing_dependency(package: str, needed_for: str, extra: str) -> MissingDepe
         extra: the prunekit extra that installs it.
 
     Returns:
-        A :class:`~prunekit.compare.requirements.MissingDependencyError` (also an
-        ``ImportError``) naming the package and the ``pip install`` command.
+        A :class:`~prunekit.MissingDependencyError` (also an ``ImportError``) naming the
+        package and the ``pip install`` command.
     """
-    from ..compare.requirements import MissingDependencyError  # only when it is needed
-
     return MissingDependencyError(
         f"{needed_for} needs the {package} package, which is not installed",
         f'pip install "prunekit[{extra}]" (or pip install {package})',

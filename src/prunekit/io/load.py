@@ -142,6 +142,12 @@ def _build(
     return call_factory(build, "build()", FormatError)
 
 
+def _transformer_surgery(plan: Plan) -> bool:
+    """Heads, neurons or blocks were removed (also when masks were added after the surgery)."""
+    return plan.spec.get("kind") == "transformer_structured" or bool(
+        {"config", "config_before"} & set(plan.attributes))
+
+
 def _rebuild_physical(model: nn.Module, manifest: Manifest) -> None:
     """Resize the freshly built original to the saved widths: those of a structured plan,
     or, for a module saved without one, its recorded layout where the shapes differ."""
@@ -153,7 +159,7 @@ def _rebuild_physical(model: nn.Module, manifest: Manifest) -> None:
     plan = Plan.from_dict(manifest.plan)
     # The stored tensors' shapes are the truth; they fill any shape the plan does not list.
     plan.shapes = {**stored, **plan.shapes}
-    if plan.spec.get("kind") == "transformer_structured":
+    if _transformer_surgery(plan):
         from ..hf import rebuild_transformer  # imports transformers only when needed
 
         rebuild_transformer(model, plan)

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..apply.surgery.rebuild import layout_plan
+from ..distributed.group import unwrap
 from ..errors import FormatError
 from ..plan import Plan, library_versions
 from ..result import PruneResult, model_of
@@ -138,9 +139,9 @@ def save(
     """
     path = Path(path)
     if isinstance(result_or_model, (PruneResult, SparseConversion)):
-        model, plan = result_or_model.model, result_or_model.plan
-    else:
-        model, plan = model_of(result_or_model, "save's first argument"), None
+        model, plan = unwrap(result_or_model.model), result_or_model.plan
+    else:  # a DDP / DataParallel / compiled wrapper saves the model it holds
+        model, plan = unwrap(model_of(result_or_model, "save's first argument")), None
     spec = plan.spec if plan is not None else None
     physical = is_physical(plan)
     if plan is None:  # the widths, so that a physically pruned module loads on its own

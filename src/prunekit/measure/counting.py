@@ -6,6 +6,9 @@ which counts the matrix products and convolutions of one forward pass; ``MACs = 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -68,6 +71,21 @@ def count_macs(model: nn.Module | PruneResult, example_inputs: ExampleInputs) ->
     """
     model = model_of(model, "model")
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), eval_mode(model), counter:
+    with torch.no_grad(), eval_mode(model), _frozen(model), counter:
         call_model(model, example_inputs)
     return int(counter.get_total_flops()) // 2
+
+
+@contextlib.contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """Parameters' ``requires_grad`` off while counting, restored after: the counter's module
+    tracker fails on a model that hands a parameter itself to a submodule (timm's PiT passes
+    ``cls_token`` to its stages)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
