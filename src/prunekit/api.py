@@ -12,7 +12,7 @@ from .errors import SpecError
 from .inputs import ExampleInputs
 from .pipeline import Pipeline, Request, run
 from .plan import Plan
-from .result import PruneResult, model_of
+from .result import PruneResult, after_surgery, changes_shapes, model_of
 from .specs import (
     CALIBRATED_IMPORTANCE,
     NM,
@@ -45,7 +45,9 @@ def prune(
     physically smaller dense model; a :class:`Depth` spec removes whole residual blocks.
 
     Args:
-        model: any ``nn.Module`` (or a :class:`PruneResult`, to prune its model further).
+        model: any ``nn.Module``, or a :class:`PruneResult` to prune its model further
+            (masks on a structurally pruned result give one combined plan, which
+            :func:`prunekit.save` / :func:`prunekit.load` round-trip).
         spec: :class:`Unstructured`, :class:`NM`, :class:`Structured`, :class:`Depth`
             (whole residual blocks), or :class:`TransformerStructured` (heads / neurons /
             blocks of a Hugging Face model).
@@ -80,7 +82,11 @@ def prune(
     """
     request = Request(example_inputs, ignore_entries(ignore), overrides, include_embeddings,
                       calibration, seed)
-    return run(pipeline_for(spec, request), _unwrapped(model_of(model)), inplace=inplace)
+    result = run(pipeline_for(spec, request), _unwrapped(model_of(model)), inplace=inplace)
+    if isinstance(model, PruneResult) and changes_shapes(model.plan) and not changes_shapes(
+            result.plan):
+        return after_surgery(model, result)  # masks on a smaller model: one combined plan
+    return result
 
 
 def _unwrapped(model: nn.Module) -> nn.Module:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from torch import nn
@@ -51,3 +52,25 @@ def model_of(model: nn.Module | PruneResult, what: str = "model") -> nn.Module:
             f"got {type(module).__name__}"
         )
     return module
+
+
+def changes_shapes(plan: Plan | None) -> bool:
+    """True if a plan changed shapes or modules (structured or depth pruning)."""
+    return plan is not None and bool(plan.kept or plan.attributes or plan.removed_modules)
+
+
+def after_surgery(first: PruneResult, second: PruneResult) -> PruneResult:
+    """One result for masks put on a physically pruned model: the first's surgery, the
+    second's masks, and a spec naming both (``kind`` stays the surgery's, so a loader
+    rebuilds the smaller architecture before it loads the masked weights). The summary
+    compares with the model before the surgery."""
+    plan = dataclasses.replace(
+        second.plan,
+        spec={**first.plan.spec, "then": second.plan.spec},
+        kept=first.plan.kept,
+        attributes=first.plan.attributes,
+        removed_modules=first.plan.removed_modules,
+        skipped={**first.plan.skipped, **second.plan.skipped},
+        notes={**first.plan.notes, **second.plan.notes},
+    )
+    return PruneResult(second.model, plan, second.spec, first.layers_before, first.params_before)

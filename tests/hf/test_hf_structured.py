@@ -122,6 +122,20 @@ def test_pk_save_then_load_reproduces_a_pruned_transformer(family: str, tmp_path
     assert torch.equal(logits(loaded, inputs), logits(result.model.eval(), inputs))
 
 
+@pytest.mark.parametrize("family", ["bert", "llama"])  # GPT-2's Conv1D takes no masks
+def test_masks_on_a_pruned_transformer_save_and_load_as_one_plan(family: str, tmp_path) -> None:
+    inputs = batch()
+    small = pk.prune(build(family), pk.TransformerStructured(heads=HEADS[family], neurons=0.25,
+                                                             layers=[1]))
+    both = pk.prune(small, pk.Unstructured(sparsity=0.5))  # a result: the surgery carries over
+    assert both.plan.spec["kind"] == "transformer_structured"
+    assert both.plan.spec["then"]["kind"] == "unstructured" and both.plan.masks
+    assert both.plan.removed_modules == small.plan.removed_modules
+    assert both.summary().params_before == small.summary().params_before
+    loaded = pk.load(pk.save(both, tmp_path / family)).eval()
+    assert torch.equal(logits(loaded, inputs), logits(both.model.eval(), inputs))
+
+
 def test_plan_records_blocks_attributes_and_config() -> None:
     result = pk.prune(build("gpt2", layers=3), pk.TransformerStructured(heads=0.25, layers=[0]))
     plan = result.plan

@@ -40,3 +40,16 @@ def test_a_bare_dense_model_still_loads_as_dense(tmp_path: Path):
     x = pk.zoo.example_inputs("mlp")
     assert torch.equal(loaded.eval()(x), model.eval()(x))
     assert "physical" not in (folder / "manifest.json").read_text().split('"end_state"')[1][:40]
+
+
+def test_masks_on_a_structured_result_are_one_plan_that_loads(tmp_path: Path):
+    x = pk.zoo.example_inputs("resnet")
+    small = pk.prune(pk.zoo.build("resnet"), pk.Structured(sparsity=0.5), x)
+    both = pk.prune(small, pk.Unstructured(sparsity=0.8, scope="global"), x)
+    assert both.plan.kept == small.plan.kept and both.plan.masks
+    assert both.plan.spec["then"]["kind"] == "unstructured"
+    assert both.summary().params_before == small.summary().params_before
+    again = pk.prune(small.model, pk.Unstructured(sparsity=0.8, scope="global"), x)
+    assert not again.plan.kept  # a bare module has no surgery to carry
+    loaded = pk.load(pk.save(both, tmp_path / "both"))
+    assert torch.equal(loaded.eval()(x), both.model.eval()(x))

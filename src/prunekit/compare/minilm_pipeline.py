@@ -8,7 +8,6 @@ the same epochs, learning rate, seed and dropout.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from .measuring import MeasureContext, measure_model
 from .minilm_eval import Evaluator
 from .minilm_model import PackedEncoder, TokenBatch, sentence_embedding
 from .minilm_variants import needs_calibration
-from .pipeline import deployable, layer_table, merge_results, save_bytes
+from .pipeline import deployable, layer_table, save_bytes
 from .settings import CompareSettings
 from .variants import Variant
 
@@ -66,15 +65,6 @@ def removed_layers(model: nn.Module, dense: nn.Module) -> list[dict[str, Any]]:
             if isinstance(module, nn.Linear) and name not in present]
 
 
-def merge_steps(first: PruneResult, second: PruneResult) -> PruneResult:
-    """One result for heads/neurons/blocks removed, then weights masked: the first's surgery,
-    the second's masks, and a spec that names both (``kind`` stays the surgery's, which is
-    how :func:`prunekit.load` knows to rebuild the transformer first)."""
-    merged = merge_results(first, second)
-    spec = {**first.plan.spec, "then": second.plan.spec}
-    return dataclasses.replace(merged, plan=dataclasses.replace(merged.plan, spec=spec))
-
-
 def prune_text(dense: nn.Module, variant: Variant, calibration: list[TokenBatch],
                seed: int = 0) -> PruneResult:
     """Apply the variant's specs in order to a copy of the encoder ``dense``.
@@ -89,13 +79,10 @@ def prune_text(dense: nn.Module, variant: Variant, calibration: list[TokenBatch]
         One :class:`PruneResult` (combined: the structured surgery and the masks in one plan).
     """
     result: PruneResult | None = None
-    model = dense
-    for spec in variant.specs:
+    for spec in variant.specs:  # a result pruned again carries the earlier surgery
         data = calibration if needs_calibration(spec) else None
         ignore = () if isinstance(spec, TransformerStructured) else IGNORED
-        step = prune(model, spec, calibration=data, ignore=ignore, seed=seed)
-        result = step if result is None else merge_steps(result, step)
-        model = step.model
+        result = prune(result or dense, spec, calibration=data, ignore=ignore, seed=seed)
     assert result is not None, "a variant has at least one spec"
     return result
 

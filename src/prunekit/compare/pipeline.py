@@ -4,7 +4,6 @@ a model with zeros inside its layers, also that copy through :func:`prunekit.to_
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -18,7 +17,7 @@ from ..api import prune
 from ..apply.masks import effective_weight, finalize
 from ..depth.result import DepthResult
 from ..errors import InternalError, PrunekitError
-from ..result import PruneResult
+from ..result import PruneResult, model_of
 from ..sparse import kernels, to_sparse
 from ..sparse.convert import SparseConversion
 from ..specs import NM, Depth, Spec
@@ -42,18 +41,6 @@ def nm_misfits(model: nn.Module, spec: NM) -> list[str]:
         t.module_name for t in targets
         if effective_weight(t.module, t.param).shape[t.input_dim] % spec.m
     ]
-
-
-def merge_results(first: PruneResult, second: PruneResult) -> PruneResult:
-    """One result for structured-then-unstructured: the first's surgery, the second's masks."""
-    plan = dataclasses.replace(
-        second.plan,
-        kept=first.plan.kept,
-        attributes=first.plan.attributes,
-        removed_modules=first.plan.removed_modules,
-        skipped={**first.plan.skipped, **second.plan.skipped},
-    )
-    return PruneResult(second.model, plan, second.spec, first.layers_before, first.params_before)
 
 
 def calibration_batches(batches: Iterable[Any], count: int = CALIBRATION_BATCHES
@@ -80,9 +67,9 @@ def calibration_batches(batches: Iterable[Any], count: int = CALIBRATION_BATCHES
     return inputs
 
 
-def _prune_once(model: nn.Module, spec: Spec, example: torch.Tensor, seed: int,
+def _prune_once(model: nn.Module | PruneResult, spec: Spec, example: torch.Tensor, seed: int,
                 calibration: list[torch.Tensor] | None) -> PruneResult:
-    ignore: list[str] = nm_misfits(model, spec) if isinstance(spec, NM) else []
+    ignore: list[str] = nm_misfits(model_of(model), spec) if isinstance(spec, NM) else []
     if ignore:
         log.info("N:M leaves %s dense (input width not a multiple of m)", ignore)
     measured = isinstance(spec, Depth) and spec.measured
@@ -109,11 +96,8 @@ def prune_variant(
         masks of the second step in one plan).
     """
     result: PruneResult | None = None
-    model = dense
-    for spec in variant.specs:
-        step = _prune_once(model, spec, example, seed, calibration)
-        result = step if result is None else merge_results(result, step)
-        model = step.model
+    for spec in variant.specs:  # a result pruned again carries the earlier surgery
+        result = _prune_once(result or dense, spec, example, seed, calibration)
     assert result is not None, "a variant has at least one spec"
     return result
 

@@ -19,7 +19,7 @@ from ..apply.surgery.rebuild import layout_plan
 from ..distributed.group import unwrap
 from ..errors import FormatError
 from ..plan import Plan, library_versions
-from ..result import PruneResult, model_of
+from ..result import PruneResult, changes_shapes, model_of
 from ..sparse.convert import SparseConversion, sparse_kernels
 from ..sparse.formats import Encoded, choose_format, encode
 from .atomic import atomic_file, atomic_folder, check_target
@@ -49,11 +49,6 @@ def encode_tensor(tensor: LogicalTensor) -> Encoded:
     if fmt == "dense":  # a dense tensor cannot hold the mask (a kept weight may be 0.0)
         fmt = "bitmask"
     return encode(tensor.value, fmt, keep=tensor.mask)
-
-
-def is_physical(plan: Plan | None) -> bool:
-    """True if a plan changed shapes or modules (structured pruning)."""
-    return plan is not None and bool(plan.kept or plan.attributes or plan.removed_modules)
 
 
 def _model_entry(
@@ -143,7 +138,7 @@ def save(
     else:  # a DDP / DataParallel / compiled wrapper saves the model it holds
         model, plan = unwrap(model_of(result_or_model, "save's first argument")), None
     spec = plan.spec if plan is not None else None
-    physical = is_physical(plan)
+    physical = changes_shapes(plan)
     if plan is None:  # the widths, so that a physically pruned module loads on its own
         plan = layout_plan(model)
     check_target(path, overwrite)
