@@ -33,7 +33,7 @@ from ..result import PruneResult
 from ..specs import Structured, Unstructured
 from ..targets import qualified_name
 from .pipeline import prune_variant
-from .variants import Variant
+from .variants import Variant, needs_calibration
 
 log = logging.getLogger(__name__)
 GRADUAL_END = 0.6  # fraction of the fine-tuning steps at which the target is reached
@@ -106,9 +106,15 @@ def training_start(
 
 
 def gradual_stage(variant: Variant) -> Unstructured | None:
-    """The variant's unstructured last stage, if it has one (None: prune one-shot)."""
+    """The variant's unstructured last stage, if it has one (None: prune one-shot).
+
+    A calibrated stage (Wanda, SparseGPT) is pruned one-shot: it reads calibration batches,
+    which the fine-tuning loop's gradual pruner does not pass.
+    """
     last = variant.specs[-1]
-    return last if isinstance(last, Unstructured) and last.sparsity is not None else None
+    if not isinstance(last, Unstructured) or last.sparsity is None or needs_calibration(last):
+        return None
+    return last
 
 
 def gradual_start(

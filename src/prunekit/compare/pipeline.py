@@ -18,11 +18,12 @@ from ..apply.masks import effective_weight, finalize
 from ..depth.result import DepthResult
 from ..errors import InternalError, PrunekitError
 from ..result import PruneResult, model_of
+from ..select.unstructured import removal_count
 from ..sparse import kernels, to_sparse
 from ..sparse.convert import SparseConversion
-from ..specs import NM, Depth, Spec
+from ..specs import NM, Spec, Unstructured
 from ..targets import resolve_targets
-from .variants import Variant
+from .variants import Variant, needs_calibration
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ ZEROS_INSIDE = 0.01  # a Linear / Conv2d weight with at least 1% zeros has spars
 # converted vs deployable outputs: the tolerance tests/sparse states for whole converted models
 OUTPUT_RTOL, OUTPUT_ATOL = 1e-4, 1e-5
 TIMED_SPARSE, TIMED_DEPLOYABLE = "to_sparse", "deployable"
-CALIBRATION_BATCHES = 8  # training batches a depth variant measures block influence on
+CALIBRATION_BATCHES = 8  # training batches depth, Wanda and SparseGPT variants measure on
 CONVERSION_FAILURES = (PrunekitError, RuntimeError)  # recorded; the deployable is timed
 
 
@@ -43,10 +44,27 @@ def nm_misfits(model: nn.Module, spec: NM) -> list[str]:
     ]
 
 
+def emptied_rows(model: nn.Module, spec: Spec) -> list[str]:
+    """Linear / Conv2d layers whose every weight row a per-layer calibrated spec (Wanda,
+    SparseGPT at ``spec.sparsity``) would remove whole, e.g. a 1-channel 3x3 stem (rows of
+    9 weights) at 95%: left dense, as the global L1 ranking of ``unstructured-P`` would
+    keep much of such a layer. Empty for any other spec."""
+    if not (isinstance(spec, Unstructured) and needs_calibration(spec)
+            and spec.sparsity is not None):
+        return []
+    return [
+        name for name, module in model.named_modules()
+        if isinstance(module, (nn.Linear, nn.Conv2d))
+        and removal_count(effective_weight(module)[0].numel(), spec.sparsity)
+        >= effective_weight(module)[0].numel()
+    ]
+
+
 def calibration_batches(batches: Iterable[Any], count: int = CALIBRATION_BATCHES
                         ) -> list[torch.Tensor]:
     """The inputs of the first ``count`` ``(inputs, labels)`` batches of the first epoch
-    (the training data's: what a depth variant measures block influence on).
+    (the training data's: what a depth variant measures block influence on, and what
+    Wanda and SparseGPT variants calibrate on).
 
     A loader that counts epochs (prunekit's own reshuffle by epoch) is read at epoch 0 and
     its count restored after, so every variant gets the same batches whatever ran before it,
@@ -72,9 +90,13 @@ def _prune_once(model: nn.Module | PruneResult, spec: Spec, example: torch.Tenso
     ignore: list[str] = nm_misfits(model_of(model), spec) if isinstance(spec, NM) else []
     if ignore:
         log.info("N:M leaves %s dense (input width not a multiple of m)", ignore)
-    measured = isinstance(spec, Depth) and spec.measured
+    emptied = emptied_rows(model_of(model), spec)
+    if emptied:
+        log.info("%s leaves %s dense (every row would be removed whole)", spec.importance,
+                 emptied)
+    ignore += emptied
     return prune(model, spec, example, ignore=ignore, seed=seed,
-                 calibration=calibration if measured else None)
+                 calibration=calibration if needs_calibration(spec) else None)
 
 
 def prune_variant(

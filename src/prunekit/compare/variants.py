@@ -1,7 +1,7 @@
-"""Variant names (``unstructured-90``, ``nm-2:4``, ``structured-50``, ``combined-50+80``,
-the budgets ``structured-macs25``, ``structured-params30``, ``structured-lat50``, and the
-depth variants ``depth-2``, ``depth-oneshot2`` and ``depth-last2``) and the pruning recipe
-each one stands for."""
+"""Variant names (``unstructured-90``, the calibrated ``wanda-90`` and ``sparsegpt-90``,
+``nm-2:4``, ``structured-50``, ``combined-50+80``, the budgets ``structured-macs25``,
+``structured-params30``, ``structured-lat50``, and the depth variants ``depth-2``,
+``depth-oneshot2`` and ``depth-last2``) and the pruning recipe each one stands for."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ DEFAULT_VARIANTS = ("unstructured-90", "structured-50", "combined-50+80")
 QUICK_VARIANTS = ("unstructured-90", "nm-2:4", "structured-50", "combined-50+80")
 _PATTERNS = {
     "unstructured": re.compile(r"unstructured-(\d+(?:\.\d+)?)"),
+    "calibrated": re.compile(r"(wanda|sparsegpt)-(\d+(?:\.\d+)?)"),
     "nm": re.compile(r"nm-(\d+):(\d+)"),
     "structured": re.compile(r"structured-(\d+(?:\.\d+)?)"),
     "combined": re.compile(r"combined-(\d+(?:\.\d+)?)\+(\d+(?:\.\d+)?)"),
@@ -34,13 +35,14 @@ _BUDGETS = {
 # depth: the number of residual blocks removed: chosen greedily by measured influence, by
 # influence measured once (oneshot), or the last ones
 _DEPTH = re.compile(r"depth-(last|oneshot)?(\d+)")
+CALIBRATED_METHODS = ("wanda", "sparsegpt")  # importances that read calibration batches
 BUDGET_BATCH = 64  # the batch a structured-latNN variant's latency is timed at
 NAME_HINT = (
-    "variants look like unstructured-90, nm-2:4, structured-50 or combined-50+80 "
-    "(percentages removed), structured-macs25, structured-params30 or structured-lat50 "
-    "(percentages of MACs, parameters or batch-64 latency kept), depth-2, depth-oneshot2 or "
-    "depth-last2 (residual blocks removed: the least influential, greedily or measured once, "
-    "or the last), comma-separated, or 'all'"
+    "variants look like unstructured-90, wanda-90, sparsegpt-90, nm-2:4, structured-50 or "
+    "combined-50+80 (percentages removed), structured-macs25, structured-params30 or "
+    "structured-lat50 (percentages of MACs, parameters or batch-64 latency kept), depth-2, "
+    "depth-oneshot2 or depth-last2 (residual blocks removed: the least influential, greedily "
+    "or measured once, or the last), comma-separated, or 'all'"
 )
 
 
@@ -68,7 +70,15 @@ class Variant:
     @property
     def calibrated(self) -> bool:
         """True if a spec chooses what to remove by measuring on calibration batches."""
-        return any(isinstance(s, Depth) and s.measured for s in self.specs)
+        return any(needs_calibration(s) for s in self.specs)
+
+
+def needs_calibration(spec: Spec) -> bool:
+    """True if pruning with ``spec`` reads calibration batches: a measured depth selection,
+    or Wanda / SparseGPT (magnitude pruning refuses them)."""
+    if isinstance(spec, Depth):
+        return spec.measured
+    return isinstance(spec, (Unstructured, NM)) and spec.importance in CALIBRATED_METHODS
 
 
 def _percent(text: str, name: str) -> float:
@@ -81,6 +91,12 @@ def _percent(text: str, name: str) -> float:
 def unstructured_spec(sparsity: float) -> Unstructured:
     """Global magnitude (L1) ranking: every layer competes for the kept weights."""
     return Unstructured(sparsity=sparsity, scope="global", importance="l1")
+
+
+def calibrated_spec(method: str, sparsity: float) -> Unstructured:
+    """Wanda or SparseGPT: ``sparsity`` of every Linear and Conv2d weight (each output row
+    for Wanda), chosen from activations on calibration batches of the training data."""
+    return Unstructured(sparsity=sparsity, importance=method)
 
 
 def structured_spec(sparsity: float) -> Structured:
@@ -139,6 +155,9 @@ def parse_variant(name: str) -> Variant:
         if family == "unstructured":
             s = _percent(match.group(1), name)
             return Variant(text, family, (unstructured_spec(s),), s)
+        if family == "calibrated":
+            s = _percent(match.group(2), name)
+            return Variant(text, "unstructured", (calibrated_spec(match.group(1), s),), s)
         if family == "nm":
             n_keep, m = int(match.group(1)), int(match.group(2))
             spec = NM(n_keep=n_keep, m=m)

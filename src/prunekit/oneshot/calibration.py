@@ -14,7 +14,7 @@ by one block's inputs plus one statistic per targeted layer:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import CalibrationError
 from ..inputs import call_model
+from .conv import conv_rows
 
 Batch = torch.Tensor | Sequence[Any] | Mapping[str, Any]
 
@@ -152,8 +153,22 @@ def _rows(x: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1])  # (tokens, features)
 
 
+def layer_rows(module: nn.Module, x: torch.Tensor,
+               token_mask: torch.Tensor | None) -> Iterator[torch.Tensor]:
+    """A layer's input as chunks of (tokens, features) in float64: a Linear's rows (padded
+    tokens dropped) in one chunk, a Conv2d's unfolded patches a few images at a time."""
+    if isinstance(module, nn.Conv2d):
+        for rows in conv_rows(module, x):
+            yield rows.double()
+    else:
+        yield _rows(x, token_mask).double()
+
+
 class InputStats:
-    """Forward pre-hooks that accumulate input statistics of linear layers.
+    """Forward pre-hooks that accumulate input statistics of linear and conv layers.
+
+    A convolution's tokens are its unfolded input patches (see :mod:`.conv`), one per
+    output position; they are read a few images at a time.
 
     Args:
         modules: ``{weight key: module}`` of the layers to watch.
@@ -178,21 +193,25 @@ class InputStats:
                          for k, m in modules.items()]
 
     def _hook_for(self, key: str) -> Callable[..., None]:
-        def hook(_: nn.Module, inputs: tuple[Any, ...]) -> None:
+        def hook(module: nn.Module, inputs: tuple[Any, ...]) -> None:
             self._calls.append(key)
-            rows = _rows(inputs[0].detach(), self.token_mask).double()  # (tokens, in)
-            self.count[key] = self.count.get(key, 0) + rows.shape[0]
-            sq = rows.pow(2).sum(dim=0)
-            self.sq_sum[key] = self.sq_sum[key] + sq if key in self.sq_sum else sq
-            total = rows.sum(dim=0)
-            self.x_sum[key] = self.x_sum[key] + total if key in self.x_sum else total
-            if self.gram:
-                xtx = rows.t() @ rows  # (in, in)
-                self.xtx[key] = self.xtx[key] + xtx if key in self.xtx else xtx
+            for rows in layer_rows(module, inputs[0].detach(), self.token_mask):
+                self._add(key, rows)  # (tokens, in)
             if key == self.stop_after:
                 raise StopForward
 
         return hook
+
+    def _add(self, key: str, rows: torch.Tensor) -> None:
+        """Add (tokens, in) float64 rows to the layer's sums."""
+        self.count[key] = self.count.get(key, 0) + rows.shape[0]
+        sq = rows.pow(2).sum(dim=0)
+        self.sq_sum[key] = self.sq_sum[key] + sq if key in self.sq_sum else sq
+        total = rows.sum(dim=0)
+        self.x_sum[key] = self.x_sum[key] + total if key in self.x_sum else total
+        if self.gram:
+            xtx = rows.t() @ rows  # (in, in)
+            self.xtx[key] = self.xtx[key] + xtx if key in self.xtx else xtx
 
     def end_pass(self) -> None:
         """Close one forward pass; learn the last layer called if each was called once."""

@@ -1,6 +1,7 @@
 """Pruning one layer from its calibration statistics (Wanda or SparseGPT, in place).
 
-Linear and Hugging Face's transposed ``Conv1D`` weights are handled as (out, in) matrices;
+Linear, Hugging Face's transposed ``Conv1D`` and ``Conv2d`` weights (see :mod:`.conv`) are
+handled as (out, in) matrices;
 the result is the masked end state, with SparseGPT's reconstructed values written into the
 trainable weight and, on request, the bias corrected.
 """
@@ -16,6 +17,7 @@ from torch import nn
 
 from ..apply.masks import apply_mask, effective_weight, existing_mask
 from .calibration import InputStats
+from .conv import conv_matrix, conv_storage
 from .correction import corrected_bias
 from .paired import PairedInputStats
 from .reconstruct import dense_target_weight
@@ -51,17 +53,34 @@ def is_transposed(module: nn.Module) -> bool:
     return isinstance(module, hf_conv1d_type())
 
 
+def as_matrix(module: nn.Module, stored: torch.Tensor) -> torch.Tensor:
+    """A tensor of the weight's storage shape as the (out, in) matrix the methods prune."""
+    if is_transposed(module):
+        return stored.t()
+    if isinstance(module, nn.Conv2d):
+        return conv_matrix(stored)
+    return stored
+
+
+def as_stored(module: nn.Module, matrix: torch.Tensor) -> torch.Tensor:
+    """Undo :func:`as_matrix`: an (out, in) matrix in the weight's storage shape."""
+    if is_transposed(module):
+        return matrix.t().contiguous()
+    if isinstance(module, nn.Conv2d):
+        return conv_storage(matrix, effective_weight(module).shape)
+    return matrix
+
+
 def layer_matrix(module: nn.Module) -> torch.Tensor:
     """The weight as (out, in), whatever the module's storage order."""
-    weight = effective_weight(module)
-    return weight.t() if is_transposed(module) else weight
+    return as_matrix(module, effective_weight(module))
 
 
 def _removed(module: nn.Module) -> torch.Tensor | None:
     mask = existing_mask(module)
     if mask is None:
         return None
-    return ~(mask.t() if is_transposed(module) else mask)
+    return ~as_matrix(module, mask)
 
 
 def prune_layer(
@@ -94,9 +113,8 @@ def prune_layer(
             weight, hinv, sparsity=sparsity, nm=settings.nm, already_removed=removed,
             block_size=settings.block_size,
         )
-    if is_transposed(module):
-        keep = keep.t().contiguous()
-        new_weight = None if new_weight is None else new_weight.t().contiguous()
+    keep = as_stored(module, keep)
+    new_weight = None if new_weight is None else as_stored(module, new_weight)
     if new_weight is not None:
         param = getattr(module, "weight_orig", None)
         target = param if isinstance(param, nn.Parameter) else effective_weight_param(module)

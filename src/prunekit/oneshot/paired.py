@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import CalibrationError
-from .calibration import BlockInput, StopForward, _rows, check_all_ran
+from .calibration import BlockInput, StopForward, check_all_ran, layer_rows
 
 
 def call_stages(
@@ -60,6 +60,12 @@ def call_stages(
     return stages, len(calls) == len(modules)
 
 
+def _layer_input(module: nn.Module, x: torch.Tensor,
+                 token_mask: torch.Tensor | None) -> torch.Tensor:
+    """One batch's input tokens of a layer as one (tokens, in) float64 matrix."""
+    return torch.cat(list(layer_rows(module, x.detach(), token_mask)))
+
+
 class PairedInputStats:
     """Input statistics of one stage's layers in a pruned block and its unpruned copy.
 
@@ -84,8 +90,8 @@ class PairedInputStats:
                           for k, m in pruned.items()]
 
     def _dense_hook(self, key: str) -> Callable[..., None]:
-        def hook(_: nn.Module, inputs: tuple[Any, ...]) -> None:
-            rows = _rows(inputs[0].detach(), self.token_mask).double()  # (tokens, in)
+        def hook(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+            rows = _layer_input(module, inputs[0], self.token_mask)  # (tokens, in)
             self._dense_rows.setdefault(key, []).append(rows)
             if key == self._stop_after:
                 raise StopForward
@@ -93,8 +99,8 @@ class PairedInputStats:
         return hook
 
     def _pruned_hook(self, key: str) -> Callable[..., None]:
-        def hook(_: nn.Module, inputs: tuple[Any, ...]) -> None:
-            rows = _rows(inputs[0].detach(), self.token_mask).double()  # (tokens, in)
+        def hook(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+            rows = _layer_input(module, inputs[0], self.token_mask)  # (tokens, in)
             queued = self._dense_rows.get(key)
             if not queued or queued[0].shape != rows.shape:
                 raise CalibrationError(

@@ -34,6 +34,7 @@ from ..targets import IgnoreEntry, Target, qualified_name, resolve_overrides, re
 from ..unstructured import check_finite, check_nm_shapes
 from .blocks import find_blocks
 from .calibration import check_calibration, check_token_ids
+from .conv import skip_reason
 from .layers import OneShotSettings, hf_conv1d_type, is_transposed
 from .walk import calibrate_and_prune
 
@@ -67,24 +68,34 @@ def _tied(model: nn.Module) -> dict[int, list[str]]:
 def oneshot_targets(
     model: nn.Module, ignore: Iterable[IgnoreEntry]
 ) -> tuple[list[Target], dict[str, str]]:
-    """Linear (and Hugging Face Conv1D) weights to prune; tied weights are left alone.
+    """Linear, Hugging Face Conv1D and Conv2d weights to prune.
+
+    Tied weights, and convolutions the methods do not cover (grouped, depthwise, non-zero
+    padding modes; see :func:`.conv.skip_reason`), are left alone with the reason in
+    ``skipped``.
 
     Raises:
         TargetError: nothing prunable remains.
     """
-    targets, skipped = resolve_targets(model, ignore=ignore, types=(nn.Linear,) + hf_conv1d_type())
+    types = (nn.Linear, nn.Conv2d) + hf_conv1d_type()
+    targets, skipped = resolve_targets(model, ignore=ignore, types=types)
     owners = _tied(model)
     kept = []
     for t in targets:
         orig = getattr(t.module, "weight_orig", None)
         weight = orig if orig is not None else t.module.weight
         sharing = [n for n in owners.get(id(weight), []) if n.rpartition(".")[0] != t.module_name]
+        reason = skip_reason(t.module) if isinstance(t.module, nn.Conv2d) else None
         if sharing:
             skipped[t.module_name] = f"weight tied to {', '.join(sharing)}"
+        elif reason is not None:
+            skipped[t.module_name] = reason
         else:
             kept.append(t)
     if not kept:
-        raise TargetError("no untied Linear layer left to prune", "check the ignore list")
+        raise TargetError("no untied Linear or Conv2d layer left to prune",
+                          "check the ignore list (grouped and depthwise convolutions are "
+                          "not covered)")
     return kept, skipped
 
 
