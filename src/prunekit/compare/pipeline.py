@@ -92,8 +92,7 @@ def _prune_once(model: nn.Module | PruneResult, spec: Spec, example: torch.Tenso
         log.info("N:M leaves %s dense (input width not a multiple of m)", ignore)
     emptied = emptied_rows(model_of(model), spec)
     if emptied:
-        log.info("%s leaves %s dense (every row would be removed whole)", spec.importance,
-                 emptied)
+        log.info("%s leaves %s dense (every row would be removed whole)", spec, emptied)
     ignore += emptied
     return prune(model, spec, example, ignore=ignore, seed=seed,
                  calibration=calibration if needs_calibration(spec) else None)
