@@ -17,6 +17,11 @@ def test_each_family_parses_to_its_recipe() -> None:
     s = parse_variant("Structured-25")
     assert s.name == "structured-25" and isinstance(s.specs[0], Structured)
     assert s.specs[0].sparsity == 0.25 and s.structured
+    w = parse_variant("wanda-90")
+    assert w.family == "unstructured" and w.calibrated
+    assert w.specs == (Unstructured(sparsity=0.9, importance="wanda"),)
+    g = parse_variant("sparsegpt-95")
+    assert g.specs == (Unstructured(sparsity=0.95, importance="sparsegpt"),) and g.calibrated
     c = parse_variant("combined-50+80")
     assert [type(x) for x in c.specs] == [Structured, Unstructured]
     assert c.specs[0].sparsity == 0.5 and c.specs[1].sparsity == 0.8
