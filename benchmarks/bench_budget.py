@@ -148,6 +148,9 @@ def section_latency(names: list[str] | None, size: int, rounds: int, batch: int,
                 start = time.perf_counter()
                 result = pk.prune(model, pk.Structured(target=target), x)
                 seconds = time.perf_counter() - start
+            except pk.TargetError as exc:  # unreachable: the message names the least fraction
+                print(f"{name:<16} refused: {exc.message}", flush=True)
+                continue
             finally:
                 if saved is None:
                     os.environ.pop("PRUNEKIT_CACHE_DIR", None)
