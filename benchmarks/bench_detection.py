@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--size", type=int, default=320, help="R-CNN / RetinaNet / FCOS input")
     parser.add_argument("--sparsity", type=float, default=0.3)
+    parser.add_argument("--round-to", type=int, default=1,
+                        help="keep channel counts multiples of this (8 suits CPU kernels)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=1, help="forwards per model per round")
     parser.add_argument("--models", nargs="*", default=None)
@@ -83,7 +85,7 @@ def main() -> None:
     cases = detectors(args.size)
     print(f"device=cpu dtype=float32 batch=1 threads={torch.get_num_threads()} "
           f"torch={torch.__version__} input=3x{args.size}x{args.size} (SSD: own size) "
-          f"sparsity={args.sparsity} rounds={args.rounds} calls={args.calls} (medians)")
+          f"sparsity={args.sparsity} round_to={args.round_to} rounds={args.rounds} calls={args.calls} (medians)")
     print(f"{'model':<34} {'params':>16} {'dense ms':>9} {'pruned ms':>9} {'ratio':>6} "
           f"{'boxes':>8} {'prune s':>8}")
     for name in args.models or list(cases):
@@ -91,7 +93,7 @@ def main() -> None:
         model = cases[name]().eval()
         image = [torch.rand(3, args.size, args.size)]
         start = time.perf_counter()
-        pruned = prune_detector(model, pk.Structured(sparsity=args.sparsity), image).model
+        pruned = prune_detector(model, pk.Structured(sparsity=args.sparsity, round_to=args.round_to), image).model
         took = time.perf_counter() - start
         with every_candidate(model), every_candidate(pruned), torch.no_grad():
             dense_s, pruned_s, ratio = interleaved(model, pruned.eval(), image, args.rounds,
