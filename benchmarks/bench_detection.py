@@ -85,7 +85,8 @@ def main() -> None:
     cases = detectors(args.size)
     print(f"device=cpu dtype=float32 batch=1 threads={torch.get_num_threads()} "
           f"torch={torch.__version__} input=3x{args.size}x{args.size} (SSD: own size) "
-          f"sparsity={args.sparsity} round_to={args.round_to} rounds={args.rounds} calls={args.calls} (medians)")
+          f"sparsity={args.sparsity} round_to={args.round_to} rounds={args.rounds} "
+          f"calls={args.calls} (medians)")
     print(f"{'model':<34} {'params':>16} {'dense ms':>9} {'pruned ms':>9} {'ratio':>6} "
           f"{'boxes':>8} {'prune s':>8}")
     for name in args.models or list(cases):
@@ -93,7 +94,8 @@ def main() -> None:
         model = cases[name]().eval()
         image = [torch.rand(3, args.size, args.size)]
         start = time.perf_counter()
-        pruned = prune_detector(model, pk.Structured(sparsity=args.sparsity, round_to=args.round_to), image).model
+        spec = pk.Structured(sparsity=args.sparsity, round_to=args.round_to)
+        pruned = prune_detector(model, spec, image).model
         took = time.perf_counter() - start
         with every_candidate(model), every_candidate(pruned), torch.no_grad():
             dense_s, pruned_s, ratio = interleaved(model, pruned.eval(), image, args.rounds,

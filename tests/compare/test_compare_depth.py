@@ -28,7 +28,8 @@ def tiny() -> nn.Module:
 def test_depth_names_parse_to_their_recipes() -> None:
     chosen = parse_variant("Depth-2")
     assert chosen.name == "depth-2" and chosen.family == "depth"
-    assert chosen.specs == (Depth(blocks=2, selection="greedy"),) and chosen.calibrated
+    assert chosen.specs == (Depth(blocks=2, selection="oneshot"),) and chosen.calibrated
+    assert parse_variant("depth-greedy2").specs == (Depth(blocks=2, selection="greedy"),)
     last = parse_variant("depth-last2")
     assert last.specs == (Depth(blocks=2, selection="last"),) and not last.calibrated
     assert not last.structured and chosen.sparsity == 0.0

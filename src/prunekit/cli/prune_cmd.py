@@ -183,7 +183,8 @@ def prune_command(
     block: list[str] = typer.Option(
         [], help="depth: remove this residual block, by module name (repeatable)"),
     selection: Selection = typer.Option(
-        Selection.greedy, help="depth --blocks: greedy, oneshot (by influence) or last"),
+        Selection.oneshot,
+        help="depth --blocks: oneshot (each block's influence alone), greedy or last"),
     seed: int = typer.Option(0, help="seed for random importance"),
     overwrite: bool = typer.Option(False, help="replace an existing --output folder"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),

@@ -1,7 +1,7 @@
 """Variant names (``unstructured-90``, the calibrated ``wanda-90`` and ``sparsegpt-90``,
 ``nm-2:4``, ``structured-50``, ``combined-50+80``, the budgets ``structured-macs25``,
 ``structured-params30``, ``structured-lat50``, and the depth variants ``depth-2``,
-``depth-oneshot2`` and ``depth-last2``) and the pruning recipe each one stands for."""
+``depth-greedy2`` and ``depth-last2``) and the pruning recipe each one stands for."""
 
 from __future__ import annotations
 
@@ -32,17 +32,17 @@ _BUDGETS = {
     "params": re.compile(r"structured-params(\d+(?:\.\d+)?)"),
     "lat": re.compile(r"structured-lat(\d+(?:\.\d+)?)"),
 }
-# depth: the number of residual blocks removed: chosen greedily by measured influence, by
-# influence measured once (oneshot), or the last ones
-_DEPTH = re.compile(r"depth-(last|oneshot)?(\d+)")
+# depth: the number of residual blocks removed: the least influential, each measured alone
+# (oneshot, the default), chosen greedily by measured influence, or the last ones
+_DEPTH = re.compile(r"depth-(last|oneshot|greedy)?(\d+)")
 CALIBRATED_METHODS = ("wanda", "sparsegpt")  # importances that read calibration batches
 BUDGET_BATCH = 64  # the batch a structured-latNN variant's latency is timed at
 NAME_HINT = (
     "variants look like unstructured-90, wanda-90, sparsegpt-90, nm-2:4, structured-50 or "
     "combined-50+80 (percentages removed), structured-macs25, structured-params30 or "
     "structured-lat50 (percentages of MACs, parameters or batch-64 latency kept), depth-2, "
-    "depth-oneshot2 or depth-last2 (residual blocks removed: the least influential, greedily "
-    "or measured once, or the last), comma-separated, or 'all'"
+    "depth-greedy2 or depth-last2 (residual blocks removed: the least influential measured "
+    "once or greedily, or the last), comma-separated, or 'all'"
 )
 
 
@@ -112,10 +112,10 @@ def budget_spec(kind: str, kept: float) -> Structured:
     return Structured(target=target, importance="l1")
 
 
-def depth_spec(blocks: int, selection: str = "greedy") -> Depth:
+def depth_spec(blocks: int, selection: str = "oneshot") -> Depth:
     """Remove ``blocks`` residual blocks: the least influential on calibration batches of
-    the training data (``"greedy"``: one at a time, given those already removed;
-    ``"oneshot"``: each measured alone), or the last ones the forward runs (``"last"``)."""
+    the training data (``"oneshot"``: each measured alone; ``"greedy"``: one at a time,
+    given those already removed), or the last ones the forward runs (``"last"``)."""
     return Depth(blocks=blocks, selection=selection)
 
 
@@ -126,7 +126,7 @@ def _depth_variant(text: str, name: str) -> Variant | None:
     blocks = int(match.group(2))
     if blocks < 1:
         raise SpecError(f"variant {name!r}: remove at least one block", "e.g. depth-2")
-    return Variant(text, "depth", (depth_spec(blocks, match.group(1) or "greedy"),), 0.0)
+    return Variant(text, "depth", (depth_spec(blocks, match.group(1) or "oneshot"),), 0.0)
 
 
 def _budget_variant(text: str, name: str) -> Variant | None:

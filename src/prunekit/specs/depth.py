@@ -43,10 +43,10 @@ class Depth:
     Args:
         blocks: how many blocks to remove. ``selection`` says which.
         names: the blocks to remove, by module name (``"layer1.1"``).
-        selection: with ``blocks``: ``"greedy"`` removes, one at a time, the block whose
-            removal changes the outputs least on the calibration batches, given those
-            already removed; ``"oneshot"`` measures each block alone and removes the
-            least influential; ``"last"`` removes the last removable blocks in the
+        selection: with ``blocks``: ``"oneshot"`` (default) measures each block alone on
+            the calibration batches and removes the least influential; ``"greedy"``
+            removes, one at a time, the block whose removal changes the outputs least
+            given those already removed; ``"last"`` removes the last removable blocks in the
             order the forward runs them (data-free baseline).
         channels: a :class:`Structured` spec applied to what remains, in the same call.
 
@@ -55,12 +55,12 @@ class Depth:
 
     Example:
         >>> Depth(blocks=2).to_dict()["selection"]
-        'greedy'
+        'oneshot'
     """
 
     blocks: int = 0
     names: tuple[str, ...] = ()
-    selection: str = "greedy"
+    selection: str = "oneshot"
     channels: Structured | None = None
 
     def __post_init__(self) -> None:
