@@ -188,7 +188,7 @@ class OneShotPipeline:
             )
         note = ("whole model at once: no list of same-typed blocks runs one after another, so "
                 "every targeted layer's statistics are collected in one pass")
-        logger.warning("%s: calibrating the %s", self.name, note)
+        logger.info("%s: calibrating the %s", self.name, note)
         return blocks, note
 
     def writes(self) -> list[str]:
