@@ -73,4 +73,7 @@ def after_surgery(first: PruneResult, second: PruneResult) -> PruneResult:
         skipped={**first.plan.skipped, **second.plan.skipped},
         notes={**first.plan.notes, **second.plan.notes},
     )
-    return PruneResult(second.model, plan, second.spec, first.layers_before, first.params_before)
+    # the layers the masks targeted, with their shapes before the surgery where it recorded them
+    layers = {name: first.layers_before.get(name, info)
+              for name, info in second.layers_before.items()}
+    return PruneResult(second.model, plan, second.spec, layers, first.params_before)

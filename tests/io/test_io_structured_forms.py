@@ -53,3 +53,13 @@ def test_masks_on_a_structured_result_are_one_plan_that_loads(tmp_path: Path):
     assert not again.plan.kept  # a bare module has no surgery to carry
     loaded = pk.load(pk.save(both, tmp_path / "both"))
     assert torch.equal(loaded.eval()(x), both.model.eval()(x))
+
+
+def test_masks_after_removed_blocks_count_the_masked_layers(tmp_path: Path):
+    x = pk.zoo.example_inputs("fmnist_resnet")
+    shallow = pk.prune(pk.zoo.build("fmnist_resnet"), pk.Depth(blocks=1, selection="last"), x)
+    both = pk.prune(shallow, pk.Unstructured(sparsity=0.8, scope="global"), x)
+    assert both.plan.removed_modules == shallow.plan.removed_modules
+    assert both.summary().sparsity == pytest.approx(0.8, abs=1e-4)
+    loaded = pk.load(pk.save(both, tmp_path / "both"), lambda: pk.zoo.build("fmnist_resnet"))
+    assert torch.equal(loaded.eval()(x), both.model.eval()(x))
