@@ -127,10 +127,12 @@ class Summary:
                 f"{r.name or ROOT:<{w_name}} {r.kind:<{w_kind}} {shape:<{w_shape}} {r.nonzero:>10} "
                 f"{r.sparsity:>8.2%}  {r.status}"
             )
-        lines.append(
-            f"total: {self.params_before} -> {self.params_after} parameters; "
-            f"{self.sparsity:.2%} of targeted weights removed"
-        )
+        if self.rows:
+            removed = f"{self.sparsity:.2%} of targeted weights removed"
+        else:  # whole blocks removed, no layer targeted
+            gone = 1 - self.params_after / max(self.params_before, 1)
+            removed = f"{gone:.2%} of parameters removed"
+        lines.append(f"total: {self.params_before} -> {self.params_after} parameters; {removed}")
         if self.targeted_numel and self.targeted_nonzero == self.targeted_numel:
             lines.append("note: no weight was removed (nothing below the threshold, or sparsity 0)")
         return "\n".join(lines)

@@ -60,6 +60,7 @@ def test_masks_after_removed_blocks_count_the_masked_layers(tmp_path: Path):
     shallow = pk.prune(pk.zoo.build("fmnist_resnet"), pk.Depth(blocks=1, selection="last"), x)
     both = pk.prune(shallow, pk.Unstructured(sparsity=0.8, scope="global"), x)
     assert both.plan.removed_modules == shallow.plan.removed_modules
+    assert str(shallow.summary()).endswith("42.44% of parameters removed")  # no layer targeted
     assert both.summary().sparsity == pytest.approx(0.8, abs=1e-4)
     loaded = pk.load(pk.save(both, tmp_path / "both"), lambda: pk.zoo.build("fmnist_resnet"))
     assert torch.equal(loaded.eval()(x), both.model.eval()(x))
