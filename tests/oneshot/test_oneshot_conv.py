@@ -65,35 +65,38 @@ def _batches(c_in: int = 8) -> list[torch.Tensor]:
     return [torch.randn(3, c_in, 11, 9) for _ in range(2)]
 
 
-@pytest.mark.parametrize("case", CONV_CASES)
-def test_wanda_on_conv_equals_wanda_on_unfolded_linear(case) -> None:
-    conv = _conv(*case)
+def _conv_and_linear(conv: nn.Conv2d, spec: pk.Unstructured, order: torch.Tensor | None
+                     ) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The pruned conv, and the mask and weight of the equivalent Linear pruned over the
+    conv's unfolded tokens (columns taken in ``order``, if given), in the conv's shape."""
     batches = _batches()
-    spec = pk.Unstructured(sparsity=0.6, importance="wanda")
     pruned = pk.prune(nn.Sequential(conv), spec, calibration=batches).model[0]
     linear = _equivalent_linear(conv)
-    tokens = [_tokens(conv, x) for x in batches]
+    columns = torch.arange(linear.in_features) if order is None else order
+    with torch.no_grad():
+        linear.weight.copy_(linear.weight[:, columns])
+    tokens = [_tokens(conv, x)[:, columns] for x in batches]
     reference = pk.prune(nn.Sequential(linear), spec, calibration=tokens).model[0]
-    assert torch.equal(pruned.weight_mask, reference.weight_mask.reshape(conv.weight.shape))
+    back = torch.empty_like(columns)
+    back[columns] = torch.arange(columns.numel())
+    shape = conv.weight.shape
+    return (pruned, reference.weight_mask[:, back].reshape(shape),
+            reference.weight.detach()[:, back].reshape(shape))
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_wanda_on_conv_equals_wanda_on_unfolded_linear(case) -> None:
+    spec = pk.Unstructured(sparsity=0.6, importance="wanda")
+    pruned, mask, _ = _conv_and_linear(_conv(*case), spec, order=None)
+    assert torch.equal(pruned.weight_mask, mask)
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_sparsegpt_on_conv_equals_sparsegpt_on_unfolded_linear(case) -> None:
     conv = _conv(*case)
-    batches = _batches()
     spec = pk.Unstructured(sparsity=0.5, importance="sparsegpt")
-    pruned = pk.prune(nn.Sequential(conv), spec, calibration=batches).model[0]
-    order = _channel_fastest(conv)
-    linear = _equivalent_linear(conv)
-    with torch.no_grad():
-        linear.weight.copy_(linear.weight[:, order])
-    tokens = [_tokens(conv, x)[:, order] for x in batches]
-    reference = pk.prune(nn.Sequential(linear), spec, calibration=tokens).model[0]
-    back = torch.empty_like(order)
-    back[order] = torch.arange(order.numel())
-    shape = conv.weight.shape
-    assert torch.equal(pruned.weight_mask, reference.weight_mask[:, back].reshape(shape))
-    expected = reference.weight.detach()[:, back].reshape(shape)
+    pruned, mask, expected = _conv_and_linear(conv, spec, order=_channel_fastest(conv))
+    assert torch.equal(pruned.weight_mask, mask)
     assert torch.allclose(pruned.weight.detach(), expected, atol=1e-5, rtol=0)
     assert pruned.weight.detach().ne(conv.weight.detach()).any()  # reconstructed, not masked
 

@@ -22,10 +22,9 @@ from ..specs import TransformerStructured
 from .measuring import MeasureContext, measure_model
 from .minilm_eval import Evaluator
 from .minilm_model import PackedEncoder, TokenBatch, sentence_embedding
-from .minilm_variants import needs_calibration
 from .pipeline import deployable, layer_table, save_bytes
 from .settings import CompareSettings
-from .variants import Variant
+from .variants import Variant, needs_calibration
 
 IGNORED = ["pooler"]  # unused by the sentence embeddings: never pruned
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from ..errors import SpecError
-from ..specs import NM, Spec, TransformerStructured, Unstructured
+from ..specs import NM, TransformerStructured, Unstructured
 from .variants import Variant
 
 METHODS = {"magnitude": "l1", "wanda": "wanda", "sparsegpt": "sparsegpt"}
@@ -124,9 +124,3 @@ def parse_minilm_variants(text: str | None, *, quick: bool = False) -> list[Vari
     if duplicates:
         raise SpecError(f"variants listed twice: {', '.join(duplicates)}", "list each once")
     return variants
-
-
-def needs_calibration(spec: Spec) -> bool:
-    """True if pruning with ``spec`` reads calibration text (magnitude refuses it)."""
-    importance = getattr(spec, "importance", "l1")
-    return importance not in ("l1", "magnitude")

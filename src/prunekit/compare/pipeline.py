@@ -52,12 +52,14 @@ def emptied_rows(model: nn.Module, spec: Spec) -> list[str]:
     if not (isinstance(spec, Unstructured) and needs_calibration(spec)
             and spec.sparsity is not None):
         return []
-    return [
-        name for name, module in model.named_modules()
-        if isinstance(module, (nn.Linear, nn.Conv2d))
-        and removal_count(effective_weight(module)[0].numel(), spec.sparsity)
-        >= effective_weight(module)[0].numel()
-    ]
+    return [name for name, module in model.named_modules()
+            if isinstance(module, (nn.Linear, nn.Conv2d)) and _rows_emptied(module, spec.sparsity)]
+
+
+def _rows_emptied(module: nn.Module, sparsity: float) -> bool:
+    """True if removing ``sparsity`` of each weight row removes the whole row."""
+    row = effective_weight(module)[0].numel()
+    return removal_count(row, sparsity) >= row
 
 
 def calibration_batches(batches: Iterable[Any], count: int = CALIBRATION_BATCHES

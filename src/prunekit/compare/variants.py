@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..budget import BudgetTarget, Latency, MACs, Params
 from ..errors import SpecError
-from ..specs import NM, Depth, Spec, Structured, Unstructured
+from ..specs import CALIBRATED_IMPORTANCE, NM, Depth, Spec, Structured, Unstructured
 
 FAMILIES = ("unstructured", "nm", "structured", "combined", "depth")
 ALL_VARIANTS = (
@@ -35,7 +35,6 @@ _BUDGETS = {
 # depth: the number of residual blocks removed: the least influential, each measured alone
 # (oneshot, the default), chosen greedily by measured influence, or the last ones
 _DEPTH = re.compile(r"depth-(last|oneshot|greedy)?(\d+)")
-CALIBRATED_METHODS = ("wanda", "sparsegpt")  # importances that read calibration batches
 BUDGET_BATCH = 64  # the batch a structured-latNN variant's latency is timed at
 NAME_HINT = (
     "variants look like unstructured-90, wanda-90, sparsegpt-90, nm-2:4, structured-50 or "
@@ -75,10 +74,11 @@ class Variant:
 
 def needs_calibration(spec: Spec) -> bool:
     """True if pruning with ``spec`` reads calibration batches: a measured depth selection,
-    or Wanda / SparseGPT (magnitude pruning refuses them)."""
+    or an importance measured on activations or gradients (Wanda, SparseGPT, Taylor, a
+    transformer's activation importance); data-free pruning refuses them."""
     if isinstance(spec, Depth):
         return spec.measured
-    return isinstance(spec, (Unstructured, NM)) and spec.importance in CALIBRATED_METHODS
+    return getattr(spec, "importance", None) in (*CALIBRATED_IMPORTANCE, "activation")
 
 
 def _percent(text: str, name: str) -> float:
