@@ -103,7 +103,9 @@ def test_oneshot_plan_on_two_ranks_is_the_single_process_plan(
     for key, mask in single["masks"].items():
         assert torch.equal(mask, ranked["masks"][key]), f"{case}: mask of {key} differs"
         assert torch.equal(mask, ranks[1][case]["masks"][key])
-    assert _max_diff(single["state"], ranked["state"]) <= 1e-6
+    # SparseGPT's Gram matrices are float32: a sum split over ranks rounds differently
+    tolerance = 1e-5 if case == "sparsegpt" else 1e-6
+    assert _max_diff(single["state"], ranked["state"]) <= tolerance
     assert ranked["forward_calls"] < single["forward_calls"]  # each rank ran its share
 
 

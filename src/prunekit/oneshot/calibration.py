@@ -173,6 +173,10 @@ class InputStats:
     Args:
         modules: ``{weight key: module}`` of the layers to watch.
         gram: also accumulate ``X^T X`` (for SparseGPT), not only per-feature sums of squares.
+            It is kept in float32, as SparseGPT's reference implementation keeps it: a block's
+            matrices are the largest memory of a block-by-block walk (a Llama MLP's
+            ``5632 x 5632`` down-projection input alone is 121 MiB in float32); the
+            per-feature sums stay float64.
 
     After :meth:`end_pass`, once every watched layer was seen exactly once in a forward
     pass, the hook of the last one raises :class:`StopForward` after recording: the rest of
@@ -209,9 +213,12 @@ class InputStats:
         self.sq_sum[key] = self.sq_sum[key] + sq if key in self.sq_sum else sq
         total = rows.sum(dim=0)
         self.x_sum[key] = self.x_sum[key] + total if key in self.x_sum else total
-        if self.gram:
-            xtx = rows.t() @ rows  # (in, in)
-            self.xtx[key] = self.xtx[key] + xtx if key in self.xtx else xtx
+        if self.gram:  # float32 (see the class), summed in place: no (in, in) temporaries
+            rows32 = rows.float()  # exact: the activations are at most float32
+            if key in self.xtx:
+                self.xtx[key].addmm_(rows32.t(), rows32)
+            else:
+                self.xtx[key] = rows32.t() @ rows32  # (in, in)
 
     def end_pass(self) -> None:
         """Close one forward pass; learn the last layer called if each was called once."""

@@ -93,7 +93,8 @@ def prune_layer(
     With paired statistics SparseGPT reconstructs the unpruned model's output of the layer
     (see :mod:`.reconstruct`). With ``settings.bias_correction`` the layer's bias (if it has
     one) then absorbs the mean output shift left on the calibration tokens (see
-    :mod:`.correction`).
+    :mod:`.correction`). SparseGPT consumes the layer's matrices in ``stats`` (its Gram
+    matrix is inverted in place and dropped from ``stats``).
     """
     weight = layer_matrix(module)  # (out, in); neither method writes into it
     dense = weight.clone() if settings.bias_correction else None  # before pruning
@@ -106,9 +107,11 @@ def prune_layer(
         new_weight = None
     else:
         if isinstance(stats, PairedInputStats):
-            weight = dense_target_weight(weight, stats.xtx[key], stats.cross[key],
+            weight = dense_target_weight(weight, stats.xtx[key], stats.cross.pop(key),
                                          settings.ridge)
-        hinv = inverse_hessian_factor(stats.xtx[key], stats.count[key], settings.damp)
+        # the Gram matrix is consumed (inverted in place): a block's layers then never hold
+        # more than the statistics not yet used plus one factor
+        hinv = inverse_hessian_factor(stats.xtx.pop(key), stats.count[key], settings.damp)
         new_weight, keep = sparsegpt_prune(
             weight, hinv, sparsity=sparsity, nm=settings.nm, already_removed=removed,
             block_size=settings.block_size,

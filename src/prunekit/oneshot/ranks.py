@@ -65,6 +65,8 @@ def reduce_input_stats(stats: InputStats, modules: Mapping[str, nn.Module]) -> N
     if stats.gram:
         tables["xtx"] = stats.xtx
     _reduce(tables, stats.count, widths, {"xtx"}, device)
+    # summed in float64 across ranks, then kept in the float32 one process keeps
+    stats.xtx.update({k: v.float() for k, v in stats.xtx.items()})
 
 
 def reduce_paired_stats(stats: PairedInputStats, modules: Mapping[str, nn.Module]) -> None:

@@ -16,35 +16,42 @@ from ..select.unstructured import lowest_k_mask, removal_count
 
 
 def inverse_hessian_factor(xtx: torch.Tensor, n_tokens: int, damp: float) -> torch.Tensor:
-    """Upper Cholesky factor of ``(2/n X^T X + damp * mean(diag) I)^-1``.
+    """Upper Cholesky factor of ``(2/n X^T X + damp * mean(diag) I)^-1``, computed in place.
 
     Input features that were always zero get a unit diagonal so the matrix stays invertible.
-    Computed in float64 on ``xtx``'s device; no value is read back to the host.
+    ``xtx`` is consumed: its memory becomes the factor, so inverting the widest layer's
+    Hessian needs no second matrix of its size (the caller must not read ``xtx`` afterwards).
+    The arithmetic runs in ``xtx``'s dtype on its device; no value is read back to the host.
 
     Args:
-        xtx: the layer's input Gram matrix ``sum_t x_t x_t^T``, (in, in).
+        xtx: the layer's input Gram matrix ``sum_t x_t x_t^T``, (in, in), symmetric,
+            float32 or float64.
         n_tokens: how many tokens it sums over.
         damp: dampening, relative to the mean diagonal.
 
     Returns:
-        The upper Cholesky factor, (in, in), float64, on ``xtx``'s device.
+        The upper Cholesky factor, (in, in), a column-major view of ``xtx``'s storage.
 
     Raises:
         CalibrationError: the Hessian is not positive definite even after damping.
     """
-    h = xtx.double() * (2.0 / max(n_tokens, 1))  # (in, in), on the statistic's device
+    h = xtx.mul_(2.0 / max(n_tokens, 1))  # (in, in)
     diagonal = h.diagonal()  # a view: writing it writes h
     diagonal.masked_fill_(diagonal == 0, 1.0)  # dead input features
     diagonal.add_(damp * diagonal.mean())
+    # h is symmetric, so its transpose is the same matrix in the column-major layout LAPACK
+    # works in: the three factorisations then overwrite it without a copy.
+    f = h.mT
     try:
-        lower = torch.linalg.cholesky(h)
-        h_inv = torch.cholesky_inverse(lower)
-        return torch.linalg.cholesky(h_inv, upper=True)
+        torch.linalg.cholesky(f, out=f)  # lower factor L
+        torch.cholesky_inverse(f, out=f)  # (L L^T)^-1 = H^-1
+        torch.linalg.cholesky(f, upper=True, out=f)
     except RuntimeError as exc:  # torch.linalg.LinAlgError derives from RuntimeError
         raise CalibrationError(
             f"the calibration Hessian is not positive definite: {exc}",
             "use more calibration tokens or a larger damping (damp=0.1)",
         ) from exc
+    return f
 
 
 def _block_mask(
@@ -91,9 +98,9 @@ def sparsegpt_prune(
     Returns:
         ``(new_weight, keep_mask)``: the reconstructed weight (pruned entries exactly 0, in
         the input dtype) and the boolean keep-mask, both on the weight's device (the
-        arithmetic runs there, in float64).
+        weight's arithmetic runs there, in float64, whatever the factor's dtype).
     """
-    w = weight.detach().double().clone()  # (out, in)
+    w = weight.detach().to(torch.float64, copy=True)  # (out, in), one copy
     n_out, n_in = w.shape
     removed_before = (
         already_removed if already_removed is not None
@@ -105,7 +112,7 @@ def sparsegpt_prune(
     for start in range(0, n_in, block_size):
         end = min(start + block_size, n_in)
         w1 = w[:, start:end].clone()  # (out, block)
-        hinv1 = hinv_upper[start:end, start:end]  # (block, block)
+        hinv1 = hinv_upper[start:end, start:end].to(w.dtype)  # (block, block)
         err1 = torch.zeros_like(w1)
         diag = torch.diag(hinv1)
         mask1 = (
@@ -127,6 +134,7 @@ def sparsegpt_prune(
             err1[:, i] = err
         w[:, start:end] = w1
         pruned[:, start:end] = mask1
-        w[:, end:] -= err1 @ hinv_upper[start:end, end:]  # lazy batch update
+        # lazy batch update, in place: no (out, in - end) temporary
+        w[:, end:].addmm_(err1, hinv_upper[start:end, end:].to(w.dtype), alpha=-1.0)
     w.masked_fill_(pruned, 0.0)
     return w.to(weight.dtype), ~pruned

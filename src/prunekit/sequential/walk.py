@@ -34,6 +34,7 @@ from ..oneshot.calibration import (
 from ..oneshot.layers import OneShotSettings, prune_layer
 from ..oneshot.walk import prune_block
 from ..targets import qualified_name
+from .memory import return_freed_memory
 from .skeleton import Reader, Skeleton, load_block, loaded_on_call, set_outside_buffers
 from .writer import TensorFileWriter
 
@@ -174,6 +175,7 @@ def walk(
                 dense_inputs = (inputs_to(run_block(dense_block, dense_here), storage)
                                 if settings.reconstruct == "dense" else inputs)
             del block, dense_block, here, dense_here, inside, found  # free the block now
+            return_freed_memory()
             logger.info("block %d/%d pruned and written", i + 1, len(blocks))
         if rest:
             final = [_hidden(item) for item in inputs_to(inputs, device)]
