@@ -241,13 +241,11 @@ def load_block(skeleton: Skeleton, i: int, read: Reader, device: torch.device) -
         for name, buf in block.named_buffers():
             if name in skeleton.block_buffers:
                 buf.copy_(skeleton.block_buffers[name])
-        keys = skeleton.block_keys(i)
-        stored = read([n for k in keys if (n := skeleton.names[k]) is not None])
         state = block.state_dict(keep_vars=True)
-        for key in keys:
+        for key in skeleton.block_keys(i):  # one tensor at a time: no second copy of the block
             stored_name = skeleton.names[key]
             if stored_name is not None:
-                state[key[len(prefix):]].copy_(stored.pop(stored_name))
+                state[key[len(prefix):]].copy_(read([stored_name])[stored_name])
     return block
 
 
