@@ -6,6 +6,10 @@ Sparsity (OWL)", 2024). Each block's outlier ratio is the fraction of its Wanda 
 ``[-lam, +lam]`` around the target, blocks with more outliers getting less sparsity. The
 shift is weighted by each block's weight count, so the overall fraction removed from the
 targeted weights stays the requested one.
+
+``"global"``: each layer gets the share a global magnitude (``|w|``) ranking over every
+targeted weight would remove from it (what ``Unstructured(scope="global", importance="l1")``
+removes per layer); the calibrated method then chooses *which* weights go within the layer.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Mapping
 import torch
 
 from ..errors import SpecError
+from ..select.unstructured import count_removed, global_masks
 
 OWL_M = 5.0
 OWL_LAMBDA = 0.08
@@ -68,3 +73,45 @@ def owl_sparsities(
             "use a sparsity further from 0 and 1, or allocation='uniform'",
         )
     return result
+
+
+def magnitude_sparsities(weights: Mapping[str, torch.Tensor], target: float) -> dict[str, float]:
+    """Per-layer sparsities of a global magnitude ranking.
+
+    The ``round(target * total)`` weights of smallest ``|w|`` over all of ``weights`` are
+    counted per layer (ties broken by position, as global L1 pruning breaks them); each
+    layer's sparsity is its count over its size. The per-layer counts sum to the global one,
+    so a method that removes ``round(sparsity * size)`` weights of each layer removes
+    ``target`` overall.
+
+    Args:
+        weights: ``{layer key: weight}`` (any shapes; the effective, masked weights).
+        target: overall fraction to remove, in ``[0, 1)``.
+
+    Returns:
+        ``{layer key: sparsity}`` in ``[0, 1]``.
+
+    Raises:
+        SpecError: ``target`` is outside ``[0, 1)``, a weight is empty or not finite, or
+            ``weights`` is empty.
+
+    Example:
+        >>> magnitude_sparsities({"a": torch.tensor([0.1, -0.2, 0.25, 4.0]),
+        ...                       "b": torch.tensor([3.0, 5.0])}, 0.5)
+        {'a': 0.75, 'b': 0.0}
+    """
+    if not 0.0 <= target < 1.0:
+        raise SpecError(f"global allocation needs a sparsity in [0, 1), got {target!r}")
+    if not weights:
+        raise SpecError("global allocation needs at least one layer")
+    scores = {}
+    for key, weight in weights.items():
+        if weight.numel() == 0:
+            raise SpecError(f"global allocation: {key} has no weights")
+        score = weight.detach().abs().float()
+        if not bool(torch.isfinite(score).all()):
+            raise SpecError(f"global allocation: {key} has non-finite weights",
+                            "fix or skip the layer (ignore=) before pruning")
+        scores[key] = score
+    masks = global_masks(scores, target)
+    return {key: count_removed(mask) / mask.numel() for key, mask in masks.items()}

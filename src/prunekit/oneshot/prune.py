@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from ..apply.masks import effective_weight
 from ..distributed import (
     active,
     check_same_on_every_rank,
@@ -32,6 +33,7 @@ from ..specs import NM, Unstructured
 from ..summary import count_parameters, layer_infos
 from ..targets import IgnoreEntry, Target, qualified_name, resolve_overrides, resolve_targets
 from ..unstructured import check_finite, check_nm_shapes
+from .allocation import magnitude_sparsities
 from .blocks import find_blocks
 from .calibration import check_calibration, check_token_ids
 from .conv import skip_reason
@@ -126,7 +128,8 @@ class OneShotPipeline:
 
     Args:
         spec: ``Unstructured(sparsity=..., importance="wanda"|"sparsegpt")`` (optionally
-            ``allocation="owl"``, ``reconstruct="dense"``) or ``NM(2, 4, importance=...)``.
+            ``allocation="owl"`` or ``"global"``, ``reconstruct="dense"``) or
+            ``NM(2, 4, importance=...)``.
         request: calibration batches (required), ignore list, overrides, example inputs.
     """
 
@@ -153,11 +156,18 @@ class OneShotPipeline:
         self.keys = [t.key for t in targets]
         self.block_names, self.calibration_note = self._walk_order(model)
         default = spec.sparsity if spec.sparsity is not None else 0.0
+        allocation = spec.allocation if isinstance(spec, Unstructured) else "uniform"
+        if allocation == "global":  # every layer's share is fixed here, before calibration
+            sparsity = magnitude_sparsities(
+                {t.key: effective_weight(t.module, t.param) for t in targets}, default)
+            allocation = "uniform"
+        else:
+            sparsity = {t.key: resolved.get(t.key, default) for t in targets}
         self.settings = OneShotSettings(
             method=spec.importance,
-            sparsity={t.key: resolved.get(t.key, default) for t in targets},
+            sparsity=sparsity,
             nm=(spec.n_keep, spec.m) if isinstance(spec, NM) else None,
-            allocation=spec.allocation if isinstance(spec, Unstructured) else "uniform",
+            allocation=allocation,
             bias_correction=spec.bias_correction,
             reconstruct=spec.reconstruct,
         )

@@ -12,7 +12,7 @@ Scope = Literal["layer", "global"]
 SCOPES = ("layer", "global")
 UNSTRUCTURED_IMPORTANCE = ("l1", "l2", "random", "wanda", "sparsegpt")
 CALIBRATED_IMPORTANCE = ("wanda", "sparsegpt", "taylor")
-ALLOCATIONS = ("uniform", "owl")
+ALLOCATIONS = ("uniform", "owl", "global")
 RECONSTRUCTIONS = ("layer", "dense")
 
 
@@ -60,9 +60,12 @@ class Unstructured:
         importance: ``"l1"``, ``"l2"``, ``"random"``, or a calibrated score
             (``"wanda"``, ``"sparsegpt"``) that needs calibration data.
         allocation: how ``sparsity`` is spread over the layers of a calibrated
-            (``"wanda"``/``"sparsegpt"``) prune: ``"uniform"`` (every layer the same) or
+            (``"wanda"``/``"sparsegpt"``) prune: ``"uniform"`` (every layer the same),
             ``"owl"`` (outlier-weighted: blocks with more activation outliers keep more
-            weights; the overall fraction removed stays ``sparsity``).
+            weights; the overall fraction removed stays ``sparsity``) or ``"global"`` (each
+            layer loses the share of its weights a global magnitude ranking over all
+            targeted layers would remove, as ``scope="global", importance="l1"`` does; the
+            calibrated score then picks which weights go within each layer).
         bias_correction: after a calibrated prune, add to each layer's bias the mean output
             shift the pruning caused on the calibration tokens (layers without a bias are
             left as they are).
