@@ -48,9 +48,10 @@ def emptied_rows(model: nn.Module, spec: Spec) -> list[str]:
     """Linear / Conv2d layers whose every weight row a per-layer calibrated spec (Wanda,
     SparseGPT at ``spec.sparsity``) would remove whole, e.g. a 1-channel 3x3 stem (rows of
     9 weights) at 95%: left dense, as the global L1 ranking of ``unstructured-P`` would
-    keep much of such a layer. Empty for any other spec."""
+    keep much of such a layer. Empty for any other spec, and for ``allocation="global"``
+    (each layer's sparsity is then its share of that ranking)."""
     if not (isinstance(spec, Unstructured) and needs_calibration(spec)
-            and spec.sparsity is not None):
+            and spec.sparsity is not None and spec.allocation != "global"):
         return []
     return [name for name, module in model.named_modules()
             if isinstance(module, (nn.Linear, nn.Conv2d)) and _rows_emptied(module, spec.sparsity)]

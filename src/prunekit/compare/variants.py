@@ -1,4 +1,5 @@
-"""Variant names (``unstructured-90``, the calibrated ``wanda-90`` and ``sparsegpt-90``,
+"""Variant names (``unstructured-90``, the calibrated ``wanda-90`` and ``sparsegpt-90``
+(``wanda-global-90``, ``sparsegpt-global-90``: per-layer sparsity of the global ranking),
 ``nm-2:4``, ``structured-50``, ``combined-50+80``, the budgets ``structured-macs25``,
 ``structured-params30``, ``structured-lat50``, and the depth variants ``depth-2``,
 ``depth-greedy2`` and ``depth-last2``) and the pruning recipe each one stands for."""
@@ -21,7 +22,7 @@ DEFAULT_VARIANTS = ("unstructured-90", "structured-50", "combined-50+80")
 QUICK_VARIANTS = ("unstructured-90", "nm-2:4", "structured-50", "combined-50+80")
 _PATTERNS = {
     "unstructured": re.compile(r"unstructured-(\d+(?:\.\d+)?)"),
-    "calibrated": re.compile(r"(wanda|sparsegpt)-(\d+(?:\.\d+)?)"),
+    "calibrated": re.compile(r"(wanda|sparsegpt)(-global)?-(\d+(?:\.\d+)?)"),
     "nm": re.compile(r"nm-(\d+):(\d+)"),
     "structured": re.compile(r"structured-(\d+(?:\.\d+)?)"),
     "combined": re.compile(r"combined-(\d+(?:\.\d+)?)\+(\d+(?:\.\d+)?)"),
@@ -37,8 +38,9 @@ _BUDGETS = {
 _DEPTH = re.compile(r"depth-(last|oneshot|greedy)?(\d+)")
 BUDGET_BATCH = 64  # the batch a structured-latNN variant's latency is timed at
 NAME_HINT = (
-    "variants look like unstructured-90, wanda-90, sparsegpt-90, nm-2:4, structured-50 or "
-    "combined-50+80 (percentages removed), structured-macs25, structured-params30 or "
+    "variants look like unstructured-90, wanda-90, sparsegpt-90, sparsegpt-global-90, nm-2:4, "
+    "structured-50 or combined-50+80 (percentages removed), structured-macs25, "
+    "structured-params30 or "
     "structured-lat50 (percentages of MACs, parameters or batch-64 latency kept), depth-2, "
     "depth-greedy2 or depth-last2 (residual blocks removed: the least influential measured "
     "once or greedily, or the last), comma-separated, or 'all'"
@@ -93,10 +95,14 @@ def unstructured_spec(sparsity: float) -> Unstructured:
     return Unstructured(sparsity=sparsity, scope="global", importance="l1")
 
 
-def calibrated_spec(method: str, sparsity: float) -> Unstructured:
+def calibrated_spec(method: str, sparsity: float, allocation: str = "uniform") -> Unstructured:
     """Wanda or SparseGPT: ``sparsity`` of every Linear and Conv2d weight (each output row
-    for Wanda), chosen from activations on calibration batches of the training data."""
-    return Unstructured(sparsity=sparsity, importance=method)
+    for Wanda), chosen from activations on calibration batches of the training data.
+
+    ``allocation="global"``: each layer's sparsity is instead its share of a global
+    magnitude ranking (what ``unstructured-P`` removes from it); the calibrated score picks
+    the weights within the layer."""
+    return Unstructured(sparsity=sparsity, importance=method, allocation=allocation)
 
 
 def structured_spec(sparsity: float) -> Structured:
@@ -156,8 +162,10 @@ def parse_variant(name: str) -> Variant:
             s = _percent(match.group(1), name)
             return Variant(text, family, (unstructured_spec(s),), s)
         if family == "calibrated":
-            s = _percent(match.group(2), name)
-            return Variant(text, "unstructured", (calibrated_spec(match.group(1), s),), s)
+            s = _percent(match.group(3), name)
+            allocation = "global" if match.group(2) else "uniform"
+            spec = calibrated_spec(match.group(1), s, allocation)
+            return Variant(text, "unstructured", (spec,), s)
         if family == "nm":
             n_keep, m = int(match.group(1)), int(match.group(2))
             spec = NM(n_keep=n_keep, m=m)
