@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from prunekit.oneshot.calibration import InputStats
-from prunekit.oneshot.sparsegpt import inverse_hessian_factor, sparsegpt_prune
+from prunekit.oneshot.sparsegpt import inverse_hessian_factor, sparsegpt_prune, work_dtype
 from prunekit.sequential.memory import return_freed_memory
 
 
@@ -65,3 +65,18 @@ def test_returning_freed_memory_is_harmless() -> None:
     big = torch.ones(4 << 20)
     del big
     assert isinstance(return_freed_memory(), bool)
+
+
+def test_sixteen_bit_weights_are_updated_in_float32_with_the_same_choice() -> None:
+    assert work_dtype(torch.bfloat16) == work_dtype(torch.float16) == torch.float32
+    assert work_dtype(torch.float32) == torch.float64
+    torch.manual_seed(1)
+    x = torch.randn(256, 64, dtype=torch.float64) * torch.linspace(0.1, 3.0, 64)
+    weight = torch.randn(32, 64).to(torch.bfloat16)
+    xtx = (x.t() @ x).float()
+    w16, keep16 = sparsegpt_prune(weight, inverse_hessian_factor(xtx.clone(), 256, 0.01),
+                                  sparsity=0.5, block_size=16)
+    w64, keep64 = sparsegpt_prune(weight.float(), inverse_hessian_factor(xtx, 256, 0.01),
+                                  sparsity=0.5, block_size=16)
+    assert w16.dtype == torch.bfloat16 and torch.equal(keep16, keep64)
+    assert torch.allclose(w16.float(), w64, rtol=1e-2, atol=1e-2)  # bf16 rounding

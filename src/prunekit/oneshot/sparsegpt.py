@@ -54,6 +54,13 @@ def inverse_hessian_factor(xtx: torch.Tensor, n_tokens: int, damp: float) -> tor
     return f
 
 
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype SparseGPT updates a weight in: float32 for 16-bit weights (ample for a
+    result rounded to 8 or 11 mantissa bits, and half the memory of the widest layer's copy),
+    float64 otherwise."""
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else torch.float64
+
+
 def _block_mask(
     w_block: torch.Tensor,
     hinv_diag: torch.Tensor,
@@ -98,9 +105,9 @@ def sparsegpt_prune(
     Returns:
         ``(new_weight, keep_mask)``: the reconstructed weight (pruned entries exactly 0, in
         the input dtype) and the boolean keep-mask, both on the weight's device (the
-        weight's arithmetic runs there, in float64, whatever the factor's dtype).
+        weight's arithmetic runs there, in :func:`work_dtype`, whatever the factor's dtype).
     """
-    w = weight.detach().to(torch.float64, copy=True)  # (out, in), one copy
+    w = weight.detach().to(work_dtype(weight.dtype), copy=True)  # (out, in), one copy
     n_out, n_in = w.shape
     removed_before = (
         already_removed if already_removed is not None
