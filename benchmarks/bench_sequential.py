@@ -10,7 +10,7 @@ thread, with the same calibration (``--samples`` random sequences of ``--length`
   in-memory   ``from_pretrained(dtype=bfloat16)`` then ``pk.prune(..., inplace=True)``.
 
 The blocks' Linear layers are pruned, ``lm_head`` is left alone as in the SparseGPT and Wanda
-papers (``--prune-head`` prunes it too: the float64 copy of its ``vocab x hidden`` weight, then
+papers (``--prune-head`` prunes it too: the float32 copy of its ``vocab x hidden`` weight, then
 dominates both paths' peaks).
 
 Each child reports its own peak resident set (``VmHWM``) twice: right after importing
@@ -20,7 +20,7 @@ and at the end; the parent also reads ``getrusage(RUSAGE_CHILDREN).ru_maxrss``.
 Target for the sequential path: peak <= overhead + 25% of the model's bytes + the
 calibration activations (inputs and outputs of one block, ``2 * samples * length * hidden``
 values). SparseGPT's work for one block (its layers' float32 ``in x in`` Gram matrices,
-each inverted in place, and a float64 copy of the weight being reconstructed) is printed
+each inverted in place, and a float32 copy of the weight being reconstructed) is printed
 beside it: it grows with the width squared, not with the depth, so it weighs more on
 narrow models.
 
@@ -152,9 +152,10 @@ def run_child(path: str, args: argparse.Namespace, src: Path, out: Path) -> dict
 
 def sparsegpt_work_bytes() -> int:
     """SparseGPT's work for one block: its layers' float32 Gram matrices (each inverted in
-    place) and the float64 copy of the widest weight being reconstructed."""
+    place) and the float32 copy (the weights are bfloat16) of the widest weight being
+    reconstructed."""
     inputs = [HIDDEN] * 6 + [MLP]  # q, k, v, o, gate, up read the hidden size; down the MLP
-    return 4 * sum(i * i for i in inputs) + 8 * HIDDEN * MLP
+    return 4 * sum(i * i for i in inputs) + 4 * HIDDEN * MLP
 
 
 def report(results: dict[str, dict[str, Any]], size: int, args: argparse.Namespace) -> None:
@@ -168,7 +169,7 @@ def report(results: dict[str, dict[str, Any]], size: int, args: argparse.Namespa
     print(f"model {size / GIB:.2f} GiB; activations {activations / 2**20:.1f} MiB; "
           f"sequential above overhead {above / GIB:.2f} GiB = {above / size:.0%} of the model")
     if args.method == "sparsegpt":
-        print(f"SparseGPT work of one block (float32 Gram matrices, float64 weight copy): "
+        print(f"SparseGPT work of one block (float32 Gram matrices and weight copy): "
               f"{sparsegpt_work_bytes() / GIB:.2f} GiB")
     verdict = "met" if seq["peak"] <= target else "missed"
     print(f"target overhead + 25% of model + activations = {target / GIB:.2f} GiB: {verdict}")
