@@ -164,8 +164,8 @@ def parse_variant(name: str) -> Variant:
         if family == "calibrated":
             s = _percent(match.group(3), name)
             allocation = "global" if match.group(2) else "uniform"
-            spec = calibrated_spec(match.group(1), s, allocation)
-            return Variant(text, "unstructured", (spec,), s)
+            return Variant(text, "unstructured",
+                           (calibrated_spec(match.group(1), s, allocation),), s)
         if family == "nm":
             n_keep, m = int(match.group(1)), int(match.group(2))
             spec = NM(n_keep=n_keep, m=m)
