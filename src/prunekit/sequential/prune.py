@@ -104,9 +104,11 @@ def _check_method(spec: object) -> Unstructured | NM:
             "pk.NM(2, 4, importance='sparsegpt'); prune other specs in memory with pk.prune",
         )
     if isinstance(spec, Unstructured) and spec.allocation != "uniform":
+        needs = ("a pass of the whole unpruned model over the calibration data"
+                 if spec.allocation == "owl" else "every layer's weights at once")
         raise SpecError(
-            f"allocation={spec.allocation!r} needs a pass over the whole unpruned model first, "
-            "which prune_pretrained does not make",
+            f"allocation={spec.allocation!r} needs {needs} before the first block is "
+            "pruned, which prune_pretrained does not hold",
             "use allocation='uniform', or prune in memory with pk.prune",
         )
     return spec
