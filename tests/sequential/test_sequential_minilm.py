@@ -43,3 +43,25 @@ def test_minilm_wanda_equals_the_in_memory_path(tmp_path: Path) -> None:
         expected = reference.model(**x).last_hidden_state
         assert torch.equal(hf(**x).last_hidden_state, expected)
         assert torch.equal(loaded(**x).last_hidden_state, expected)
+
+
+def test_minilm_heads_neurons_and_a_block_equal_the_in_memory_path(tmp_path: Path) -> None:
+    """Activation-ranked heads, neurons and one block of the real BERT, block by block."""
+    path = minilm.get_model_path()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    calib = [dict(tokenizer(SENTENCES[i:i + 2], padding=True, return_tensors="pt"))
+             for i in (0, 2)]
+    spec = pk.TransformerStructured(heads=0.25, neurons=0.25, layers=1, importance="activation")
+    reference = pk.prune(transformers.AutoModel.from_pretrained(path).eval(), spec,
+                         calibration=calib)
+    prune_pretrained(path, spec, calibration=calib, out=tmp_path / "out")
+    loaded = pk.load(tmp_path / "out").eval()
+    expected_state = reference.model.state_dict()
+    assert set(loaded.state_dict()) == set(expected_state)
+    for key, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, expected_state[key]), key
+    assert len(loaded.encoder.layer) == 5
+    x = dict(tokenizer(SENTENCES, padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        assert torch.equal(loaded(**x).last_hidden_state,
+                           reference.model(**x).last_hidden_state)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..inputs import call_model, eval_mode
-from ..oneshot.calibration import Batch, block_output, token_mask
+from ..oneshot.calibration import Batch, BlockInput, block_output, run_block, token_mask
 from .arch import Arch
 
 
@@ -108,3 +108,27 @@ def collect_activation_stats(
     finally:
         hooks.remove()
     return stats
+
+
+def block_activation_stats(
+    model: nn.Module, arch: Arch, inputs: list[BlockInput]
+) -> tuple[ActivationStats, list[BlockInput]]:
+    """The statistics of the one block ``arch`` lists, from its cached ``inputs`` (eval
+    mode, no grad), and the inputs of the next block (this block's outputs).
+
+    The block-by-block twin of :func:`collect_activation_stats`: ``model`` holds the real
+    block at the place ``arch.blocks[0].name`` names (the others may stay on ``meta``).
+    """
+    assert len(arch.blocks) == 1
+    stats = ActivationStats()
+    hooks = _Hooks(model, arch, stats)
+    block = model.get_submodule(arch.blocks[0].name)
+    outputs = []
+    try:
+        with torch.no_grad(), eval_mode(block):
+            for item in inputs:
+                hooks.mask = item.token_mask
+                outputs += run_block(block, [item])
+    finally:
+        hooks.remove()
+    return stats, outputs

@@ -55,7 +55,8 @@ class Decision:
     neurons: dict[int, list[int]]
 
 
-def _ignored_blocks(model: nn.Module, arch: Arch, ignore: Iterable[IgnoreEntry]) -> set[int]:
+def ignored_blocks(model: nn.Module, arch: Arch, ignore: Iterable[IgnoreEntry]) -> set[int]:
+    """Indices of the blocks that ``ignore`` names, or that hold a module it names."""
     entries = list(ignore)
     hit = set()
     for b, block in enumerate(arch.blocks):
@@ -66,7 +67,8 @@ def _ignored_blocks(model: nn.Module, arch: Arch, ignore: Iterable[IgnoreEntry])
     return hit
 
 
-def _needs_data(spec: TransformerStructured) -> bool:
+def needs_data(spec: TransformerStructured) -> bool:
+    """The spec ranks by activations or gradients, or ranks blocks (by their influence)."""
     return spec.importance != "magnitude" or (isinstance(spec.layers, int) and spec.layers > 0)
 
 
@@ -221,14 +223,14 @@ class TransformerPipeline:
         if request.overrides:
             raise SpecError("overrides do not apply to TransformerStructured",
                             "list heads per layer with heads={layer: [...]}, or use ignore=")
-        request.refuse_unused(("calibration",) if _needs_data(spec) else (),
+        request.refuse_unused(("calibration",) if needs_data(spec) else (),
                               f"{self.name} with importance={spec.importance!r} and "
                               f"layers={spec.layers!r}")
         self.arch = read_arch(model)
         refuse_masked(model, "removing heads, neurons or layers")
-        skip = _ignored_blocks(model, self.arch, check_ignore(model, request.ignore))
+        skip = ignored_blocks(model, self.arch, check_ignore(model, request.ignore))
         batches = None
-        if _needs_data(spec):
+        if needs_data(spec):
             batches = check_calibration(request.calibration, f"importance={spec.importance!r}"
                                         if spec.importance != "magnitude" else "ranking layers")
             check_token_ids(model, batches)

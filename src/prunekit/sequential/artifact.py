@@ -41,7 +41,7 @@ def copy_side_files(src: Path, dst: Path) -> None:
 
 def write_manifest(
     folder: Path, model: nn.Module, entries: Mapping[str, tuple[torch.dtype, tuple[int, ...]]],
-    masked: set[str], plan: Plan,
+    masked: set[str], plan: Plan, *, physical: bool = False,
 ) -> None:
     """Write ``manifest.json`` for the ``model.safetensors`` already in ``folder``.
 
@@ -50,7 +50,9 @@ def write_manifest(
         model: the (meta) model: its class and config name the architecture.
         entries: ``{name: (dtype, shape)}`` of every stored tensor.
         masked: the pruned weights (stored dense; their zeros are their mask).
-        plan: spec, shapes, skipped layers and calibration note (no masks).
+        plan: spec, shapes, skipped layers and calibration note (no masks); for a
+            physically pruned model also kept indices, attributes and removed blocks.
+        physical: the shapes are the pruned ones (``pk.load`` rebuilds them from the plan).
     """
     weights_file = folder / WEIGHTS_FILE
     tensors = {
@@ -61,7 +63,8 @@ def write_manifest(
     plan_entry: dict[str, Any] = plan.to_dict()
     plan_entry["masks"] = {}
     manifest = Manifest(
-        end_state=["masked"] if masked else ["dense"],
+        end_state=(["physical"] if physical else []) + (["masked"] if masked else [])
+        or ["dense"],
         model=infer_ref(model, None),
         spec=plan.spec,
         plan=plan_entry,

@@ -20,14 +20,16 @@ from typing import Any
 import torch
 
 from ..errors import SpecError
+from ..hf.arch import read_arch
+from ..hf.prune import ignored_blocks, needs_data
 from ..io.atomic import atomic_folder, check_target
 from ..io.manifest import WEIGHTS_FILE
 from ..oneshot.calibration import check_calibration, check_token_ids
 from ..oneshot.layers import OneShotSettings, is_transposed
 from ..oneshot.prune import _check_spec, oneshot_targets
 from ..plan import Plan
-from ..specs import NM, Unstructured
-from ..targets import IgnoreEntry, resolve_overrides
+from ..specs import NM, TransformerStructured, Unstructured
+from ..targets import IgnoreEntry, check_ignore, resolve_overrides
 from ..unstructured import check_nm_shapes
 from .artifact import copy_side_files, write_manifest
 from .skeleton import (
@@ -40,6 +42,7 @@ from .skeleton import (
     stored_names,
 )
 from .source import StoredTensor, index_folder, read_stored
+from .structured import check_decidable, check_structured, cut_walk, plan_cut, score_walk
 from .walk import walk
 from .writer import TensorFileWriter
 
@@ -93,7 +96,10 @@ class SequentialResult:
         return "\n".join(lines)
 
 
-def _check_method(spec: object) -> Unstructured | NM:
+def _check_method(spec: object) -> Unstructured | NM | TransformerStructured:
+    if isinstance(spec, TransformerStructured):
+        check_structured(spec)
+        return spec
     if not isinstance(spec, (Unstructured, NM)) or spec.importance not in METHODS:
         got = type(spec).__name__
         detail = f"{got}(importance={spec.importance!r})" if isinstance(
@@ -101,7 +107,8 @@ def _check_method(spec: object) -> Unstructured | NM:
         raise SpecError(
             f"prune_pretrained runs calibrated one-shot pruning, not {detail}",
             "use pk.Unstructured(sparsity=0.5, importance='sparsegpt' or 'wanda') or "
-            "pk.NM(2, 4, importance='sparsegpt'); prune other specs in memory with pk.prune",
+            "pk.NM(2, 4, importance='sparsegpt') or pk.TransformerStructured(...); prune "
+            "other specs in memory with pk.prune",
         )
     if isinstance(spec, Unstructured) and spec.allocation != "uniform":
         needs = ("a pass of the whole unpruned model over the calibration data"
@@ -135,11 +142,65 @@ def _settings(spec: Unstructured | NM, keys: list[str], sparsity: Mapping[str, f
     )
 
 
+@dataclass
+class _Opened:
+    """A checkpoint folder opened for a walk: the meta model and where its tensors are."""
+
+    src: Path
+    index: dict[str, StoredTensor]
+    config: Any
+    skeleton: Skeleton
+
+    def read(self, names: list[str]) -> dict[str, torch.Tensor]:
+        return read_stored(self.index, names)
+
+
+@dataclass
+class _Options:
+    out: Path
+    device: torch.device
+    offload: bool
+    ignore: list[IgnoreEntry]
+    overrides: Mapping[IgnoreEntry, float] | None
+    overwrite: bool
+
+
+def _open(src: Path, dtype: torch.dtype | None) -> _Opened:
+    index = index_folder(src)
+    config = read_config(src)
+    dtype = dtype if dtype is not None else _stored_dtype(index)
+    model = build_meta(config, dtype)
+    blocks_path, blocks = find_block_list(model)
+    names = stored_names(model, index)
+    outside, inside = donor_buffers(config, dtype, blocks_path)
+    skeleton = Skeleton(model, blocks_path, blocks, names, outside, inside, param_aliases(model))
+    return _Opened(src, dict(index), config, skeleton)
+
+
+def _structured_calibration(spec: TransformerStructured, calibration: Any) -> list[Any] | None:
+    if needs_data(spec):
+        return check_calibration(calibration, f"importance={spec.importance!r}"
+                                 if spec.importance != "magnitude" else "ranking layers")
+    if calibration is not None:
+        raise SpecError(f"TransformerStructured with importance={spec.importance!r} and "
+                        f"layers={spec.layers!r} does not use calibration=; it would be ignored",
+                        "drop calibration=, or rank by importance='activation'")
+    return None
+
+
+def _entries(model: torch.nn.Module) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    return {k: (t.dtype, tuple(t.shape)) for k, t in model.state_dict().items()}
+
+
+def _block_names(skeleton: Skeleton) -> list[str]:
+    return [skeleton.block_name(i) for i in range(len(skeleton.blocks))]
+
+
 def prune_pretrained(
     src_dir: str | Path,
-    spec: Unstructured | NM,
+    spec: Unstructured | NM | TransformerStructured,
     *,
-    calibration: Any,
+    calibration: Any = None,
     out: str | Path,
     device: str | torch.device = "cpu",
     offload_activations: bool = False,
@@ -152,22 +213,29 @@ def prune_pretrained(
 
     Gives the weights and masks ``pk.prune(model, spec, calibration=...)`` gives on the
     model ``from_pretrained(src_dir, dtype=dtype)`` loads (Wanda, SparseGPT, N:M,
-    ``reconstruct="dense"``, bias correction), within floating-point tolerance.
+    ``reconstruct="dense"``, bias correction), within floating-point tolerance; for
+    ``pk.TransformerStructured`` the smaller model ``pk.prune`` gives (same heads, neurons
+    and blocks removed; magnitude or activation importance).
 
     Args:
         src_dir: a folder written by ``save_pretrained``: ``config.json`` and safetensors
             weights (one file or shards with their index).
-        spec: ``pk.Unstructured(sparsity=..., importance="wanda" | "sparsegpt")`` or
-            ``pk.NM(n, m, importance=...)``; ``allocation="owl"`` is not supported.
-        calibration: a list of batches the model accepts (e.g. tokenizer outputs).
+        spec: ``pk.Unstructured(sparsity=..., importance="wanda" | "sparsegpt")``,
+            ``pk.NM(n, m, importance=...)`` or ``pk.TransformerStructured(...)``;
+            ``allocation="owl"`` / ``"global"`` and ``importance="taylor"`` are not
+            supported.
+        calibration: a list of batches the model accepts (e.g. tokenizer outputs); not
+            needed by ``TransformerStructured`` with magnitude importance and no block count.
         out: the output folder: a Hugging Face folder (``from_pretrained`` loads it, every
-            tensor stored dense) that is also a prunekit artefact (``pk.load`` restores the
-            masked model; a weight's mask is its nonzero pattern).
+            tensor stored dense, wherever the config can describe the pruned shapes) that
+            is also a prunekit artefact (``pk.load`` restores the masked model, a weight's
+            mask being its nonzero pattern, or the physically smaller one).
         device: where each block is loaded and run (``"cpu"``, ``"cuda"``).
         offload_activations: keep calibration activations in CPU memory between blocks.
         dtype: the compute and output dtype of floating tensors; default: the checkpoint's.
-        ignore: layers to leave alone, as in ``pk.prune``.
-        overrides: per-layer sparsities, as in ``pk.prune``.
+        ignore: layers (or, for ``TransformerStructured``, blocks) to leave alone, as in
+            ``pk.prune``.
+        overrides: per-layer sparsities, as in ``pk.prune`` (one-shot specs only).
         overwrite: replace an existing ``out``.
 
     Returns:
@@ -178,7 +246,8 @@ def prune_pretrained(
         SpecError: a spec this path does not run.
         CalibrationError: missing calibration, or batches the model does not accept.
         ArtifactExistsError: ``out`` exists and ``overwrite`` is False.
-        UnsupportedModelError: a model without a list of blocks.
+        UnsupportedModelError: a model without a list of blocks (or, for
+            ``TransformerStructured``, of blocks prunekit knows).
         WeightError: NaN or inf in a targeted weight (nothing is left at ``out``).
 
     Example:
@@ -186,36 +255,84 @@ def prune_pretrained(
     """
     src, target = Path(src_dir), Path(out)
     spec = _check_method(spec)
-    _check_spec(spec, overrides)
-    batches = check_calibration(calibration, spec.importance)
+    if isinstance(spec, TransformerStructured):
+        if overrides:
+            raise SpecError("overrides do not apply to TransformerStructured",
+                            "list heads per layer with heads={layer: [...]}, or use ignore=")
+        batches = _structured_calibration(spec, calibration)
+    else:
+        _check_spec(spec, overrides)
+        batches = check_calibration(calibration, spec.importance)
     check_target(target, overwrite)
-    index = index_folder(src)
-    config = read_config(src)
-    dtype = dtype if dtype is not None else _stored_dtype(index)
-    model = build_meta(config, dtype)
-    blocks_path, blocks = find_block_list(model)
-    names = stored_names(model, index)
-    check_token_ids(model, batches)
-    targets, skipped = oneshot_targets(model, ignore)
+    opened = _open(src, dtype)
+    if batches is not None:
+        check_token_ids(opened.skeleton.model, batches)
+    options = _Options(target, torch.device(device), offload_activations, list(ignore),
+                       overrides, overwrite)
+    if isinstance(spec, TransformerStructured):
+        return _prune_structured(opened, spec, batches, options)
+    assert batches is not None
+    return _prune_oneshot(opened, spec, batches, options)
+
+
+def _prune_oneshot(opened: _Opened, spec: Unstructured | NM, batches: list[Any],
+                   options: _Options) -> SequentialResult:
+    skeleton = opened.skeleton
+    model = skeleton.model
+    targets, skipped = oneshot_targets(model, options.ignore)
     if isinstance(spec, NM):
         check_nm_shapes(spec, targets, lambda t: 0 if is_transposed(t.module) else 1)
     keys = [t.key for t in targets]
-    settings = _settings(spec, keys, resolve_overrides(model, targets, overrides))
-    outside, inside = donor_buffers(config, dtype, blocks_path)
-    skeleton = Skeleton(model, blocks_path, blocks, names, outside, inside, param_aliases(model))
-    block_names = [skeleton.block_name(i) for i in range(len(blocks))]
-    note = (f"block by block from disk ({len(blocks)} blocks, {block_names[0]} first, "
+    settings = _settings(spec, keys, resolve_overrides(model, targets, options.overrides))
+    block_names = _block_names(skeleton)
+    note = (f"block by block from disk ({len(block_names)} blocks, {block_names[0]} first, "
             "one in memory at a time)")
-    entries = {k: (t.dtype, tuple(t.shape)) for k, t in model.state_dict().items()}
-    with atomic_folder(target, overwrite) as tmp:
+    entries = _entries(model)
+    with atomic_folder(options.out, options.overwrite) as tmp:
         with TensorFileWriter(tmp / WEIGHTS_FILE, entries, {"format": "pt"}) as writer:
-            state = walk(skeleton, keys, batches, settings, torch.device(device),
-                         offload_activations, lambda k: read_stored(index, k), writer)
-        getattr(model, "config", config).save_pretrained(tmp)  # the dtype it was built in
-        copy_side_files(src, tmp)
+            state = walk(skeleton, keys, batches, settings, options.device, options.offload,
+                         opened.read, writer)
+        getattr(model, "config", opened.config).save_pretrained(tmp)  # the dtype it was built in
         plan = Plan(spec=spec.to_dict(), shapes={k: list(entries[k][1]) for k in state.layers},
                     skipped=dict(skipped), calibration=note)
-        write_manifest(tmp, model, entries, set(state.layers), plan)
-    logger.info("pruned %d weights of %s into %s", len(state.layers), src, target)
-    return SequentialResult(target, spec.to_dict(), block_names, state.layers, dict(skipped),
-                            note)
+        _finish(opened, tmp, model, entries, set(state.layers), plan)
+    logger.info("pruned %d weights into %s", len(state.layers), options.out)
+    return SequentialResult(options.out, spec.to_dict(), block_names, state.layers,
+                            dict(skipped), note)
+
+
+def _prune_structured(opened: _Opened, spec: TransformerStructured, batches: list[Any] | None,
+                      options: _Options) -> SequentialResult:
+    skeleton = opened.skeleton
+    arch = read_arch(skeleton.model)
+    skip = ignored_blocks(skeleton.model, arch, check_ignore(skeleton.model, options.ignore))
+    check_decidable(spec, arch, skip)
+    scores = score_walk(skeleton, arch, spec, batches, options.device, options.offload,
+                        opened.read)
+    cut = plan_cut(skeleton, arch, spec, scores, skip)
+    block_names = _block_names(skeleton)
+    note = (f"scored block by block from disk ({len(block_names)} blocks, one in memory at "
+            "a time), then cut tensor by tensor") if batches is not None else (
+            "scored by weight magnitude block by block, then cut tensor by tensor")
+    skipped = {arch.blocks[b].name: "ignored" for b in sorted(skip)}
+    entries = _entries(cut.model)
+    with atomic_folder(options.out, options.overwrite) as tmp:
+        with TensorFileWriter(tmp / WEIGHTS_FILE, entries, {"format": "pt"}) as writer:
+            layers = cut_walk(skeleton, cut, opened.read, writer)
+        getattr(cut.model, "config", opened.config).save_pretrained(tmp)
+        changes = cut.changes
+        plan = Plan(spec=spec.to_dict(), kept=changes.kept,
+                    shapes={k: list(shape) for k, (_, shape) in entries.items()},
+                    attributes=changes.attributes, removed_modules=changes.removed_modules,
+                    skipped=skipped, calibration=note)
+        _finish(opened, tmp, cut.model, entries, set(), plan, physical=True)
+    logger.info("removed %d blocks, cut %d tensors, into %s", len(cut.decision.layers),
+                len(layers), options.out)
+    return SequentialResult(options.out, spec.to_dict(), block_names, layers, skipped, note)
+
+
+def _finish(opened: _Opened, tmp: Path, model: torch.nn.Module,
+            entries: dict[str, tuple[torch.dtype, tuple[int, ...]]], masked: set[str],
+            plan: Plan, *, physical: bool = False) -> None:
+    copy_side_files(opened.src, tmp)
+    write_manifest(tmp, model, entries, masked, plan, physical=physical)

@@ -25,6 +25,7 @@ from .source import StoredTensor
 
 logger = logging.getLogger(__name__)
 DONOR_VOCAB = 64
+Reader = Callable[[list[str]], dict[str, torch.Tensor]]
 
 
 def read_config(folder: Path) -> Any:
@@ -219,8 +220,16 @@ class Skeleton:
         prefix = self.blocks_path + "."
         return [k for k in self.names if not k.startswith(prefix)]
 
+    def read_value(self, key: str, read: Reader) -> torch.Tensor:
+        """The tensor of state-dict ``key``: from the checkpoint, or the donor's buffer."""
+        stored = self.names[key]
+        if stored is not None:
+            return read([stored])[stored]
+        if key in self.outside_buffers:
+            return self.outside_buffers[key]
+        rel = key[len(self.blocks_path) + 1:].partition(".")[2]
+        return self.block_buffers[rel]
 
-Reader = Callable[[list[str]], dict[str, torch.Tensor]]
 
 
 def load_block(skeleton: Skeleton, i: int, read: Reader, device: torch.device) -> nn.Module:
@@ -313,3 +322,15 @@ def loaded_on_call(skeleton: Skeleton, read: Reader, device: torch.device) -> It
                 _set_param(model, skeleton.aliases[key],
                            torch.empty(shape, dtype=dtype, device="meta"))
                 done.update(skeleton.aliases[key])
+
+
+@contextlib.contextmanager
+def installed(skeleton: Skeleton, i: int, block: nn.Module) -> Iterator[None]:
+    """Inside, ``block`` (a real one) stands at place ``i`` of the skeleton's block list, so
+    the model's module names reach it; on exit the meta block is back."""
+    meta = skeleton.blocks[i]
+    skeleton.blocks[i] = block
+    try:
+        yield
+    finally:
+        skeleton.blocks[i] = meta

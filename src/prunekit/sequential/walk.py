@@ -83,11 +83,8 @@ def copy_stored(skeleton: Skeleton, keys: list[str], read: Reader,
                 writer: TensorFileWriter) -> None:
     """Write ``keys`` straight from the checkpoint (or the donor's buffers), one at a time."""
     for key in keys:
-        if key in writer.written:
-            continue
-        stored = skeleton.names[key]
-        value = read([stored])[stored] if stored is not None else skeleton.outside_buffers[key]
-        writer.write(key, value)
+        if key not in writer.written:
+            writer.write(key, skeleton.read_value(key, read))
 
 
 def _hidden(item: BlockInput) -> torch.Tensor:
@@ -121,6 +118,17 @@ def replaying(blocks: nn.ModuleList, final: list[torch.Tensor], as_tuple: bool) 
             del block.forward
 
 
+def first_block_inputs(skeleton: Skeleton, batches: list[Batch], device: torch.device,
+                       storage: torch.device, read: Reader) -> list[BlockInput]:
+    """Run the calibration batches (on ``device``) up to the first block; its inputs, kept
+    on ``storage``. Only the modules before the first block are loaded, and only meanwhile.
+    """
+    set_outside_buffers(skeleton, read, device)
+    with torch.no_grad(), loaded_on_call(skeleton, read, device):
+        return inputs_to(capture_block_inputs(skeleton.model, skeleton.blocks[0], batches),
+                         storage)
+
+
 def walk(
     skeleton: Skeleton, keys: list[str], batches: list[Batch], settings: OneShotSettings,
     device: torch.device, offload: bool, read: Reader, writer: TensorFileWriter,
@@ -141,17 +149,15 @@ def walk(
         The kept / total counts of every pruned weight.
     """
     state = WalkState()
-    model, blocks = skeleton.model, skeleton.blocks
+    blocks = skeleton.blocks
     names = [skeleton.block_name(i) for i in range(len(blocks))]
     by_block = [[k for k in keys if k.startswith(n + ".")] for n in names]
     rest = [k for k in keys if not any(k in b for b in by_block)]
     last = len(blocks) - 1 if rest else max((i for i, b in enumerate(by_block) if b), default=-1)
     storage = torch.device("cpu") if offload else device
     with torch.no_grad():
-        set_outside_buffers(skeleton, read, device)
         batches = [to_device(b, device) for b in batches]
-        with loaded_on_call(skeleton, read, device):
-            inputs = inputs_to(capture_block_inputs(model, blocks[0], batches), storage)
+        inputs = first_block_inputs(skeleton, batches, device, storage, read)
         dense_inputs = inputs
         as_tuple = False
         for i, name in enumerate(names):
