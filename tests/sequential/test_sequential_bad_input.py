@@ -114,7 +114,6 @@ def test_shards_lacking_a_weight(llama_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("spec", [
     pk.Unstructured(sparsity=0.5),
     pk.Unstructured(sparsity=0.5, importance="wanda", allocation="owl"),
-    pk.Unstructured(sparsity=0.5, importance="sparsegpt", allocation="global"),
     pk.Structured(sparsity=0.5),
 ])
 def test_specs_this_path_does_not_run(spec: object, llama_dir: Path, tmp_path: Path) -> None:

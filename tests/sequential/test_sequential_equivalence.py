@@ -26,6 +26,9 @@ SPECS = {
     "nm-sparsegpt": pk.NM(2, 4, importance="sparsegpt"),
     "nm-wanda": pk.NM(2, 4, importance="wanda"),
     "dense-target": pk.Unstructured(sparsity=0.6, importance="sparsegpt", reconstruct="dense"),
+    "global-sparsegpt": pk.Unstructured(sparsity=0.6, importance="sparsegpt",
+                                        allocation="global"),
+    "global-wanda": pk.Unstructured(sparsity=0.7, importance="wanda", allocation="global"),
 }
 
 

@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 import torch
-from seq_models import batches, gpt2_config, in_memory, outputs, save_checkpoint, transformers
+from seq_models import (
+    batches,
+    gpt2_config,
+    in_memory,
+    llama_config,
+    outputs,
+    save_checkpoint,
+    transformers,
+)
 
 import prunekit as pk
 from prunekit.errors import CalibrationError, ShapeError, SpecError
@@ -88,6 +96,21 @@ def test_per_layer_heads_load_with_pk_load_only(llama_dir: Path, tmp_path: Path)
     spec = CASES["explicit-heads-per-layer"]
     prune_pretrained(llama_dir, spec, out=tmp_path / "out", dtype=torch.float32)
     with pytest.raises(RuntimeError, match="mismatch"):
+        transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
+
+
+def test_head_count_transformers_refuses_still_loads_with_pk_load(tmp_path: Path) -> None:
+    """6 heads of width 8 run fine, but transformers wants the hidden size (64) to divide
+    by the head count: the config is written unvalidated and pk.load rebuilds the model."""
+    src = save_checkpoint(llama_config(num_attention_heads=8, num_key_value_heads=2),
+                          tmp_path / "src")
+    spec = pk.TransformerStructured(heads=0.25)
+    reference = in_memory(src, spec, None, torch.float32)
+    prune_pretrained(src, spec, out=tmp_path / "out")
+    loaded = pk.load(tmp_path / "out").eval()
+    assert loaded.config.num_attention_heads == 6
+    _assert_equal_models(reference.model, loaded)
+    with pytest.raises(Exception, match="not a multiple of the number of attention heads"):
         transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
 
 

@@ -51,9 +51,11 @@ def encode_tensor(tensor: LogicalTensor) -> Encoded:
     return encode(tensor.value, fmt, keep=tensor.mask)
 
 
-def _model_entry(
+def model_entry(
     model: nn.Module, model_ref: str | None, keys: set[str], plan: Plan | None
 ) -> dict[str, Any]:
+    """The manifest's model entry: how to build the original architecture (a pruned
+    Hugging Face config gets its original values back from the plan)."""
     if model_ref is None:
         entry = infer_ref(model, keys)
     else:
@@ -172,7 +174,7 @@ def save(
         }
         manifest = Manifest(
             end_state=end_states(model, physical),
-            model=_model_entry(model, model_ref, set(state), plan),
+            model=model_entry(model, model_ref, set(state), plan),
             spec=spec,
             plan=_plan_entry(plan),
             tensors=tensors,

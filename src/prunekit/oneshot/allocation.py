@@ -75,6 +75,33 @@ def owl_sparsities(
     return result
 
 
+def check_global_target(target: float, layers: int) -> None:
+    """Raise unless ``target`` is in ``[0, 1)`` and there is a layer to rank.
+
+    Raises:
+        SpecError: naming the problem.
+    """
+    if not 0.0 <= target < 1.0:
+        raise SpecError(f"global allocation needs a sparsity in [0, 1), got {target!r}")
+    if not layers:
+        raise SpecError("global allocation needs at least one layer")
+
+
+def magnitude_score(key: str, weight: torch.Tensor) -> torch.Tensor:
+    """``|w|`` in float32, the global ranking's score of one layer.
+
+    Raises:
+        SpecError: the weight is empty or not finite.
+    """
+    if weight.numel() == 0:
+        raise SpecError(f"global allocation: {key} has no weights")
+    score = weight.detach().abs().float()
+    if not bool(torch.isfinite(score).all()):
+        raise SpecError(f"global allocation: {key} has non-finite weights",
+                        "fix or skip the layer (ignore=) before pruning")
+    return score
+
+
 def magnitude_sparsities(weights: Mapping[str, torch.Tensor], target: float) -> dict[str, float]:
     """Per-layer sparsities of a global magnitude ranking.
 
@@ -100,18 +127,7 @@ def magnitude_sparsities(weights: Mapping[str, torch.Tensor], target: float) -> 
         ...                       "b": torch.tensor([3.0, 5.0])}, 0.5)
         {'a': 0.75, 'b': 0.0}
     """
-    if not 0.0 <= target < 1.0:
-        raise SpecError(f"global allocation needs a sparsity in [0, 1), got {target!r}")
-    if not weights:
-        raise SpecError("global allocation needs at least one layer")
-    scores = {}
-    for key, weight in weights.items():
-        if weight.numel() == 0:
-            raise SpecError(f"global allocation: {key} has no weights")
-        score = weight.detach().abs().float()
-        if not bool(torch.isfinite(score).all()):
-            raise SpecError(f"global allocation: {key} has non-finite weights",
-                            "fix or skip the layer (ignore=) before pruning")
-        scores[key] = score
+    check_global_target(target, len(weights))
+    scores = {key: magnitude_score(key, weight) for key, weight in weights.items()}
     masks = global_masks(scores, target)
     return {key: count_removed(mask) / mask.numel() for key, mask in masks.items()}

@@ -61,20 +61,27 @@ def kth_smallest(values: torch.Tensor, k: int, *, scratch: bool = False) -> floa
     return float(array[k - 1])
 
 
-def _bracket(values: list[torch.Tensor], k: int, total: int) -> tuple[float, float]:
-    """Bounds that hold the k-th smallest with near certainty, from a seeded sample."""
-    generator = torch.Generator().manual_seed(0)
-    parts = []
-    for v in values:
-        count = max(1, math.ceil(SAMPLE_SIZE * v.numel() / total))
-        index = torch.randint(v.numel(), (count,), generator=generator).to(v.device)
-        parts.append(v.reshape(-1)[index])
-    sample = torch.cat(parts).sort().values  # (about SAMPLE_SIZE,)
+def score_sample(values: torch.Tensor, total: int, generator: torch.Generator) -> torch.Tensor:
+    """A seeded sample of ``values`` (flat), its size proportional to its share of ``total``."""
+    count = max(1, math.ceil(SAMPLE_SIZE * values.numel() / total))
+    index = torch.randint(values.numel(), (count,), generator=generator).to(values.device)
+    return values.reshape(-1)[index]
+
+
+def bracket(sample: torch.Tensor, k: int, total: int) -> tuple[float, float]:
+    """Bounds that hold the k-th smallest of ``total`` scores with near certainty, from a
+    sample of them."""
+    sample = sample.sort().values
     n, q = sample.numel(), k / total
     margin = 6.0 * math.sqrt(q * (1.0 - q) / n) + 2.0 / n  # six standard errors
     low = float(sample[max(0, math.floor((q - margin) * n))])
     high = float(sample[min(n - 1, math.ceil((q + margin) * n))])
     return low, high
+
+
+def _bracket(values: list[torch.Tensor], k: int, total: int) -> tuple[float, float]:
+    generator = torch.Generator().manual_seed(0)
+    return bracket(torch.cat([score_sample(v, total, generator) for v in values]), k, total)
 
 
 def kth_smallest_of(values: list[torch.Tensor], k: int) -> float:

@@ -9,6 +9,7 @@ end state.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,12 +21,12 @@ from torch import nn
 
 from ..io.atomic import atomic_file
 from ..io.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest, TensorEntry
-from ..io.refs import infer_ref
-from ..io.save import dtype_name
+from ..io.save import dtype_name, model_entry
 from ..plan import Plan, library_versions
 from .source import CONFIG_FILE, INDEX_FILE
 from .writer import file_digests
 
+logger = logging.getLogger(__name__)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt")
 
 
@@ -37,6 +38,19 @@ def copy_side_files(src: Path, dst: Path) -> None:
                 and path.suffix not in WEIGHT_SUFFIXES
                 and path.name not in (INDEX_FILE, CONFIG_FILE, MANIFEST_FILE)):
             shutil.copy2(path, dst / path.name)
+
+
+def save_config(config: Any, folder: Path) -> None:
+    """Write ``config.json`` as ``save_pretrained`` does; a config that ``transformers``
+    refuses to validate (e.g. a head count that does not divide the hidden size, which
+    the pruned model runs with but ``from_pretrained`` rejects) is written unvalidated,
+    with a warning: ``pk.load`` still rebuilds the model from the manifest."""
+    try:
+        config.save_pretrained(folder)
+    except Exception as exc:  # noqa: BLE001 - transformers' validators raise several types
+        logger.warning("transformers refuses the pruned config (%s): from_pretrained will "
+                       "not load the output folder, pk.load will", exc)
+        config.to_json_file(str(folder / CONFIG_FILE), use_diff=True)
 
 
 def write_manifest(
@@ -65,7 +79,7 @@ def write_manifest(
     manifest = Manifest(
         end_state=(["physical"] if physical else []) + (["masked"] if masked else [])
         or ["dense"],
-        model=infer_ref(model, None),
+        model=model_entry(model, None, set(entries), plan),
         spec=plan.spec,
         plan=plan_entry,
         tensors=tensors,

@@ -31,7 +31,8 @@ from ..plan import Plan
 from ..specs import NM, TransformerStructured, Unstructured
 from ..targets import IgnoreEntry, check_ignore, resolve_overrides
 from ..unstructured import check_nm_shapes
-from .artifact import copy_side_files, write_manifest
+from .allocation import streamed_magnitude_sparsities
+from .artifact import copy_side_files, save_config, write_manifest
 from .skeleton import (
     Skeleton,
     build_meta,
@@ -110,13 +111,11 @@ def _check_method(spec: object) -> Unstructured | NM | TransformerStructured:
             "pk.NM(2, 4, importance='sparsegpt') or pk.TransformerStructured(...); prune "
             "other specs in memory with pk.prune",
         )
-    if isinstance(spec, Unstructured) and spec.allocation != "uniform":
-        needs = ("a pass of the whole unpruned model over the calibration data"
-                 if spec.allocation == "owl" else "every layer's weights at once")
+    if isinstance(spec, Unstructured) and spec.allocation == "owl":
         raise SpecError(
-            f"allocation={spec.allocation!r} needs {needs} before the first block is "
-            "pruned, which prune_pretrained does not hold",
-            "use allocation='uniform', or prune in memory with pk.prune",
+            "allocation='owl' needs a pass of the whole unpruned model over the calibration "
+            "data before the first block is pruned, which prune_pretrained does not hold",
+            "use allocation='global' or 'uniform', or prune in memory with pk.prune",
         )
     return spec
 
@@ -222,8 +221,8 @@ def prune_pretrained(
             weights (one file or shards with their index).
         spec: ``pk.Unstructured(sparsity=..., importance="wanda" | "sparsegpt")``,
             ``pk.NM(n, m, importance=...)`` or ``pk.TransformerStructured(...)``;
-            ``allocation="owl"`` / ``"global"`` and ``importance="taylor"`` are not
-            supported.
+            ``allocation="owl"`` and ``importance="taylor"`` are not supported
+            (``allocation="global"`` is: the weights are read one at a time).
         calibration: a list of batches the model accepts (e.g. tokenizer outputs); not
             needed by ``TransformerStructured`` with magnitude importance and no block count.
         out: the output folder: a Hugging Face folder (``from_pretrained`` loads it, every
@@ -283,7 +282,11 @@ def _prune_oneshot(opened: _Opened, spec: Unstructured | NM, batches: list[Any],
     if isinstance(spec, NM):
         check_nm_shapes(spec, targets, lambda t: 0 if is_transposed(t.module) else 1)
     keys = [t.key for t in targets]
-    settings = _settings(spec, keys, resolve_overrides(model, targets, options.overrides))
+    if isinstance(spec, Unstructured) and spec.allocation == "global":
+        sparsity = _global_sparsities(opened, keys, spec.sparsity or 0.0)
+    else:
+        sparsity = resolve_overrides(model, targets, options.overrides)
+    settings = _settings(spec, keys, sparsity)
     block_names = _block_names(skeleton)
     note = (f"block by block from disk ({len(block_names)} blocks, {block_names[0]} first, "
             "one in memory at a time)")
@@ -299,6 +302,18 @@ def _prune_oneshot(opened: _Opened, spec: Unstructured | NM, batches: list[Any],
     logger.info("pruned %d weights into %s", len(state.layers), options.out)
     return SequentialResult(options.out, spec.to_dict(), block_names, state.layers,
                             dict(skipped), note)
+
+
+def _global_sparsities(opened: _Opened, keys: list[str], target: float) -> dict[str, float]:
+    """Each layer's share of a global magnitude ranking, its weights read one at a time."""
+    skeleton = opened.skeleton
+    params = dict(skeleton.model.named_parameters(remove_duplicate=False))
+
+    def load(key: str) -> torch.Tensor:
+        return skeleton.read_value(key, opened.read).to(params[key].dtype)
+
+    sizes = {key: params[key].numel() for key in keys}
+    return streamed_magnitude_sparsities(keys, sizes, load, target)
 
 
 def _prune_structured(opened: _Opened, spec: TransformerStructured, batches: list[Any] | None,
@@ -319,7 +334,7 @@ def _prune_structured(opened: _Opened, spec: TransformerStructured, batches: lis
     with atomic_folder(options.out, options.overwrite) as tmp:
         with TensorFileWriter(tmp / WEIGHTS_FILE, entries, {"format": "pt"}) as writer:
             layers = cut_walk(skeleton, cut, opened.read, writer)
-        getattr(cut.model, "config", opened.config).save_pretrained(tmp)
+        save_config(getattr(cut.model, "config", opened.config), tmp)
         changes = cut.changes
         plan = Plan(spec=spec.to_dict(), kept=changes.kept,
                     shapes={k: list(shape) for k, (_, shape) in entries.items()},
