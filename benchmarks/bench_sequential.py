@@ -27,9 +27,14 @@ narrow models.
 Free disk (twice the model's bytes) and memory (about three times them for the in-memory
 path) are checked first; use a smaller ``--params`` where they are short.
 
+``--method structured`` removes a quarter of the heads and MLP neurons and two blocks
+(``TransformerStructured``, activation importance): a scoring walk block by block, then every
+tensor cut and written on its own.
+
 Run:
     .venv/bin/python benchmarks/bench_sequential.py --params 1.1 --method sparsegpt
     .venv/bin/python benchmarks/bench_sequential.py --params 1.1 --method wanda --samples 4
+    .venv/bin/python benchmarks/bench_sequential.py --params 1.1 --method structured
 """
 
 from __future__ import annotations
@@ -116,6 +121,17 @@ def calibration(samples: int, length: int) -> list[dict[str, Any]]:
              "attention_mask": torch.ones(1, length, dtype=torch.long)} for _ in range(samples)]
 
 
+def spec_for(method: str) -> Any:
+    """The spec of ``--method``: 50% unstructured, or a quarter of the heads and neurons and
+    two blocks (ranked by influence) removed, all ranked on activations."""
+    import prunekit as pk
+
+    if method == "structured":
+        return pk.TransformerStructured(heads=0.25, neurons=0.25, layers=2,
+                                        importance="activation")
+    return pk.Unstructured(sparsity=0.5, importance=method)
+
+
 def child(args: argparse.Namespace) -> None:
     import torch
     import transformers
@@ -126,9 +142,9 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     assert transformers.LlamaForCausalLM is not None  # the modeling code, imported lazily
     overhead = vm_hwm()
-    spec = pk.Unstructured(sparsity=0.5, importance=args.method)
+    spec = spec_for(args.method)
     batches = calibration(args.samples, args.length)
-    ignore = [] if args.prune_head else ["lm_head"]
+    ignore = [] if args.prune_head or args.method == "structured" else ["lm_head"]
     start = time.perf_counter()
     if args.child == "sequential":
         prune_pretrained(args.src, spec, calibration=batches, out=args.out, ignore=ignore)
@@ -144,7 +160,9 @@ def run_child(path: str, args: argparse.Namespace, src: Path, out: Path) -> dict
     command = [sys.executable, __file__, "--child", path, "--src", str(src), "--out", str(out),
                "--method", args.method, "--samples", str(args.samples),
                "--length", str(args.length)] + (["--prune-head"] if args.prune_head else [])
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"the {path} run failed:\n{done.stderr[-3000:]}")
     found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     found["ru_maxrss"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     return found
@@ -181,7 +199,8 @@ def report(results: dict[str, dict[str, Any]], size: int, args: argparse.Namespa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=float, default=1.1, help="billions of parameters")
-    parser.add_argument("--method", default="sparsegpt", choices=("sparsegpt", "wanda"))
+    parser.add_argument("--method", default="sparsegpt",
+                        choices=("sparsegpt", "wanda", "structured"))
     parser.add_argument("--samples", type=int, default=4, help="calibration sequences")
     parser.add_argument("--length", type=int, default=64, help="tokens per sequence")
     parser.add_argument("--shard", default="500MB", help="max_shard_size of the saved model")
@@ -197,8 +216,10 @@ def main() -> None:
         return
     layers = layers_for(args.params)
     size = model_bytes(layers)
+    what = ("TransformerStructured(heads=0.25, neurons=0.25, layers=2, activation)"
+            if args.method == "structured" else f"{args.method} 50%")
     print(f"Llama-style model: {layers} blocks, {size / 2 / 1e9:.2f} B parameters, bfloat16; "
-          f"{args.method} 50%, {args.samples} x {args.length} calibration tokens, 1 thread")
+          f"{what}, {args.samples} x {args.length} calibration tokens, 1 thread")
     check_resources(args.workdir, size)
     work = Path(tempfile.mkdtemp(prefix="bench_sequential-", dir=args.workdir))
     try:
