@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from seq_models import WORDS, batches, outputs, transformers
 from typer.testing import CliRunner
@@ -71,3 +72,46 @@ def test_cli_refuses_missing_text_output_and_folder(llama_dir: Path, tmp_path: P
     res = runner.invoke(app, [*base, "--model", "mlp"])
     assert res.exit_code == 2 and "hf:DIR" in _said(res.output)
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_transformer_method_equals_the_library(llama_dir: Path, tmp_path: Path) -> None:
+    text = _text(tmp_path)
+    res = runner.invoke(app, ["prune", "--model", f"hf:{llama_dir}", "--method", "transformer",
+                              "--heads", "0.5", "--neurons", "0.25", "--layers", "1",
+                              "--importance", "activation", "--calibration-text", str(text),
+                              "--calibration-samples", "4", "--calibration-length", "32",
+                              "--out", str(tmp_path / "cli"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["spec"]["layers"] == 1
+    calib = text_calibration(llama_dir, text, samples=4, length=32)
+    spec = pk.TransformerStructured(heads=0.5, neurons=0.25, layers=1, importance="activation")
+    prune_pretrained(llama_dir, spec, calibration=calib, out=tmp_path / "api")
+    assert (tmp_path / "cli" / "model.safetensors").read_bytes() == (
+        tmp_path / "api" / "model.safetensors").read_bytes()
+    assert len(pk.load(tmp_path / "cli").model.layers) == 2
+
+
+def test_cli_transformer_magnitude_needs_no_text(llama_dir: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["prune", "--model", f"hf:{llama_dir}", "--method", "transformer",
+                              "--neurons", "0.5", "--out", str(tmp_path / "small")])
+    assert res.exit_code == 0, res.output
+    assert "model.layers.0.mlp.up_proj.weight" in res.stdout
+    loaded = pk.load(tmp_path / "small")
+    assert loaded.model.layers[0].mlp.up_proj.out_features == 64
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--model", "lenet", "--heads", "0.5"], "--heads / --neurons / --layers need --method "
+                                             "transformer"),
+    (["--model", "lenet", "--method", "transformer", "--heads", "0.5"], "prunes a Hugging "
+                                                                        "Face folder"),
+    (["--method", "transformer", "--sparsity", "0.5"], "do not apply to --method transformer"),
+    (["--method", "transformer", "--layers", "1"], "calibration data"),
+])
+def test_cli_transformer_bad_flags(args: list[str], said: str, llama_dir: Path,
+                                   tmp_path: Path) -> None:
+    model = [] if "--model" in args else ["--model", f"hf:{llama_dir}"]
+    res = runner.invoke(app, ["prune", *model, *args, "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2, res.output
+    assert said in _said(res.output)
+    assert not (tmp_path / "x").exists()

@@ -13,7 +13,7 @@ from torch import nn
 from .. import zoo
 from ..errors import CalibrationError, ExampleInputError, FormatError, SpecError
 from ..io.refs import build_from_ref, normalize_ref
-from ..specs import Spec
+from ..specs import Spec, TransformerStructured
 
 if TYPE_CHECKING:
     from ..sequential import SequentialResult
@@ -77,7 +77,8 @@ def prune_hf_folder(
 
     Args:
         folder: the Hugging Face folder (config, safetensors weights, tokenizer).
-        spec: a calibrated one-shot spec (Wanda, SparseGPT, N:M).
+        spec: a calibrated one-shot spec (Wanda, SparseGPT, N:M) or a
+            ``TransformerStructured``.
         text: the calibration text file, tokenized by the folder's tokenizer.
         samples: calibration sequences.
         length: tokens per sequence.
@@ -90,19 +91,22 @@ def prune_hf_folder(
         What was written.
 
     Raises:
-        SpecError: no ``--out``. CalibrationError: no ``--calibration-text``, or no tokenizer.
+        SpecError: no ``--out``. CalibrationError: no ``--calibration-text`` (where the spec
+            ranks on data), or no tokenizer.
         FormatError: the folder is not a checkpoint (checked before the text is tokenized).
     """
+    from ..hf.prune import needs_data
     from ..sequential import prune_pretrained, text_calibration
     from ..sequential.source import check_folder
 
     if output is None:
         raise SpecError("--model hf:DIR writes the pruned model to a folder, and none was given",
                         "add --out DIR")
-    if text is None:
+    if text is None and not (isinstance(spec, TransformerStructured) and not needs_data(spec)):
         raise CalibrationError("--model hf:DIR is pruned with calibration data, and none was "
                                "given", "add --calibration-text FILE (plain text)")
     check_folder(folder)
-    batches = text_calibration(folder, text, samples=samples, length=length)
+    batches = (text_calibration(folder, text, samples=samples, length=length)
+               if text is not None else None)
     return prune_pretrained(folder, spec, calibration=batches, out=output,  # type: ignore[arg-type]
                             device=device, ignore=list(ignore), overwrite=overwrite)

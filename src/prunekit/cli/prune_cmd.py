@@ -13,7 +13,7 @@ from rich.table import Table
 from .. import api
 from ..budget import BudgetTarget, Latency, MACs, Params
 from ..errors import SpecError
-from ..specs import NM, Depth, Spec, Structured, Unstructured
+from ..specs import NM, Depth, Spec, Structured, TransformerStructured, Unstructured
 from ..summary import ROOT, Summary
 from .errors import report_failures
 from .model_ref import build_model, example_inputs_for, hf_folder, prune_hf_folder
@@ -26,6 +26,7 @@ class Method(str, Enum):
     depth = "depth"
     wanda = "wanda"
     sparsegpt = "sparsegpt"
+    transformer = "transformer"
 
 
 class Selection(str, Enum):
@@ -106,6 +107,29 @@ def build_depth_spec(
                  channels=channels)
 
 
+def build_transformer_spec(heads: float, neurons: float, layers: int, importance: str,
+                           round_to: int) -> TransformerStructured:
+    """``--method transformer``: ``--heads`` / ``--neurons`` fractions and ``--layers``
+    blocks removed, ranked by ``--importance`` (``l1``, the default, means magnitude).
+
+    Raises:
+        SpecError: nothing to remove, or a bad value.
+    """
+    return TransformerStructured(heads=heads, neurons=neurons, layers=layers,
+                                 importance="magnitude" if importance == "l1" else importance,
+                                 round_to=round_to)
+
+
+def _check_transformer_flags(method: Method, heads: float, neurons: float, layers: int,
+                             sparsity: float | None, threshold: float | None) -> None:
+    if method is not Method.transformer and (heads or neurons or layers):
+        raise SpecError("--heads / --neurons / --layers need --method transformer",
+                        "add --method transformer")
+    if method is Method.transformer and (sparsity is not None or threshold is not None):
+        raise SpecError("--sparsity/--threshold do not apply to --method transformer",
+                        "use --heads F, --neurons F and/or --layers N")
+
+
 def _check_depth_flags(method: Method, blocks: int, names: list[str]) -> None:
     if method is not Method.depth and (blocks or names):
         raise SpecError("--blocks / --block need --method depth", "add --method depth")
@@ -148,7 +172,8 @@ def prune_command(
     ),
     method: Method = typer.Option(
         Method.unstructured,
-        help="unstructured, nm, structured, depth (residual blocks), wanda or sparsegpt"),
+        help="unstructured, nm, structured, depth (residual blocks), wanda, sparsegpt, or "
+             "transformer (heads, MLP neurons, blocks of a Hugging Face folder)"),
     sparsity: float | None = typer.Option(
         None, help="fraction removed, in [0, 1) (0.5 if neither this nor --threshold)"
     ),
@@ -185,6 +210,12 @@ def prune_command(
     selection: Selection = typer.Option(
         Selection.oneshot,
         help="depth --blocks: oneshot (each block's influence alone), greedy or last"),
+    heads: float = typer.Option(
+        0.0, help="transformer: fraction of attention heads removed in every block"),
+    neurons: float = typer.Option(
+        0.0, help="transformer: fraction of MLP neurons removed in every block"),
+    layers: int = typer.Option(
+        0, help="transformer: blocks removed (the least influential on calibration text)"),
     seed: int = typer.Option(0, help="seed for random importance"),
     overwrite: bool = typer.Option(False, help="replace an existing --output folder"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
@@ -202,6 +233,8 @@ def prune_command(
       prunekit prune --model fmnist_resnet --method depth --block stages.0.1 --sparsity 0.5
       prunekit prune -m mypkg.models:build --input-shape 1,3,32,32
       prunekit prune --model hf:llama-dir --method sparsegpt --calibration-text c4.txt --out p
+      prunekit prune --model hf:llama-dir --method transformer --heads 0.25 --neurons 0.25
+        --layers 2 --importance activation --calibration-text c4.txt --out small
 
     Exit codes: 0 ok, 1 a check failed, 2 bad usage or input, 3 internal error.
     """
@@ -210,10 +243,11 @@ def prune_command(
             "--sparsity/--threshold do not apply to --method nm", "use --nm N:M, e.g. --nm 2:4"
         )
     _check_depth_flags(method, blocks, block)
+    _check_transformer_flags(method, heads, neurons, layers, sparsity, threshold)
     target = build_target(target_params, target_macs, target_latency, batch=batch,
                           device=device, dtype=dtype, threads=threads)
     channels_given = sparsity is not None or threshold is not None or target is not None
-    if not channels_given and method not in (Method.nm, Method.depth):
+    if not channels_given and method not in (Method.nm, Method.depth, Method.transformer):
         sparsity = 0.5
     spec: Spec
     if method is Method.depth:
@@ -221,6 +255,8 @@ def prune_command(
                               round_to, target) if channels_given else None
         assert channels is None or isinstance(channels, Structured)
         spec = build_depth_spec(blocks, block, selection, channels)
+    elif method is Method.transformer:
+        spec = build_transformer_spec(heads, neurons, layers, importance, round_to)
     else:
         spec = build_spec(method, sparsity, threshold, scope, importance, nm, round_to, target)
     folder = hf_folder(model)
@@ -231,9 +267,10 @@ def prune_command(
         typer.echo(json.dumps({"model": model, **done.to_dict()}, indent=2) if as_json
                    else str(done))
         return
-    if method in (Method.wanda, Method.sparsegpt):
-        raise SpecError(f"--method {method.value} calibrates on text; it prunes --model hf:DIR",
-                        "pass --model hf:DIR --calibration-text FILE")
+    if method in (Method.wanda, Method.sparsegpt, Method.transformer):
+        raise SpecError(f"--method {method.value} prunes a Hugging Face folder: --model hf:DIR",
+                        "pass --model hf:DIR (and --calibration-text FILE where it ranks on "
+                        "data)")
     net = build_model(model, weights)
     x = example_inputs_for(model, input_shape)
     result = api.prune(net, spec, x, ignore=ignore, seed=seed)
