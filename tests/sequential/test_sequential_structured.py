@@ -164,3 +164,10 @@ def test_overrides_are_refused(llama_dir: Path, tmp_path: Path) -> None:
         prune_pretrained(llama_dir, pk.TransformerStructured(neurons=0.5), out=tmp_path / "o",
                          overrides={"model.layers.0.mlp.up_proj": 0.5})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_false_prints_nothing(llama_dir: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    prune_pretrained(llama_dir, pk.TransformerStructured(neurons=0.5), out=tmp_path / "out",
+                     progress=False)
+    assert capsys.readouterr().err == ""

@@ -162,6 +162,7 @@ class _Options:
     ignore: list[IgnoreEntry]
     overrides: Mapping[IgnoreEntry, float] | None
     overwrite: bool
+    progress: bool
 
 
 def _open(src: Path, dtype: torch.dtype | None) -> _Opened:
@@ -207,6 +208,7 @@ def prune_pretrained(
     ignore: Iterable[IgnoreEntry] = (),
     overrides: Mapping[IgnoreEntry, float] | None = None,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> SequentialResult:
     """Prune a Hugging Face checkpoint folder block by block, never holding the whole model.
 
@@ -236,6 +238,7 @@ def prune_pretrained(
             ``pk.prune``.
         overrides: per-layer sparsities, as in ``pk.prune`` (one-shot specs only).
         overwrite: replace an existing ``out``.
+        progress: show a bar over the blocks (and tensors written) on a terminal.
 
     Returns:
         A :class:`SequentialResult` (the output folder and every pruned weight's counts).
@@ -267,7 +270,7 @@ def prune_pretrained(
     if batches is not None:
         check_token_ids(opened.skeleton.model, batches)
     options = _Options(target, torch.device(device), offload_activations, list(ignore),
-                       overrides, overwrite)
+                       overrides, overwrite, progress)
     if isinstance(spec, TransformerStructured):
         return _prune_structured(opened, spec, batches, options)
     assert batches is not None
@@ -294,7 +297,7 @@ def _prune_oneshot(opened: _Opened, spec: Unstructured | NM, batches: list[Any],
     with atomic_folder(options.out, options.overwrite) as tmp:
         with TensorFileWriter(tmp / WEIGHTS_FILE, entries, {"format": "pt"}) as writer:
             state = walk(skeleton, keys, batches, settings, options.device, options.offload,
-                         opened.read, writer)
+                         opened.read, writer, options.progress)
         getattr(model, "config", opened.config).save_pretrained(tmp)  # the dtype it was built in
         plan = Plan(spec=spec.to_dict(), shapes={k: list(entries[k][1]) for k in state.layers},
                     skipped=dict(skipped), calibration=note)
@@ -323,7 +326,7 @@ def _prune_structured(opened: _Opened, spec: TransformerStructured, batches: lis
     skip = ignored_blocks(skeleton.model, arch, check_ignore(skeleton.model, options.ignore))
     check_decidable(spec, arch, skip)
     scores = score_walk(skeleton, arch, spec, batches, options.device, options.offload,
-                        opened.read)
+                        opened.read, options.progress)
     cut = plan_cut(skeleton, arch, spec, scores, skip)
     block_names = _block_names(skeleton)
     note = (f"scored block by block from disk ({len(block_names)} blocks, one in memory at "
@@ -333,7 +336,7 @@ def _prune_structured(opened: _Opened, spec: TransformerStructured, batches: lis
     entries = _entries(cut.model)
     with atomic_folder(options.out, options.overwrite) as tmp:
         with TensorFileWriter(tmp / WEIGHTS_FILE, entries, {"format": "pt"}) as writer:
-            layers = cut_walk(skeleton, cut, opened.read, writer)
+            layers = cut_walk(skeleton, cut, opened.read, writer, options.progress)
         save_config(getattr(cut.model, "config", opened.config), tmp)
         changes = cut.changes
         plan = Plan(spec=spec.to_dict(), kept=changes.kept,

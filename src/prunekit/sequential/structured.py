@@ -31,7 +31,7 @@ from ..oneshot.calibration import Batch
 from ..specs import TransformerStructured
 from .memory import return_freed_memory
 from .skeleton import Reader, Skeleton, installed, load_block
-from .walk import first_block_inputs, inputs_to, to_device
+from .walk import bar, first_block_inputs, inputs_to, to_device
 from .writer import TensorFileWriter
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def _score_block(model: nn.Module, one: Arch, spec: TransformerStructured,
 
 def score_walk(
     skeleton: Skeleton, arch: Arch, spec: TransformerStructured, batches: list[Batch] | None,
-    device: torch.device, offload: bool, read: Reader,
+    device: torch.device, offload: bool, read: Reader, progress: bool = False,
 ) -> Scores:
     """Load, score and free each block in turn; the dense activations flow block to block.
 
@@ -95,6 +95,7 @@ def score_walk(
         device: where blocks are loaded and run.
         offload: keep activations in CPU memory between blocks.
         read: reads stored tensors.
+        progress: show a bar over the blocks on a terminal.
 
     Returns:
         The head and neuron scores and the block influences, as the in-memory path
@@ -106,7 +107,7 @@ def score_walk(
     if batches is not None:
         batches = [to_device(b, device) for b in batches]
         inputs = first_block_inputs(skeleton, batches, device, storage, read)
-    for b, layout in enumerate(arch.blocks):
+    for b, layout in enumerate(bar(arch.blocks, "scoring blocks", "block", progress)):
         one = Arch(arch.family, arch.blocks_path, [layout], arch.config)
         block = load_block(skeleton, b, read, device)
         with installed(skeleton, b, block), torch.no_grad():
@@ -162,8 +163,8 @@ def _select(value: torch.Tensor, kept: dict[int, list[int]]) -> torch.Tensor:
     return value
 
 
-def cut_walk(skeleton: Skeleton, cut: Cut, read: Reader,
-             writer: TensorFileWriter) -> dict[str, tuple[int, int]]:
+def cut_walk(skeleton: Skeleton, cut: Cut, read: Reader, writer: TensorFileWriter,
+             progress: bool = False) -> dict[str, tuple[int, int]]:
     """Write every tensor of the pruned model, each read and cut on its own.
 
     Returns:
@@ -171,7 +172,7 @@ def cut_walk(skeleton: Skeleton, cut: Cut, read: Reader,
         elements (those of removed blocks keep none).
     """
     counts: dict[str, tuple[int, int]] = {}
-    for key in writer.entries:
+    for key in bar(list(writer.entries), "writing tensors", "tensor", progress):
         source = cut.source_key(key, skeleton.blocks_path)
         value = skeleton.read_value(source, read)
         kept = cut.changes.kept.get(key, {})

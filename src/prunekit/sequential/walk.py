@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..apply.masks import effective_weight
 from ..errors import WeightError
@@ -39,6 +40,7 @@ from .skeleton import Reader, Skeleton, load_block, loaded_on_call, set_outside_
 from .writer import TensorFileWriter
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -129,9 +131,16 @@ def first_block_inputs(skeleton: Skeleton, batches: list[Batch], device: torch.d
                          storage)
 
 
+def bar(items: Sequence[T], desc: str, unit: str, progress: bool) -> Iterator[T]:
+    """``items`` with a tqdm bar on a terminal (none when ``progress`` is False)."""
+    yield from tqdm(items, desc=desc, unit=unit, disable=None if progress else True,
+                    leave=False)
+
+
 def walk(
     skeleton: Skeleton, keys: list[str], batches: list[Batch], settings: OneShotSettings,
     device: torch.device, offload: bool, read: Reader, writer: TensorFileWriter,
+    progress: bool = False,
 ) -> WalkState:
     """Prune every targeted weight, writing every tensor of the model to ``writer``.
 
@@ -144,6 +153,7 @@ def walk(
         offload: keep activations in CPU memory between blocks.
         read: reads stored tensors.
         writer: the output file.
+        progress: show a bar over the blocks on a terminal.
 
     Returns:
         The kept / total counts of every pruned weight.
@@ -160,7 +170,7 @@ def walk(
         inputs = first_block_inputs(skeleton, batches, device, storage, read)
         dense_inputs = inputs
         as_tuple = False
-        for i, name in enumerate(names):
+        for i, name in enumerate(bar(names, "pruning blocks", "block", progress)):
             if i > last:
                 copy_stored(skeleton, skeleton.block_keys(i), read, writer)
                 continue
