@@ -6,6 +6,13 @@ of them. fp16 also underflows Adam's ``eps`` and squared gradients, turning upda
 NaN. So the optimiser updates float32 copies of the low-precision parameters (the model
 still computes in its own dtype), and each step's result is rounded into the model once.
 Parameters already in float32 or float64 are optimised in place, as before.
+
+fp16 gradients also underflow (below 6e-8 they are zero or one subnormal step) and overflow
+(above 65504 they are inf, which would poison the master copies). A model with fp16
+parameters is therefore stepped with dynamic loss scaling (``torch.amp.GradScaler``): the
+loss is multiplied before the backward pass, the float32 gradients are divided back, and a
+step whose gradients are not finite is skipped while the scale is halved. bf16 has
+float32's range and needs none.
 """
 
 from __future__ import annotations
@@ -34,6 +41,24 @@ class MasterWeights:
                 master = nn.Parameter(param.detach().float().clone())
                 self._masters[id(param)] = master
                 self._pairs.append((param, master))
+        half = next((p for p, _ in self._pairs if p.dtype == torch.float16), None)
+        self.scaler = torch.amp.GradScaler(half.device.type if half is not None else "cpu",
+                                           enabled=half is not None)
+
+    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
+        """``loss.backward()`` (loss-scaled for an fp16 model), then ``optimizer.step()``
+        on the master copies, rounded into the model.
+
+        Returns:
+            False if the step was skipped (fp16 gradients that were not finite), else True.
+        """
+        self.scaler.scale(loss).backward()
+        self.gradients_in()
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        self.weights_out()
+        return not self.scaler.is_enabled() or self.scaler.get_scale() >= scale
 
     def __getitem__(self, param: nn.Parameter) -> nn.Parameter:
         """What the optimiser updates for ``param``."""

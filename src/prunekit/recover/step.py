@@ -1,7 +1,8 @@
 """One optimisation step of recovery fine-tuning, usable inside any training loop.
 
 Batches are moved to the model's device; the losses are computed in float32 for a bf16 /
-fp16 model, whose optimiser updates float32 master copies (:mod:`.precision`). Pruned
+fp16 model, whose optimiser updates float32 master copies (:mod:`.precision`; fp16 with
+dynamic loss scaling). Pruned
 weights stay zero: masked ones by their masks, those of a finalized model (no masks) by
 :class:`.zeros.ZeroHold`.
 
@@ -194,10 +195,7 @@ class RecoveryStep:
         loss = self.loss(inputs, targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.model.zero_grad(set_to_none=True)
-        loss.backward()
-        self.master.gradients_in()
-        self.optimizer.step()
-        self.master.weights_out()
+        self.master.backward_and_step(loss, self.optimizer)
         self.zeros()
         self.steps_done += 1
         return float(loss.detach())
