@@ -84,7 +84,7 @@ def test_uniform_result_loads_with_from_pretrained(llama_dir: Path, tmp_path: Pa
     calib = _calibration(spec)
     reference = in_memory(llama_dir, spec, calib, torch.float32)
     prune_pretrained(llama_dir, spec, calibration=calib, out=tmp_path / "out",
-                     dtype=torch.float32)
+                     dtype=torch.float32, offload_activations=True)
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
     assert hf.config.num_hidden_layers == 2 and hf.config.num_attention_heads == 2
     x = batches(1, seed=5)[0]
