@@ -16,7 +16,8 @@ is dense / sparse. The machine's load average is printed before and after: on a 
 machine, busy neighbours slow multi-threaded runs unevenly.
 
 Run: .venv/bin/python benchmarks/bench_sparse_conv.py [--threads 2] [--batches 64,1]
-     [--dtype float32] [--budget 1.0] [--skip-resnet50] [--skip-e2e] [--json out.json]
+     [--dtype float32] [--budget 1.0] [--skip-resnet50] [--skip-e2e] [--importance l1,lamp]
+     [--json out.json]
 """
 
 from __future__ import annotations
@@ -175,17 +176,20 @@ def layer_rows(batch: int, dtype: torch.dtype, budget: float, skip_resnet50: boo
     return rows
 
 
-def e2e_rows(batch: int, dtype: torch.dtype, budget: float) -> list[dict[str, Any]]:
-    """The Fashion-MNIST ResNet pruned by global magnitude, through ``pk.to_sparse`` (each
-    conv timed at its input shape, then the whole model against dense in its faster
-    layout), timed against the dense model in NCHW and in its faster layout."""
+def e2e_rows(batch: int, dtype: torch.dtype, budget: float, importance: str
+             ) -> list[dict[str, Any]]:
+    """The Fashion-MNIST ResNet pruned by a global ranking of ``importance`` scores
+    (``l1``: global magnitude), through ``pk.to_sparse`` (each conv timed at its input
+    shape, then the whole model against dense in its faster layout), timed against the
+    dense model in NCHW and in its faster layout."""
     rows = []
     dense = fmnist_baseline().to(dtype)
     x = torch.randn(batch, 1, 28, 28).to(dtype)
     dense_cl = copy.deepcopy(dense).to(memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     for sparsity in SPARSITIES:
-        result = pk.prune(fmnist_baseline(), pk.Unstructured(sparsity=sparsity, scope="global"))
+        result = pk.prune(fmnist_baseline(), pk.Unstructured(sparsity=sparsity, scope="global",
+                                                              importance=importance))
         pruned_dense = pk.finalize(result.model).to(dtype).eval()
         conversion = pk.to_sparse(pruned_dense, x)
         model = conversion.model.eval()
@@ -199,7 +203,8 @@ def e2e_rows(batch: int, dtype: torch.dtype, budget: float) -> list[dict[str, An
         sparse_med = statistics.median([sparse_ms, sparse_ms_2])
         swapped = [row.name for row in convs if row.kernel == "csr"]
         rows.append({
-            "batch": batch, "sparsity": sparsity, "dense_ms": dense_ms,
+            "batch": batch, "sparsity": sparsity, "importance": importance,
+            "dense_ms": dense_ms,
             "dense_channels_last_ms": dense_cl_ms, "sparse_ms": sparse_med,
             "speedup_vs_nchw": dense_ms / sparse_ms, "speedup": best_dense / sparse_med,
             "swapped": swapped, "convs": len(convs),
@@ -208,8 +213,9 @@ def e2e_rows(batch: int, dtype: torch.dtype, budget: float) -> list[dict[str, An
             else conversion.whole_model.speedup,
             "max_abs_diff_vs_pruned_dense": error_vs_pruned,
         })
-        print(f"  batch {batch:<3} global {sparsity:.0%}: dense NCHW {dense_ms:8.3f} ms, "
-              f"channels_last {dense_cl_ms:8.3f} ms; converted {sparse_med:8.3f} ms: "
+        print(f"  batch {batch:<3} global {importance} {sparsity:.0%}: dense NCHW "
+              f"{dense_ms:8.3f} ms, channels_last {dense_cl_ms:8.3f} ms; converted "
+              f"{sparse_med:8.3f} ms: "
               f"{best_dense / sparse_med:5.2f}x the faster dense ({dense_ms / sparse_ms:.2f}x "
               f"NCHW); {len(swapped)}/{len(convs)} convs CSR; |out - pruned dense| "
               f"{error_vs_pruned:.1e}", flush=True)
@@ -218,10 +224,11 @@ def e2e_rows(batch: int, dtype: torch.dtype, budget: float) -> list[dict[str, An
     return rows
 
 
-def summary(rows: list[dict[str, Any]], key: str, group: str | None = None) -> None:
+def summary(rows: list[dict[str, Any]], key: str, group: str | None = None,
+            field: str = "group") -> None:
     cells: dict[tuple[int, float], list[float]] = {}
     for r in rows:
-        if group is None or r.get("group") == group:
+        if group is None or r.get(field) == group:
             cells.setdefault((r["batch"], r["sparsity"]), []).append(r["speedup"])
     for (batch, sparsity), speedups in sorted(cells.items(), key=lambda c: (-c[0][0], c[0][1])):
         target = TARGETS[key].get((batch, sparsity))
@@ -242,6 +249,9 @@ def main() -> None:
                         help="seconds of interleaved rounds per timed pair (at least 5 rounds)")
     parser.add_argument("--skip-resnet50", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--importance", default="l1",
+                        help="end to end: global ranking(s) to prune by, comma-separated "
+                             "(l1 = global magnitude; lamp)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -262,11 +272,14 @@ def main() -> None:
     for group in ("fmnist_resnet", "resnet50", None):
         summary(layer_results, "layer", group)
     if not args.skip_e2e:
-        print("\nend to end, fmnist_resnet (global magnitude pruning, through pk.to_sparse; "
+        print("\nend to end, fmnist_resnet (global ranking, through pk.to_sparse; "
               "speed-up against the dense model in its faster layout)")
-        for batch in batches:
-            e2e_results += e2e_rows(batch, dtype, args.budget)
-        summary(e2e_results, "e2e")
+        rankings = args.importance.split(",")
+        for importance in rankings:
+            for batch in batches:
+                e2e_results += e2e_rows(batch, dtype, args.budget, importance)
+        for importance in rankings:
+            summary(e2e_results, "e2e", importance, "importance")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps({
