@@ -23,10 +23,25 @@ def _random(weight: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return scores.to(weight.device)
 
 
+def _lamp(weight: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """LAMP (Lee et al. 2021): ``w_u^2 / sum(w_v^2 for v >= u)``, the weights of the tensor
+    in ascending order of ``w^2`` (equal ones in position order), so the largest weight of
+    every tensor scores 1; scores are scale-free and compare across layers."""
+    squared = weight.reshape(-1).double().square()
+    order = torch.argsort(squared, stable=True)
+    ascending = squared[order]
+    tail = ascending.flip(0).cumsum(0).flip(0)  # sum of w_v^2 for v >= u
+    ranked = torch.where(tail > 0, ascending / tail.clamp_min(1e-300), torch.zeros_like(tail))
+    scores = torch.empty_like(ranked)
+    scores[order] = ranked
+    return scores.float().reshape(weight.shape)
+
+
 WEIGHT_SCORERS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
     "l1": _l1,
     "l2": _l2,
     "random": _random,
+    "lamp": _lamp,
 }
 
 
@@ -37,7 +52,8 @@ def weight_scores(
     important).
 
     Args:
-        name: ``"l1"``, ``"l2"`` or ``"random"``.
+        name: ``"l1"``, ``"l2"``, ``"random"`` or ``"lamp"`` (layer-adaptive: each weight's
+            share of the squared weights of its tensor at least as large as it).
         weight: the weight, any dtype and device.
         generator: a CPU generator for ``"random"`` (default: seeded with 0).
 

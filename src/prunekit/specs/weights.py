@@ -10,7 +10,7 @@ from .checks import as_floats, check_amount, check_choice
 
 Scope = Literal["layer", "global"]
 SCOPES = ("layer", "global")
-UNSTRUCTURED_IMPORTANCE = ("l1", "l2", "random", "wanda", "sparsegpt")
+UNSTRUCTURED_IMPORTANCE = ("l1", "l2", "random", "lamp", "bn_folded", "wanda", "sparsegpt")
 CALIBRATED_IMPORTANCE = ("wanda", "sparsegpt", "taylor")
 ALLOCATIONS = ("uniform", "owl", "global")
 RECONSTRUCTIONS = ("layer", "dense")
@@ -37,6 +37,24 @@ def _check_reconstruct(value: str, importance: str) -> None:
         )
 
 
+def _check_ranking(importance: str, scope: str | None) -> None:
+    """Refuse a score that ranks like ``"l1"`` where it is used: LAMP within one layer (or
+    one N:M group), the BatchNorm-folded magnitude within one N:M group (one output row)."""
+    if importance == "bn_folded" and scope is None:
+        raise SpecError(
+            "importance='bn_folded' scales whole output rows, so within an N:M group (one "
+            "row) it ranks the weights as 'l1' does",
+            "use importance='l1', or Unstructured(..., importance='bn_folded')",
+        )
+    if importance == "lamp" and scope != "global":
+        where = "N:M groups" if scope is None else "scope='layer'"
+        raise SpecError(
+            f"importance='lamp' needs scope='global', got {where}: it ranks the weights of "
+            f"one layer as 'l1' does and only changes how layers are ranked together",
+            "use Unstructured(..., scope='global', importance='lamp'), or importance='l1'",
+        )
+
+
 def _fields(spec: Any) -> dict[str, Any]:
     """The spec's fields; ``bias_correction`` and ``reconstruct`` only when not the default
     (plans written before they existed stay identical)."""
@@ -57,8 +75,14 @@ class Unstructured:
             all targeted layers ranked together (``scope="global"``).
         threshold: remove every weight whose score (``|w|`` for l1) is below it.
         scope: ``"layer"`` or ``"global"``.
-        importance: ``"l1"``, ``"l2"``, ``"random"``, or a calibrated score
-            (``"wanda"``, ``"sparsegpt"``) that needs calibration data.
+        importance: ``"l1"``, ``"l2"``, ``"random"``, ``"lamp"`` (``scope="global"`` only:
+            each weight's ``w^2`` over the sum of ``w^2`` of the weights of its layer at least
+            as large, which makes layers of different weight scale comparable; Lee et al.
+            2021), or a calibrated score (``"wanda"``, ``"sparsegpt"``) that needs
+            calibration data. ``"bn_folded"``: ``|w|`` times the scale
+            ``|gamma / sqrt(running_var + eps)|`` of the BatchNorm fed directly by the
+            layer's output channel (the weight as folding the BatchNorm in would make it;
+            layers without one: ``|w|``); needs ``example_inputs`` to find the pairs.
         allocation: how ``sparsity`` is spread over the layers of a calibrated
             (``"wanda"``/``"sparsegpt"``) prune: ``"uniform"`` (every layer the same),
             ``"owl"`` (outlier-weighted: blocks with more activation outliers keep more
@@ -101,6 +125,7 @@ class Unstructured:
                 f"got {self.importance!r}",
                 "use importance='wanda' or importance='sparsegpt'",
             )
+        _check_ranking(self.importance, self.scope)
         _check_bias_correction(self.bias_correction, self.importance)
         _check_reconstruct(self.reconstruct, self.importance)
 
@@ -138,6 +163,7 @@ class NM:
                 "NM(n_keep=2, m=4) keeps 2 of every 4 weights",
             )
         check_choice(self.importance, UNSTRUCTURED_IMPORTANCE, "importance")
+        _check_ranking(self.importance, None)
         _check_bias_correction(self.bias_correction, self.importance)
         _check_reconstruct(self.reconstruct, self.importance)
 
