@@ -34,7 +34,7 @@ def test_calibrated_names_parse_to_per_layer_specs(method: str) -> None:
 def test_calibrated_names_list_and_bad_ones() -> None:
     names = [v.name for v in parse_variants("unstructured-95,wanda-95,sparsegpt-90")]
     assert names == ["unstructured-95", "wanda-95", "sparsegpt-90"]
-    for text, words in (("wanda-100", "out of range"), ("magnitude-50", "unknown variant"),
+    for text, words in (("wanda-100", "out of range"), ("l2-50", "unknown variant"),
                         ("sparsegpt-2:4", "unknown variant")):
         with pytest.raises(SpecError) as info:
             parse_variants(text)

@@ -1,5 +1,5 @@
 """``wanda-global-P`` / ``sparsegpt-global-P``: calibrated image variants whose per-layer
-sparsity is each layer's share of the global magnitude ranking of ``unstructured-P``."""
+sparsity is each layer's share of the global magnitude ranking of ``magnitude-P``."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_sparsegpt_global_takes_each_layers_sparsity_from_unstructured_p() -> No
     model = tiny()
     x = torch.randn(1, 1, 28, 28)
     calibration = calibration_batches(bundle().train, count=2)
-    magnitude = prune_variant(copy.deepcopy(model), parse_variant("unstructured-90"), x)
+    magnitude = prune_variant(copy.deepcopy(model), parse_variant("magnitude-90"), x)
     result = prune_variant(copy.deepcopy(model), parse_variant("sparsegpt-global-90"), x,
                            calibration=calibration)
     assert result.plan.skipped == {}  # the stem is pruned too, by its global share

@@ -11,7 +11,8 @@ from prunekit.errors import SpecError
 
 def test_each_family_parses_to_its_recipe() -> None:
     u = parse_variant("unstructured-95")
-    assert u.family == "unstructured" and u.specs == (Unstructured(sparsity=0.95, scope="global"),)
+    assert u.family == "unstructured"
+    assert u.specs == (Unstructured(sparsity=0.95, scope="global", importance="lamp"),)
     nm = parse_variant("nm-2:4")
     assert nm.specs == (NM(n_keep=2, m=4),) and nm.sparsity == 0.5
     s = parse_variant("Structured-25")
@@ -25,6 +26,7 @@ def test_each_family_parses_to_its_recipe() -> None:
     c = parse_variant("combined-50+80")
     assert [type(x) for x in c.specs] == [Structured, Unstructured]
     assert c.specs[0].sparsity == 0.5 and c.specs[1].sparsity == 0.8
+    assert c.specs[1].scope == "global" and c.specs[1].importance == "l1"
 
 
 def test_lists_default_and_all() -> None:

@@ -109,10 +109,12 @@ def gradual_stage(variant: Variant) -> Unstructured | None:
     """The variant's unstructured last stage, if it has one (None: prune one-shot).
 
     A calibrated stage (Wanda, SparseGPT) is pruned one-shot: it reads calibration batches,
-    which the fine-tuning loop's gradual pruner does not pass.
+    which the fine-tuning loop's gradual pruner does not pass; so is a BatchNorm-folded one
+    (it runs the example inputs to pair each layer with its BatchNorm).
     """
     last = variant.specs[-1]
-    if not isinstance(last, Unstructured) or last.sparsity is None or needs_calibration(last):
+    if (not isinstance(last, Unstructured) or last.sparsity is None
+            or needs_calibration(last) or last.importance == "bn_folded"):
         return None
     return last
 

@@ -4,6 +4,7 @@ measure for each variant, keeping every finished result on disk."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import platform
 import time
@@ -155,6 +156,16 @@ def failed_row(name: str, family: str, sparsity: float, exc: BaseException) -> d
 FAILURES = (PrunekitError, ImportError, RuntimeError)  # recorded; the run goes on
 
 
+def _same_recipe(row: dict[str, Any], variant: Variant) -> bool:
+    """A finished row is reused only if it was pruned with the recipe the name stands for
+    now (a name whose recipe changed between versions is run again)."""
+    same = row.get("specs") == json.loads(json.dumps([s.to_dict() for s in variant.specs]))
+    if not same:
+        log.info("%s was finished with another recipe (%s): running it again", variant.name,
+                 row.get("specs"))
+    return same
+
+
 def run_comparison(
     settings: CompareSettings,
     model_factory: Callable[[], nn.Module],
@@ -238,7 +249,8 @@ def _run_all(
     bar = tqdm(settings.variants, desc="variants", disable=not settings.progress, leave=False)
     for variant in bar:
         bar.set_postfix(variant=variant.name)
-        if variant.name in reused:
+        if variant.name in reused and _same_recipe(store.data["variants"][variant.name],
+                                                   variant):
             log.info("reusing finished results of %s", variant.name)
         else:
             try:

@@ -1,8 +1,10 @@
-"""Variant names (``unstructured-90``, the calibrated ``wanda-90`` and ``sparsegpt-90``
-(``wanda-global-90``, ``sparsegpt-global-90``: per-layer sparsity of the global ranking),
-``nm-2:4``, ``structured-50``, ``combined-50+80``, the budgets ``structured-macs25``,
-``structured-params30``, ``structured-lat50``, and the depth variants ``depth-2``,
-``depth-greedy2`` and ``depth-last2``) and the pruning recipe each one stands for."""
+"""Variant names (``unstructured-90`` (global ranking of LAMP scores), ``magnitude-90``
+(global magnitude ranking), ``bnfold-90`` (global ranking of BatchNorm-folded magnitudes),
+the calibrated ``wanda-90``
+and ``sparsegpt-90`` (``wanda-global-90``, ``sparsegpt-global-90``: per-layer sparsity of
+the global ranking), ``nm-2:4``, ``structured-50``, ``combined-50+80``, the budgets
+``structured-macs25``, ``structured-params30``, ``structured-lat50``, and the depth variants
+``depth-2``, ``depth-greedy2`` and ``depth-last2``) and the pruning recipe each one stands for."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ DEFAULT_VARIANTS = ("unstructured-90", "structured-50", "combined-50+80")
 QUICK_VARIANTS = ("unstructured-90", "nm-2:4", "structured-50", "combined-50+80")
 _PATTERNS = {
     "unstructured": re.compile(r"unstructured-(\d+(?:\.\d+)?)"),
+    "magnitude": re.compile(r"magnitude-(\d+(?:\.\d+)?)"),
+    "bnfold": re.compile(r"bnfold-(\d+(?:\.\d+)?)"),
     "calibrated": re.compile(r"(wanda|sparsegpt)(-global)?-(\d+(?:\.\d+)?)"),
     "nm": re.compile(r"nm-(\d+):(\d+)"),
     "structured": re.compile(r"structured-(\d+(?:\.\d+)?)"),
@@ -38,7 +42,8 @@ _BUDGETS = {
 _DEPTH = re.compile(r"depth-(last|oneshot|greedy)?(\d+)")
 BUDGET_BATCH = 64  # the batch a structured-latNN variant's latency is timed at
 NAME_HINT = (
-    "variants look like unstructured-90, wanda-90, sparsegpt-90, sparsegpt-global-90, nm-2:4, "
+    "variants look like unstructured-90, magnitude-90, bnfold-90, wanda-90, sparsegpt-90, "
+    "sparsegpt-global-90, nm-2:4, "
     "structured-50 or combined-50+80 (percentages removed), structured-macs25, "
     "structured-params30 or "
     "structured-lat50 (percentages of MACs, parameters or batch-64 latency kept), depth-2, "
@@ -90,9 +95,18 @@ def _percent(text: str, name: str) -> float:
     return value
 
 
-def unstructured_spec(sparsity: float) -> Unstructured:
-    """Global magnitude (L1) ranking: every layer competes for the kept weights."""
-    return Unstructured(sparsity=sparsity, scope="global", importance="l1")
+UNSTRUCTURED_IMPORTANCE = {"unstructured": "lamp", "magnitude": "l1", "bnfold": "bn_folded"}
+
+
+def unstructured_spec(sparsity: float, importance: str = "lamp") -> Unstructured:
+    """A global ranking: every layer competes for the kept weights.
+
+    ``importance``: ``"lamp"`` (``unstructured-P``: each weight's ``w^2`` over the sum of
+    ``w^2`` of the weights of its layer at least as large, so that layers of any raw weight
+    scale compete fairly), ``"l1"`` (``magnitude-P``, and the second stage of
+    ``combined-P+Q``) or ``"bn_folded"`` (``bnfold-P``: ``|w|`` times the scale of the
+    BatchNorm after the layer)."""
+    return Unstructured(sparsity=sparsity, scope="global", importance=importance)
 
 
 def calibrated_spec(method: str, sparsity: float, allocation: str = "uniform") -> Unstructured:
@@ -100,7 +114,7 @@ def calibrated_spec(method: str, sparsity: float, allocation: str = "uniform") -
     for Wanda), chosen from activations on calibration batches of the training data.
 
     ``allocation="global"``: each layer's sparsity is instead its share of a global
-    magnitude ranking (what ``unstructured-P`` removes from it); the calibrated score picks
+    magnitude ranking (what ``magnitude-P`` removes from it); the calibrated score picks
     the weights within the layer."""
     return Unstructured(sparsity=sparsity, importance=method, allocation=allocation)
 
@@ -158,9 +172,10 @@ def parse_variant(name: str) -> Variant:
         match = pattern.fullmatch(text)
         if match is None:
             continue
-        if family == "unstructured":
+        if family in UNSTRUCTURED_IMPORTANCE:
             s = _percent(match.group(1), name)
-            return Variant(text, family, (unstructured_spec(s),), s)
+            ranking = unstructured_spec(s, UNSTRUCTURED_IMPORTANCE[family])
+            return Variant(text, "unstructured", (ranking,), s)
         if family == "calibrated":
             s = _percent(match.group(3), name)
             allocation = "global" if match.group(2) else "uniform"
@@ -174,7 +189,7 @@ def parse_variant(name: str) -> Variant:
             s = _percent(match.group(1), name)
             return Variant(text, family, (structured_spec(s),), s)
         s1, s2 = _percent(match.group(1), name), _percent(match.group(2), name)
-        return Variant(text, family, (structured_spec(s1), unstructured_spec(s2)), s2)
+        return Variant(text, family, (structured_spec(s1), unstructured_spec(s2, "l1")), s2)
     raise SpecError(f"unknown variant {name!r}", NAME_HINT)
 
 
