@@ -18,7 +18,6 @@ from .apply.masks import (
 )
 from .errors import InternalError, PlanError, ShapeError, SpecError, WeightError
 from .importance import weight_scores
-from .importance.bn_fold import folded_scales
 from .inputs import record_calls, run_example
 from .pipeline.request import Request
 from .pipeline.verify import check_still_runs
@@ -50,21 +49,14 @@ def check_finite(targets: list[Target]) -> None:
 
 
 def target_scores(
-    targets: list[Target], importance: str, seed: int,
-    scales: Mapping[str, torch.Tensor] | None = None,
+    targets: list[Target], importance: str, seed: int
 ) -> dict[str, torch.Tensor]:
-    """Score every targeted weight; already-pruned weights score -inf so they go first.
-
-    ``scales`` (``importance="bn_folded"``): per module name, the output-channel scale of
-    the BatchNorm after it, multiplied into its ``|w|`` (modules without one: 1)."""
+    """Score every targeted weight; already-pruned weights score -inf so they go first."""
     generator = torch.Generator().manual_seed(seed)
-    base = "l1" if importance == "bn_folded" else importance
     scores = {}
     for t in targets:
         weight = effective_weight(t.module)
-        s = weight_scores(base, weight, generator).to(weight.device)
-        if scales is not None and t.module_name in scales:
-            s = s * scales[t.module_name]
+        s = weight_scores(importance, weight, generator).to(weight.device)
         mask = existing_mask(t.module)
         scores[t.key] = s if mask is None else s.masked_fill_(~mask, -math.inf)
     return scores
@@ -113,17 +105,15 @@ def plan_masks(
     skipped: dict[str, str],
     overrides: Mapping[str, float],
     seed: int = 0,
-    scales: Mapping[str, torch.Tensor] | None = None,
 ) -> Plan:
-    """Decide the keep-mask of every target (pure with respect to the model; ``scales``
-    as for :func:`target_scores`).
+    """Decide the keep-mask of every target (pure with respect to the model).
 
     Raises:
         SpecError: overrides given for N:M, or a sparsity below what is already pruned.
     """
     if isinstance(spec, NM) and overrides:
         raise SpecError("per-layer overrides do not apply to N:M", "use ignore= to skip layers")
-    scores = target_scores(targets, spec.importance, seed, scales)
+    scores = target_scores(targets, spec.importance, seed)
     if isinstance(spec, NM):
         masks = _nm_masks(spec, targets, scores)
     else:
@@ -245,27 +235,12 @@ class MaskedPipeline:
             with record_calls({t.module_name: t.module for t in targets}) as called:
                 self.outputs_before = run_example(model, request.example_inputs)
             idle = idle_targets(model, targets, called)
-        scales = self._folded_scales(model, targets)
-        self.plan = plan_masks(spec, targets, skipped, overrides, request.seed, scales)
+        self.plan = plan_masks(spec, targets, skipped, overrides, request.seed)
         self.plan.notes.update(dict.fromkeys(idle, IDLE_NOTE))
         listed = {t.module_name for t in targets} | set(skipped)
         names = [n for n, _ in model.named_modules() if n in listed]
         self.layers_before = layer_infos(model, names)
         self.params_before = count_parameters(model)
-
-    def _folded_scales(
-        self, model: nn.Module, targets: list[Target]
-    ) -> dict[str, torch.Tensor] | None:
-        if self.spec.importance != "bn_folded":
-            return None
-        if self.request.example_inputs is None:
-            raise SpecError(
-                "importance='bn_folded' finds the BatchNorm after each layer by running the "
-                "model once, which needs example inputs",
-                "pass example_inputs= to pk.prune",
-            )
-        return folded_scales(model, [t.module_name for t in targets],
-                             self.request.example_inputs)
 
     def writes(self) -> list[str]:
         return [_split_key(key)[0] for key in self.plan.masks]  # an existing mask shrinks in place

@@ -109,12 +109,10 @@ def gradual_stage(variant: Variant) -> Unstructured | None:
     """The variant's unstructured last stage, if it has one (None: prune one-shot).
 
     A calibrated stage (Wanda, SparseGPT) is pruned one-shot: it reads calibration batches,
-    which the fine-tuning loop's gradual pruner does not pass; so is a BatchNorm-folded one
-    (it runs the example inputs to pair each layer with its BatchNorm).
+    which the fine-tuning loop's gradual pruner does not pass.
     """
     last = variant.specs[-1]
-    if (not isinstance(last, Unstructured) or last.sparsity is None
-            or needs_calibration(last) or last.importance == "bn_folded"):
+    if not isinstance(last, Unstructured) or last.sparsity is None or needs_calibration(last):
         return None
     return last
 

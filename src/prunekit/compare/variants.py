@@ -1,6 +1,5 @@
 """Variant names (``unstructured-90`` (global ranking of LAMP scores), ``magnitude-90``
-(global magnitude ranking), ``bnfold-90`` (global ranking of BatchNorm-folded magnitudes),
-the calibrated ``wanda-90``
+(global magnitude ranking), the calibrated ``wanda-90``
 and ``sparsegpt-90`` (``wanda-global-90``, ``sparsegpt-global-90``: per-layer sparsity of
 the global ranking), ``nm-2:4``, ``structured-50``, ``combined-50+80``, the budgets
 ``structured-macs25``, ``structured-params30``, ``structured-lat50``, and the depth variants
@@ -25,7 +24,6 @@ QUICK_VARIANTS = ("unstructured-90", "nm-2:4", "structured-50", "combined-50+80"
 _PATTERNS = {
     "unstructured": re.compile(r"unstructured-(\d+(?:\.\d+)?)"),
     "magnitude": re.compile(r"magnitude-(\d+(?:\.\d+)?)"),
-    "bnfold": re.compile(r"bnfold-(\d+(?:\.\d+)?)"),
     "calibrated": re.compile(r"(wanda|sparsegpt)(-global)?-(\d+(?:\.\d+)?)"),
     "nm": re.compile(r"nm-(\d+):(\d+)"),
     "structured": re.compile(r"structured-(\d+(?:\.\d+)?)"),
@@ -42,7 +40,7 @@ _BUDGETS = {
 _DEPTH = re.compile(r"depth-(last|oneshot|greedy)?(\d+)")
 BUDGET_BATCH = 64  # the batch a structured-latNN variant's latency is timed at
 NAME_HINT = (
-    "variants look like unstructured-90, magnitude-90, bnfold-90, wanda-90, sparsegpt-90, "
+    "variants look like unstructured-90, magnitude-90, wanda-90, sparsegpt-90, "
     "sparsegpt-global-90, nm-2:4, "
     "structured-50 or combined-50+80 (percentages removed), structured-macs25, "
     "structured-params30 or "
@@ -95,7 +93,7 @@ def _percent(text: str, name: str) -> float:
     return value
 
 
-UNSTRUCTURED_IMPORTANCE = {"unstructured": "lamp", "magnitude": "l1", "bnfold": "bn_folded"}
+UNSTRUCTURED_IMPORTANCE = {"unstructured": "lamp", "magnitude": "l1"}
 
 
 def unstructured_spec(sparsity: float, importance: str = "lamp") -> Unstructured:
@@ -103,9 +101,8 @@ def unstructured_spec(sparsity: float, importance: str = "lamp") -> Unstructured
 
     ``importance``: ``"lamp"`` (``unstructured-P``: each weight's ``w^2`` over the sum of
     ``w^2`` of the weights of its layer at least as large, so that layers of any raw weight
-    scale compete fairly), ``"l1"`` (``magnitude-P``, and the second stage of
-    ``combined-P+Q``) or ``"bn_folded"`` (``bnfold-P``: ``|w|`` times the scale of the
-    BatchNorm after the layer)."""
+    scale compete fairly) or ``"l1"`` (``magnitude-P``, and the second stage of
+    ``combined-P+Q``)."""
     return Unstructured(sparsity=sparsity, scope="global", importance=importance)
 
 

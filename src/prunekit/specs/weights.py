@@ -10,7 +10,7 @@ from .checks import as_floats, check_amount, check_choice
 
 Scope = Literal["layer", "global"]
 SCOPES = ("layer", "global")
-UNSTRUCTURED_IMPORTANCE = ("l1", "l2", "random", "lamp", "bn_folded", "wanda", "sparsegpt")
+UNSTRUCTURED_IMPORTANCE = ("l1", "l2", "random", "lamp", "wanda", "sparsegpt")
 CALIBRATED_IMPORTANCE = ("wanda", "sparsegpt", "taylor")
 ALLOCATIONS = ("uniform", "owl", "global")
 RECONSTRUCTIONS = ("layer", "dense")
@@ -38,14 +38,7 @@ def _check_reconstruct(value: str, importance: str) -> None:
 
 
 def _check_ranking(importance: str, scope: str | None) -> None:
-    """Refuse a score that ranks like ``"l1"`` where it is used: LAMP within one layer (or
-    one N:M group), the BatchNorm-folded magnitude within one N:M group (one output row)."""
-    if importance == "bn_folded" and scope is None:
-        raise SpecError(
-            "importance='bn_folded' scales whole output rows, so within an N:M group (one "
-            "row) it ranks the weights as 'l1' does",
-            "use importance='l1', or Unstructured(..., importance='bn_folded')",
-        )
+    """Refuse LAMP where it ranks like ``"l1"``: within one layer or one N:M group."""
     if importance == "lamp" and scope != "global":
         where = "N:M groups" if scope is None else "scope='layer'"
         raise SpecError(
@@ -79,10 +72,7 @@ class Unstructured:
             each weight's ``w^2`` over the sum of ``w^2`` of the weights of its layer at least
             as large, which makes layers of different weight scale comparable; Lee et al.
             2021), or a calibrated score (``"wanda"``, ``"sparsegpt"``) that needs
-            calibration data. ``"bn_folded"``: ``|w|`` times the scale
-            ``|gamma / sqrt(running_var + eps)|`` of the BatchNorm fed directly by the
-            layer's output channel (the weight as folding the BatchNorm in would make it;
-            layers without one: ``|w|``); needs ``example_inputs`` to find the pairs.
+            calibration data.
         allocation: how ``sparsity`` is spread over the layers of a calibrated
             (``"wanda"``/``"sparsegpt"``) prune: ``"uniform"`` (every layer the same),
             ``"owl"`` (outlier-weighted: blocks with more activation outliers keep more
