@@ -102,7 +102,8 @@ def prune_hf_folder(
     if output is None:
         raise SpecError("--model hf:DIR writes the pruned model to a folder, and none was given",
                         "add --out DIR")
-    if text is None and not (isinstance(spec, TransformerStructured) and not needs_data(spec)):
+    ranks_on_data = not isinstance(spec, TransformerStructured) or needs_data(spec)
+    if text is None and ranks_on_data:
         raise CalibrationError("--model hf:DIR is pruned with calibration data, and none was "
                                "given", "add --calibration-text FILE (plain text)")
     check_folder(folder)

@@ -67,6 +67,23 @@ def ignored_blocks(model: nn.Module, arch: Arch, ignore: Iterable[IgnoreEntry]) 
     return hit
 
 
+def refuse_overrides(overrides: object) -> None:
+    """TransformerStructured takes no per-layer amounts.
+
+    Raises:
+        SpecError: ``overrides`` were given.
+    """
+    if overrides:
+        raise SpecError("overrides do not apply to TransformerStructured",
+                        "list heads per layer with heads={layer: [...]}, or use ignore=")
+
+
+def calibration_purpose(spec: TransformerStructured) -> str:
+    """What the calibration batches are for, as errors name it."""
+    return (f"importance={spec.importance!r}" if spec.importance != "magnitude"
+            else "ranking layers")
+
+
 def needs_data(spec: TransformerStructured) -> bool:
     """The spec ranks by activations or gradients, or ranks blocks (by their influence)."""
     return spec.importance != "magnitude" or (isinstance(spec.layers, int) and spec.layers > 0)
@@ -220,9 +237,7 @@ class TransformerPipeline:
 
     def prepare(self, model: nn.Module) -> None:
         request, spec = self.request, self.spec
-        if request.overrides:
-            raise SpecError("overrides do not apply to TransformerStructured",
-                            "list heads per layer with heads={layer: [...]}, or use ignore=")
+        refuse_overrides(request.overrides)
         request.refuse_unused(("calibration",) if needs_data(spec) else (),
                               f"{self.name} with importance={spec.importance!r} and "
                               f"layers={spec.layers!r}")
@@ -231,8 +246,7 @@ class TransformerPipeline:
         skip = ignored_blocks(model, self.arch, check_ignore(model, request.ignore))
         batches = None
         if needs_data(spec):
-            batches = check_calibration(request.calibration, f"importance={spec.importance!r}"
-                                        if spec.importance != "magnitude" else "ranking layers")
+            batches = check_calibration(request.calibration, calibration_purpose(spec))
             check_token_ids(model, batches)
         head_s, neuron_s, layer_s = _scores(model, self.arch, spec, batches)
         self.decision = decide(spec, self.arch, head_s, neuron_s, layer_s, skip)

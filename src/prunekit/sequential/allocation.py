@@ -36,7 +36,6 @@ def _inside(keys: list[str], load: Load, low: float, high: float
         score = magnitude_score(key, load(key)).reshape(-1)
         below[key] = int(torch.count_nonzero(score < low))
         inside[key] = score[(score >= low) & (score <= high)].clone()
-        del score
     return below, inside
 
 

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import SpecError
 from ..hf.arch import read_arch
-from ..hf.prune import ignored_blocks, needs_data
+from ..hf.prune import calibration_purpose, ignored_blocks, needs_data, refuse_overrides
 from ..io.atomic import atomic_folder, check_target
 from ..io.manifest import WEIGHTS_FILE
 from ..oneshot.calibration import check_calibration, check_token_ids
@@ -179,8 +179,7 @@ def _open(src: Path, dtype: torch.dtype | None) -> _Opened:
 
 def _structured_calibration(spec: TransformerStructured, calibration: Any) -> list[Any] | None:
     if needs_data(spec):
-        return check_calibration(calibration, f"importance={spec.importance!r}"
-                                 if spec.importance != "magnitude" else "ranking layers")
+        return check_calibration(calibration, calibration_purpose(spec))
     if calibration is not None:
         raise SpecError(f"TransformerStructured with importance={spec.importance!r} and "
                         f"layers={spec.layers!r} does not use calibration=; it would be ignored",
@@ -258,9 +257,7 @@ def prune_pretrained(
     src, target = Path(src_dir), Path(out)
     spec = _check_method(spec)
     if isinstance(spec, TransformerStructured):
-        if overrides:
-            raise SpecError("overrides do not apply to TransformerStructured",
-                            "list heads per layer with heads={layer: [...]}, or use ignore=")
+        refuse_overrides(overrides)
         batches = _structured_calibration(spec, calibration)
     else:
         _check_spec(spec, overrides)

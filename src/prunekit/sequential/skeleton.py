@@ -231,7 +231,6 @@ class Skeleton:
         return self.block_buffers[rel]
 
 
-
 def load_block(skeleton: Skeleton, i: int, read: Reader, device: torch.device) -> nn.Module:
     """A real copy of block ``i`` on ``device``: its stored tensors, the donor's buffers.
 
