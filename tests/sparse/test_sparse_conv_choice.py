@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from prunekit.sparse import conv as conv_module
-from prunekit.sparse import kernels
-from prunekit.sparse.conv import CSRConv2d, choose_conv_kernel
+from prunekit.sparse import conv_choice, kernels
+from prunekit.sparse.conv import CSRConv2d
+from prunekit.sparse.conv_choice import choose_conv_kernel
 
 needs_numba = pytest.mark.skipif(not kernels.available(), reason="numba not installed")
 
@@ -30,7 +30,7 @@ def _no_timing(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("timed a layer that should stay dense untimed")
 
-    monkeypatch.setattr(conv_module, "time_pair", refuse)
+    monkeypatch.setattr(conv_choice, "time_pair", refuse)
 
 
 def _fake_timings(monkeypatch, dense: list[float], sparse: list[float]) -> list[object]:
@@ -42,7 +42,7 @@ def _fake_timings(monkeypatch, dense: list[float], sparse: list[float]) -> list[
         outputs.extend([first(), second()])
         return list(dense), list(sparse)
 
-    monkeypatch.setattr(conv_module, "time_pair", fake)
+    monkeypatch.setattr(conv_choice, "time_pair", fake)
     return outputs
 
 

@@ -81,13 +81,13 @@ def test_sparse_convs_save_load_and_export(pruned, tmp_path: Path) -> None:
 
 
 def _every_conv_wins(monkeypatch: pytest.MonkeyPatch) -> None:
-    from prunekit.sparse import conv as conv_module
+    from prunekit.sparse import conv_choice
 
     def winning(conv: nn.Conv2d, input_shape, *, min_sparsity: float, margin: float):
-        return conv_module.KernelChoice("csr", 2.0, 1.0, "csr 2.00x dense"), \
+        return conv_choice.KernelChoice("csr", 2.0, 1.0, "csr 2.00x dense"), \
             CSRConv2d.from_conv(conv)
 
-    monkeypatch.setattr(conv_module, "choose_conv_kernel", winning, raising=True)
+    monkeypatch.setattr(conv_choice, "choose_conv_kernel", winning, raising=True)
 
 
 @pytest.mark.parametrize("speedup", [0.8, 1.3])

@@ -1,14 +1,11 @@
-"""2-D convolutions that compute with a CSR weight, and the measured choice between them and
-dense.
+"""2-D convolutions that compute with a CSR weight (the measured choice between them and
+dense is :mod:`.conv_choice`).
 
 - :class:`CSRConv2d`: an ``nn.Conv2d`` whose weight is stored as CSR (one row per output
   channel over ``in_channels / groups * kh * kw``, int32 indices). On the CPU, in float32 or
   bfloat16, with no gradient needed and numba installed, it runs the direct sparse
   convolution of :mod:`.conv_kernels`; anywhere else ``F.conv2d`` with the dense weight
   (exact, differentiable, any device).
-- :func:`choose_conv_kernel`: times dense and :class:`CSRConv2d` at a layer's real input
-  shape with :func:`.dispatch.time_pair` and keeps the sparse layer only where it wins by a
-  margin (the same rule as :func:`.dispatch.choose_kernel` for Linear layers).
 
 Supported: any ``nn.Conv2d`` with ``padding_mode="zeros"`` (stride, padding including
 ``"same"``/``"valid"``, dilation, groups, bias). Transposed, 1-D and 3-D convolutions,
@@ -25,7 +22,6 @@ and returns NCHW.
 from __future__ import annotations
 
 import math
-import statistics
 import warnings
 from typing import Any
 
@@ -35,7 +31,6 @@ from torch import nn
 
 from ..errors import UnsupportedModelError
 from . import conv_kernels
-from .dispatch import KernelChoice, cautious_speedup, time_pair
 
 KERNEL = "csr"  # the kernel name a CSRConv2d layer runs (as for CSRLinear)
 MAX_PLANS = 8  # input shapes whose kernel plans a layer keeps
@@ -314,115 +309,3 @@ def to_conv(module: CSRConv2d) -> nn.Conv2d:
         if module.bias is not None and conv.bias is not None:
             conv.bias.copy_(module.bias.detach())
     return conv
-
-
-def _sparsity(weight: torch.Tensor) -> float:
-    return 1.0 - int(torch.count_nonzero(weight)) / max(1, weight.numel())
-
-
-def kernel_available(conv: nn.Conv2d) -> bool:
-    """True if :class:`CSRConv2d` would run the compiled kernel for this layer's weight
-    (numba installed, CPU, float32 or bfloat16): elsewhere it can only be slower than dense.
-    """
-    weight = conv.weight
-    return (
-        conv_kernels.kernels.available()
-        and weight.device.type == "cpu"
-        and weight.dtype in conv_kernels.DTYPES
-    )
-
-
-def choose_conv_kernel(
-    conv: nn.Conv2d,
-    input_shape: tuple[int, ...],
-    *,
-    min_sparsity: float = 0.5,
-    margin: float = 0.1,
-    repeats: int = 50,
-) -> tuple[KernelChoice, nn.Module | None]:
-    """Time dense and CSR for ``conv`` at its real input shape; keep CSR only if it wins.
-
-    Both run on one random input of ``input_shape`` in alternating rounds
-    (:func:`.dispatch.time_pair`, at most ``repeats`` rounds within its time budget, at
-    least five); CSR is chosen only if it is at least ``margin`` faster than dense both at
-    the median and at the 75th percentile (:func:`.dispatch.cautious_speedup`), so a layer
-    never gets slower beyond noise.
-
-    Args:
-        conv: the (finalized) dense layer; its zeros are the pruned weights.
-        input_shape: the input this layer sees, ``(N, C, H, W)`` (or ``(C, H, W)``).
-        min_sparsity: below this, stay dense without timing.
-        margin: CSR must be at least this fraction faster than dense.
-        repeats: most timing rounds.
-
-    Returns:
-        The choice (kernel ``"csr"`` or ``"dense"``, times in ms, reason) and the
-        :class:`CSRConv2d` to use, or None when dense stays.
-    """
-    reason = unsupported_reason(conv)
-    if reason is not None:
-        return KernelChoice("dense", None, None, f"unsupported: {reason}"), None
-    weight = conv.weight.detach()
-    sparsity = _sparsity(weight)
-    if sparsity < min_sparsity:
-        return KernelChoice(
-            "dense", None, None, f"sparsity {sparsity:.0%} < {min_sparsity:.0%}"
-        ), None
-    if not kernel_available(conv):
-        reason = "no sparse conv kernel for this device/dtype"
-        return KernelChoice("dense", None, None, reason), None
-    module = CSRConv2d.from_conv(conv)
-    x = torch.randn(*input_shape, device=weight.device, dtype=weight.dtype)
-    bias = None if conv.bias is None else conv.bias.detach()
-
-    def run_dense() -> torch.Tensor:
-        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-    def run_sparse() -> torch.Tensor:
-        out: torch.Tensor = module(x)
-        return out
-
-    dense_times, sparse_times = time_pair(
-        run_dense, run_sparse, weight.device, max_rounds=max(5, repeats)
-    )
-    dense_ms = statistics.median(dense_times) * 1e3
-    sparse_ms = statistics.median(sparse_times) * 1e3
-    speedup = cautious_speedup(dense_times, sparse_times)
-    if speedup >= 1.0 + margin:
-        return KernelChoice(KERNEL, dense_ms, sparse_ms, f"csr {speedup:.2f}x dense"), module
-    return KernelChoice("dense", dense_ms, sparse_ms, f"csr only {speedup:.2f}x dense"), None
-
-
-def decide_conv(
-    conv: nn.Module,
-    wanted: str,
-    input_shape: tuple[int, ...] | None,
-    *,
-    min_sparsity: float,
-    margin: float,
-) -> tuple[KernelChoice, nn.Module | None]:
-    """What :func:`prunekit.to_sparse` does with one 2-D convolution.
-
-    Args:
-        conv: the (finalized) convolution, of any kind (only ``nn.Conv2d`` can go sparse).
-        wanted: ``"auto"`` (time it at ``input_shape``), ``"dense"``, or ``"csr"`` (forced).
-        input_shape: the input the layer sees on the example inputs, or None if unknown.
-        min_sparsity: below this, ``"auto"`` stays dense without timing.
-        margin: CSR must be at least this fraction faster than dense.
-
-    Returns:
-        The choice and the :class:`CSRConv2d` to use, or None when the layer stays dense.
-    """
-    if wanted == "dense":
-        return KernelChoice("dense", None, None, "requested"), None
-    reason = unsupported_reason(conv)
-    if reason is not None or not isinstance(conv, nn.Conv2d):
-        return KernelChoice("dense", None, None, f"unsupported: {reason}"), None
-    if wanted == "csr":
-        return KernelChoice(KERNEL, None, None, "requested"), CSRConv2d.from_conv(conv)
-    if wanted != "auto":
-        return KernelChoice("dense", None, None, f"{wanted} is a Linear-layer kernel"), None
-    if input_shape is None:
-        return KernelChoice("dense", None, None,
-                            "not timed: pass example_inputs to time convolutions"), None
-    return choose_conv_kernel(conv, input_shape, min_sparsity=min_sparsity, margin=margin)

@@ -21,8 +21,16 @@ from ..pipeline.verify import check_still_runs
 from ..plan import Plan
 from ..result import PruneResult, model_of
 from ..targets import qualified_name
-from .conv import CSRConv2d, decide_conv, unsupported_reason
-from .dispatch import KERNELS, KernelChoice, candidate_kernels, choose_kernel, sparse_module
+from .conv import CSRConv2d, unsupported_reason
+from .conv_choice import decide_conv
+from .dispatch import (
+    KERNELS,
+    KernelChoice,
+    candidate_kernels,
+    choose_kernel,
+    sparse_module,
+    weight_sparsity,
+)
 from .formats import choose_format
 from .modules import CSRLinear, SemiStructuredLinear, dense_weight
 from .whole_model import WholeModelTiming, image_input, time_whole_models
@@ -110,17 +118,13 @@ def _input_shapes(model: nn.Module, example_inputs: ExampleInputs) -> dict[str, 
     return shapes
 
 
-def _sparsity(weight: torch.Tensor) -> float:
-    return 1.0 - int(torch.count_nonzero(weight)) / max(1, weight.numel())
-
-
 def _row(name: str, module: nn.Module, choice: KernelChoice) -> SparseLayer:
     weight = dense_weight(module)
     return SparseLayer(
         name,
         type(module).__name__,
         tuple(weight.shape),
-        _sparsity(weight),
+        weight_sparsity(weight),
         choose_format(weight),
         choice.kernel,
         choice.dense_ms,
@@ -281,7 +285,7 @@ class SparsePipeline:
                 self.conversion.layers.append(_row(name, module, choice))
             elif isinstance(module, nn.Linear):
                 self._convert(work, name, module)
-            elif isinstance(module, CONV_TYPES) and _sparsity(module.weight.detach()) > 0:
+            elif isinstance(module, CONV_TYPES) and weight_sparsity(module.weight.detach()) > 0:
                 self._convert_conv(work, name, module)
         image = image_input(self.example_inputs)
         if self.timed_convs and image is not None:

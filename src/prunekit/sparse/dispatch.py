@@ -57,6 +57,11 @@ def time_pair(
     return times
 
 
+def weight_sparsity(weight: torch.Tensor) -> float:
+    """Fraction of ``weight``'s entries that are zero."""
+    return 1.0 - int(torch.count_nonzero(weight)) / max(1, weight.numel())
+
+
 def _quantile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -110,7 +115,7 @@ def choose_kernel(
         The choice and the sparse module to use (None when dense wins).
     """
     weight = linear.weight.detach()
-    sparsity = 1.0 - int(torch.count_nonzero(weight)) / max(1, weight.numel())
+    sparsity = weight_sparsity(weight)
     if sparsity < min_sparsity:
         return KernelChoice(
             "dense", None, None, f"sparsity {sparsity:.0%} < {min_sparsity:.0%}"
