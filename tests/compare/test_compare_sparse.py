@@ -20,8 +20,7 @@ from prunekit.compare import pipeline as compare_pipeline
 from prunekit.compare.pipeline import OUTPUT_ATOL, OUTPUT_RTOL, deployable, sparse_deployable
 from prunekit.errors import PruningBrokeModelError
 from prunekit.report import render_markdown
-from prunekit.sparse import CSRConv2d, CSRLinear, kernels
-from prunekit.sparse import conv as conv_module
+from prunekit.sparse import CSRConv2d, CSRLinear, conv_choice, kernels
 from prunekit.sparse import dispatch as dispatch_module
 from prunekit.sparse import whole_model as whole_model_module
 
@@ -42,7 +41,7 @@ def _sparse_always_wins(monkeypatch: pytest.MonkeyPatch) -> None:
         first(), second()
         return [2.0] * 8, [1.0] * 8
 
-    monkeypatch.setattr(conv_module, "time_pair", fake)
+    monkeypatch.setattr(conv_choice, "time_pair", fake)
     monkeypatch.setattr(dispatch_module, "time_pair", fake)
     monkeypatch.setattr(whole_model_module, "time_pair", fake)  # the whole model wins too
 
