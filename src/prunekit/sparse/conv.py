@@ -226,10 +226,8 @@ class CSRConv2d(nn.Module):
         parts = (self.crow, self.col, self.values, self.bias)
         versions = tuple(None if t is None or t.is_inference() else t._version for t in parts)
         kept = self._plans.get(input_shape)
-        if kept is not None:
-            held, held_versions, found = kept
-            if held_versions == versions and all(a is b for a, b in zip(held, parts, strict=True)):
-                return found
+        if kept is not None and kept[1] == versions and _same_tensors(kept[0], parts):
+            return kept[2]
         spec = self.spec()
         if not _fits(input_shape, spec):
             return None
@@ -264,6 +262,12 @@ class CSRConv2d(nn.Module):
         if self.groups != 1:
             text += f", groups={self.groups}"
         return text + f", bias={self.bias is not None}, density={density:.3f}"
+
+
+def _same_tensors(held: tuple[Any, ...], parts: tuple[Any, ...]) -> bool:
+    """True if ``held`` and ``parts`` are the very same objects, position by position."""
+    return (held[0] is parts[0] and held[1] is parts[1] and held[2] is parts[2]
+            and held[3] is parts[3])
 
 
 def _fits(input_shape: tuple[int, ...], spec: conv_kernels.ConvSpec) -> bool:

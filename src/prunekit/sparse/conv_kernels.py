@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -319,24 +320,46 @@ class ConvPlan:
     values: np.ndarray
     bias: np.ndarray
 
-    @property
+    # Derived values are cached: a call on a small input costs tens of microseconds, so
+    # recomputing them (numpy scalar arithmetic) on every call is a measurable share.
+    @cached_property
     def out_shape(self) -> tuple[int, int, int, int]:
         out_h, out_w = self.spec.out_size(self.input_shape[2], self.input_shape[3])
         return (self.input_shape[0], self.spec.out_channels, out_h, out_w)
 
-    @property
+    @cached_property
     def in_place(self) -> bool:
         """True if the input is its own layout (pointwise, one sample a block)."""
         return self.spec.is_pointwise() and self.block == 1
 
-    @property
+    @cached_property
     def row_stride(self) -> int:
         return int(self.layout[4] * self.layout[5])
 
-    @property
+    @cached_property
     def block_stride(self) -> int:
         layout, channels = self.layout, self.spec.in_channels
         return int(channels * layout[1] * layout[2] * layout[3] * self.row_stride)
+
+    @cached_property
+    def blocks(self) -> int:
+        return int(self.layout[0])
+
+    @cached_property
+    def shape_array(self) -> np.ndarray:
+        """The input shape as the layout copy takes it."""
+        return np.array(self.input_shape, dtype=np.int64)
+
+    @cached_property
+    def rows_per_chunk(self) -> int:
+        """Output rows one task accumulates (whole rows, about :data:`CHUNK` floats)."""
+        return max(1, CHUNK // self.row_stride)
+
+    def out_block(self, threads: int) -> int:
+        """Output channels per task: split until each thread has enough tasks."""
+        chunks = -(-self.out_shape[2] // self.rows_per_chunk)
+        split = max(1, math.ceil(TASKS_PER_THREAD * threads / (self.blocks * chunks)))
+        return max(1, math.ceil(self.spec.out_channels / split))
 
 
 def plan(
@@ -442,11 +465,11 @@ def _laid_out(x: torch.Tensor, conv_plan: ConvPlan) -> np.ndarray:
     if x.dtype == torch.float32 and conv_plan.in_place:
         return x.detach().contiguous().numpy().reshape(-1)
     spec = conv_plan.spec
-    xs = np.empty(int(conv_plan.layout[0]) * conv_plan.block_stride, dtype=np.uint32)
+    xs = np.empty(conv_plan.blocks * conv_plan.block_stride, dtype=np.uint32)
     _prepare(
         _bits(x),
         xs,
-        np.array(x.shape, dtype=np.int64),
+        conv_plan.shape_array,
         conv_plan.layout,
         16 if x.dtype == torch.bfloat16 else 0,
         spec.padding[0],
@@ -472,14 +495,9 @@ def run(x: torch.Tensor, conv_plan: ConvPlan) -> torch.Tensor:
         The output, (N, out_channels, Ho, Wo), in ``x``'s dtype.
     """
     assert tuple(x.shape) == conv_plan.input_shape  # the kernel does not check bounds
-    out_shape = conv_plan.out_shape
-    y = torch.empty(out_shape)
-    blocks = int(conv_plan.layout[0])
-    rows_per_chunk = max(1, CHUNK // conv_plan.row_stride)
-    chunks = (out_shape[2] + rows_per_chunk - 1) // rows_per_chunk
+    y = torch.empty(conv_plan.out_shape)
     with _threads() as threads:
         xs = _laid_out(x, conv_plan)
-        split = max(1, math.ceil(TASKS_PER_THREAD * threads / (blocks * chunks)))
         _conv_rows(
             conv_plan.start,
             conv_plan.off,
@@ -488,10 +506,10 @@ def run(x: torch.Tensor, conv_plan: ConvPlan) -> torch.Tensor:
             xs,
             y.numpy(),
             conv_plan.block_stride,
-            int(conv_plan.layout[4]),
+            conv_plan.row_stride // conv_plan.block,
             conv_plan.block,
-            rows_per_chunk,
-            max(1, math.ceil(out_shape[1] / split)),
+            conv_plan.rows_per_chunk,
+            conv_plan.out_block(threads),
         )
     return y if x.dtype == torch.float32 else y.to(x.dtype)
 

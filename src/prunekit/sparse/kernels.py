@@ -254,12 +254,14 @@ def _threads() -> Iterator[int]:
     users = numba.get_num_threads()  # starts the pool if it was not running
     most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
     threads = max(1, min(wanted, most))
-    numba.set_num_threads(threads)
+    if users != threads:  # setting costs microseconds: small kernels are called often
+        numba.set_num_threads(threads)
     _restore_torch_threads(wanted)
     try:
         yield threads
     finally:
-        numba.set_num_threads(users)
+        if users != threads:
+            numba.set_num_threads(users)
         _restore_torch_threads(wanted)
 
 
