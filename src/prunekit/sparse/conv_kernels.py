@@ -346,6 +346,11 @@ class ConvPlan:
         return int(self.layout[0])
 
     @cached_property
+    def columns(self) -> int:
+        """Positions of a phase row (``Wq``: the output width plus the spill columns)."""
+        return int(self.layout[4])
+
+    @cached_property
     def shape_array(self) -> np.ndarray:
         """The input shape as the layout copy takes it."""
         return np.array(self.input_shape, dtype=np.int64)
@@ -506,7 +511,7 @@ def run(x: torch.Tensor, conv_plan: ConvPlan) -> torch.Tensor:
             xs,
             y.numpy(),
             conv_plan.block_stride,
-            conv_plan.row_stride // conv_plan.block,
+            conv_plan.columns,
             conv_plan.block,
             conv_plan.rows_per_chunk,
             conv_plan.out_block(threads),
