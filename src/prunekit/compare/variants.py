@@ -93,7 +93,7 @@ def _percent(text: str, name: str) -> float:
     return value
 
 
-UNSTRUCTURED_IMPORTANCE = {"unstructured": "lamp", "magnitude": "l1"}
+GLOBAL_RANKINGS = {"unstructured": "lamp", "magnitude": "l1"}  # family -> importance
 
 
 def unstructured_spec(sparsity: float, importance: str = "lamp") -> Unstructured:
@@ -169,9 +169,9 @@ def parse_variant(name: str) -> Variant:
         match = pattern.fullmatch(text)
         if match is None:
             continue
-        if family in UNSTRUCTURED_IMPORTANCE:
+        if family in GLOBAL_RANKINGS:
             s = _percent(match.group(1), name)
-            ranking = unstructured_spec(s, UNSTRUCTURED_IMPORTANCE[family])
+            ranking = unstructured_spec(s, GLOBAL_RANKINGS[family])
             return Variant(text, "unstructured", (ranking,), s)
         if family == "calibrated":
             s = _percent(match.group(3), name)

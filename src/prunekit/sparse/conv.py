@@ -22,6 +22,7 @@ and returns NCHW.
 from __future__ import annotations
 
 import math
+import operator
 import warnings
 from typing import Any
 
@@ -226,7 +227,7 @@ class CSRConv2d(nn.Module):
         parts = (self.crow, self.col, self.values, self.bias)
         versions = tuple(None if t is None or t.is_inference() else t._version for t in parts)
         kept = self._plans.get(input_shape)
-        if kept is not None and kept[1] == versions and _same_tensors(kept[0], parts):
+        if kept is not None and kept[1] == versions and all(map(operator.is_, kept[0], parts)):
             return kept[2]
         spec = self.spec()
         if not _fits(input_shape, spec):
@@ -262,12 +263,6 @@ class CSRConv2d(nn.Module):
         if self.groups != 1:
             text += f", groups={self.groups}"
         return text + f", bias={self.bias is not None}, density={density:.3f}"
-
-
-def _same_tensors(held: tuple[Any, ...], parts: tuple[Any, ...]) -> bool:
-    """True if ``held`` and ``parts`` are the very same objects, position by position."""
-    return (held[0] is parts[0] and held[1] is parts[1] and held[2] is parts[2]
-            and held[3] is parts[3])
 
 
 def _fits(input_shape: tuple[int, ...], spec: conv_kernels.ConvSpec) -> bool:

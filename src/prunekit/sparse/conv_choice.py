@@ -16,7 +16,7 @@ from torch import nn
 
 from . import conv_kernels
 from .conv import KERNEL, CSRConv2d, unsupported_reason
-from .dispatch import KernelChoice, cautious_speedup, time_pair, weight_sparsity
+from .dispatch import KernelChoice, below_min_sparsity, cautious_speedup, time_pair
 
 
 def kernel_available(conv: nn.Conv2d) -> bool:
@@ -62,11 +62,9 @@ def choose_conv_kernel(
     if reason is not None:
         return KernelChoice("dense", None, None, f"unsupported: {reason}"), None
     weight = conv.weight.detach()
-    sparsity = weight_sparsity(weight)
-    if sparsity < min_sparsity:
-        return KernelChoice(
-            "dense", None, None, f"sparsity {sparsity:.0%} < {min_sparsity:.0%}"
-        ), None
+    too_dense = below_min_sparsity(weight, min_sparsity)
+    if too_dense is not None:
+        return too_dense, None
     if not kernel_available(conv):
         reason = "no sparse conv kernel for this device/dtype"
         return KernelChoice("dense", None, None, reason), None

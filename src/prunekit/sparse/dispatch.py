@@ -62,6 +62,15 @@ def weight_sparsity(weight: torch.Tensor) -> float:
     return 1.0 - int(torch.count_nonzero(weight)) / max(1, weight.numel())
 
 
+def below_min_sparsity(weight: torch.Tensor, min_sparsity: float) -> KernelChoice | None:
+    """The untimed dense choice for a weight with fewer than ``min_sparsity`` zeros, or None
+    if it has enough to be worth timing."""
+    sparsity = weight_sparsity(weight)
+    if sparsity < min_sparsity:
+        return KernelChoice("dense", None, None, f"sparsity {sparsity:.0%} < {min_sparsity:.0%}")
+    return None
+
+
 def _quantile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -115,11 +124,9 @@ def choose_kernel(
         The choice and the sparse module to use (None when dense wins).
     """
     weight = linear.weight.detach()
-    sparsity = weight_sparsity(weight)
-    if sparsity < min_sparsity:
-        return KernelChoice(
-            "dense", None, None, f"sparsity {sparsity:.0%} < {min_sparsity:.0%}"
-        ), None
+    too_dense = below_min_sparsity(weight, min_sparsity)
+    if too_dense is not None:
+        return too_dense, None
     x = torch.randn(rows, linear.in_features, device=weight.device, dtype=weight.dtype)
     best: tuple[KernelChoice, nn.Module | None] = (KernelChoice("dense", None, None, ""), None)
     for kernel in candidate_kernels(linear):
