@@ -21,8 +21,7 @@ kernels do not cover, callers keep their torch / numpy paths.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -238,31 +237,36 @@ def gaps_csr(
     return torch.from_numpy(crow), torch.from_numpy(col)
 
 
-@contextlib.contextmanager
-def _threads() -> Iterator[int]:
+class _threads:  # noqa: N801 - used as ``with _threads() as threads:``
     """Inside the block numba runs ``torch.get_num_threads()`` threads (within its own
-    maximum; the count is yielded); after it, numba's and torch's thread counts are what
-    they were before.
+    maximum; the count is the block's value); after it, numba's and torch's thread counts
+    are what they were before.
 
     numba's OpenMP pool runs in the OpenMP runtime torch already loaded, and starting it (on
     the first call, which reading numba's count does) sets that runtime's thread count to
     numba's maximum, which would silently undo the user's ``torch.set_num_threads``: so
     torch's count is put back too.
+
+    A class rather than a generator: small kernels are called often, and the generator
+    form cost about 2 us more per call.
     """
-    assert numba is not None
-    wanted = torch.get_num_threads()
-    users = numba.get_num_threads()  # starts the pool if it was not running
-    most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
-    threads = max(1, min(wanted, most))
-    if users != threads:  # setting costs microseconds: small kernels are called often
-        numba.set_num_threads(threads)
-    _restore_torch_threads(wanted)
-    try:
-        yield threads
-    finally:
-        if users != threads:
-            numba.set_num_threads(users)
+
+    __slots__ = ("wanted", "users", "threads")
+
+    def __enter__(self) -> int:
+        assert numba is not None
+        self.wanted = wanted = torch.get_num_threads()
+        self.users = numba.get_num_threads()  # starts the pool if it was not running
+        self.threads = max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+        if self.users != self.threads:  # setting costs microseconds
+            numba.set_num_threads(self.threads)
         _restore_torch_threads(wanted)
+        return self.threads
+
+    def __exit__(self, *exc: object) -> None:
+        if self.users != self.threads:
+            numba.set_num_threads(self.users)
+        _restore_torch_threads(self.wanted)
 
 
 def _restore_torch_threads(wanted: int) -> None:
@@ -295,12 +299,14 @@ def on_cpu_without_grad(x: torch.Tensor, values: torch.Tensor, bias: torch.Tenso
     """The conditions every compiled kernel shares: input and values on the CPU in one of
     ``dtypes`` (the same for both), and no gradient needed by any of them (the kernels have
     no backward)."""
-    wants_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, values, bias)
+    # Checked on every call of a layer: written without generators or device objects,
+    # which cost microseconds that show at batch 1.
+    wants_grad = torch.is_grad_enabled() and (
+        x.requires_grad or values.requires_grad or (bias is not None and bias.requires_grad)
     )
     return (
-        x.device.type == "cpu"
-        and values.device.type == "cpu"
+        x.is_cpu
+        and values.is_cpu
         and x.dtype == values.dtype
         and x.dtype in dtypes
         and not wants_grad
